@@ -8,3 +8,39 @@ if __name__ != "tzoo.core":  # imported as a bare `core` from the repository roo
         f"this package was imported as {__name__!r}; import it as 'tzoo.core' "
         "(install tzoo with `pip install -e .` and don't put the repository root's core/ on sys.path)"
     )
+
+from tzoo.core.attention import KVCache, MultiHeadAttention, capture_attention
+from tzoo.core.blocks import MLP, DropPath, LayerScale, SwiGLU, TransformerBlock
+from tzoo.core.positional import (
+    ALiBi,
+    LearnedPositionalEmbedding,
+    RelativePosition,
+    RotaryEmbedding,
+    SinCos2DPositionalEncoding,
+    SinusoidalPositionalEncoding,
+    sincos_1d,
+    sincos_2d,
+)
+from tzoo.core.transformer import Decoder, Encoder, TransformerConfig
+
+__all__ = [
+    "ALiBi",
+    "Decoder",
+    "DropPath",
+    "Encoder",
+    "KVCache",
+    "LayerScale",
+    "LearnedPositionalEmbedding",
+    "MLP",
+    "MultiHeadAttention",
+    "RelativePosition",
+    "RotaryEmbedding",
+    "SinCos2DPositionalEncoding",
+    "SinusoidalPositionalEncoding",
+    "SwiGLU",
+    "TransformerBlock",
+    "TransformerConfig",
+    "capture_attention",
+    "sincos_1d",
+    "sincos_2d",
+]

@@ -1,0 +1,324 @@
+"""Multi-head attention: self / cross, masks, GQA, local window, top-k, memory nodes, KV cache.
+
+A node attends to the nodes it is connected to. Which ones is the mask's business: all of them
+(encoder), only the past (``is_causal``, decoder), a sliding window of neighbours (``window``),
+the k best-scoring ones (``top_k``), another sequence (``context``, cross-attention), and always
+the learned memory nodes when there are any.
+
+Shape legend
+    B batch, N query nodes, M key/value nodes (context, or cache + new), P memory nodes,
+    D width, H query heads, Hkv key/value heads, Dh head width.
+
+Masks (the meaning ``F.scaled_dot_product_attention`` gives them): boolean ``True`` = may attend,
+float = added to the scores. ``key_padding_mask`` is (B, M) with ``True`` = real node; ``mask`` is
+(N, M), (B, N, M) or (B, H, N, M). M never counts memory nodes: they are always visible.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tzoo.core.positional import RelativePosition
+
+__all__ = ["KVCache", "MultiHeadAttention", "capture_attention"]
+
+
+class KVCache:
+    """Keys and values of one attention layer, kept between incremental decoding steps.
+
+    Self-attention appends the new nodes' keys/values each call. Cross-attention stores the
+    context's keys/values on the first call and reuses them afterwards. The buffer is allocated on
+    the first append (batch, heads and dtype come from the keys) with room for ``max_len`` nodes.
+    """
+
+    def __init__(self, max_len: int | None = None) -> None:
+        if max_len is not None and max_len < 1:
+            raise ValueError(f"KVCache max_len must be >= 1 (or None for a context cache), got {max_len}")
+        self.max_len = max_len
+        self.length = 0
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Add (B, Hkv, N, Dh) keys/values; return all cached ones, (B, Hkv, length, Dh)."""
+        n = k.shape[2]
+        if self.k is None:
+            size = self.max_len if self.max_len is not None else n
+            self.k = k.new_empty(k.shape[0], k.shape[1], size, k.shape[3])
+            self.v = v.new_empty(v.shape[0], v.shape[1], size, v.shape[3])
+        end = self.length + n
+        if end > self.k.shape[2]:
+            raise ValueError(
+                f"the KV cache holds {self.k.shape[2]} nodes; appending {n} to the {self.length} "
+                f"cached would overflow it (make it with a larger max_len, or reset it)"
+            )
+        self.k[:, :, self.length : end] = k
+        self.v[:, :, self.length : end] = v
+        self.length = end
+        return self.k[:, :, :end], self.v[:, :, :end]
+
+    def cached(self) -> tuple[Tensor, Tensor]:
+        assert self.k is not None and self.v is not None
+        return self.k[:, :, : self.length], self.v[:, :, : self.length]
+
+    def reset(self) -> None:
+        self.length = 0
+
+
+class MultiHeadAttention(nn.Module):
+    """Scaled dot-product attention over H heads with separate q, k, v projections.
+
+    ``num_kv_heads`` < ``num_heads`` shares each key/value head among a group of query heads
+    (GQA; 1 = multi-query). ``window`` limits each query to nodes less than ``window`` positions
+    away (only earlier ones when causal). ``top_k`` keeps, per query, only its k highest scores.
+    ``pos`` is a relative positional scheme (RoPE, ALiBi) applied within self-attention.
+    ``num_memory`` learned key/value nodes are visible to every query.
+
+    The default path is ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels on
+    GPU); ``top_k`` needs the scores and takes the explicit path. Both return the same tensor.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        num_kv_heads: int | None = None,
+        context_dim: int | None = None,
+        dropout: float = 0.0,
+        bias: bool = True,
+        window: int | None = None,
+        top_k: int | None = None,
+        num_memory: int = 0,
+        pos: RelativePosition | None = None,
+    ) -> None:
+        super().__init__()
+        num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if num_heads < 1 or dim % num_heads:
+            raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads} (num_heads >= 1)")
+        if num_kv_heads < 1 or num_heads % num_kv_heads:
+            raise ValueError(
+                f"num_heads={num_heads} must be divisible by num_kv_heads={num_kv_heads} "
+                f"(valid: a divisor of {num_heads})"
+            )
+        if window is not None and window < 1:
+            raise ValueError(f"window must be >= 1 node (or None for no window), got window={window}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be >= 1 (or None to keep every score), got top_k={top_k}")
+        if num_memory < 0:
+            raise ValueError(f"num_memory must be >= 0, got {num_memory}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.dim, self.num_heads, self.num_kv_heads = dim, num_heads, num_kv_heads
+        self.head_dim = dim // num_heads
+        self.dropout, self.window, self.top_k, self.pos = dropout, window, top_k, pos
+        kv_dim = num_kv_heads * self.head_dim
+        self.q_proj = nn.Linear(dim, dim, bias=bias)
+        self.k_proj = nn.Linear(context_dim or dim, kv_dim, bias=bias)
+        self.v_proj = nn.Linear(context_dim or dim, kv_dim, bias=bias)
+        self.out_proj = nn.Linear(dim, dim, bias=bias)
+        self.memory = nn.Parameter(torch.randn(2, num_kv_heads, num_memory, self.head_dim) * 0.02) if num_memory else None
+        # Set by `capture_attention`: a list that receives this layer's attention weights.
+        self.captured: list[Tensor] | None = None
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        *,
+        mask: Tensor | None = None,
+        key_padding_mask: Tensor | None = None,
+        is_causal: bool = False,
+        cache: KVCache | None = None,
+    ) -> Tensor:
+        """x (B, N, D), context (B, M, Dc) or None for self-attention -> (B, N, D).
+
+        With a ``cache``, self-attention treats x as the nodes following the cached ones (a causal
+        decoder step or a prefill); cross-attention computes the context's keys/values once.
+        """
+        B, N, _ = x.shape
+        H, Hkv, Dh = self.num_heads, self.num_kv_heads, self.head_dim
+        q = self.q_proj(x).view(B, N, H, Dh).transpose(1, 2)  # (B, H, N, Dh)
+        offset = 0
+        if context is None:
+            k = self.k_proj(x).view(B, N, Hkv, Dh).transpose(1, 2)  # (B, Hkv, N, Dh)
+            v = self.v_proj(x).view(B, N, Hkv, Dh).transpose(1, 2)
+            if cache is not None:
+                offset = cache.length
+            if self.pos is not None:
+                q, k = self.pos.rotate(q, k, offset)
+            if cache is not None:
+                k, v = cache.append(k, v)  # (B, Hkv, M, Dh), M = offset + N
+        elif cache is not None and cache.length:
+            k, v = cache.cached()
+        else:
+            Mc = context.shape[1]
+            k = self.k_proj(context).view(B, Mc, Hkv, Dh).transpose(1, 2)  # (B, Hkv, M, Dh)
+            v = self.v_proj(context).view(B, Mc, Hkv, Dh).transpose(1, 2)
+            if cache is not None:
+                k, v = cache.append(k, v)
+        M = k.shape[2]
+
+        bias = self.pos.bias(N, M, offset) if self.pos is not None and context is None else None
+        causal = is_causal and context is None
+        attn_mask, sdpa_causal = self._mask(B, N, M, offset, causal, mask, key_padding_mask, bias, x.device)
+        if self.memory is not None:
+            k, v, attn_mask = self._add_memory(k, v, attn_mask, B, N, sdpa_causal, offset)
+            sdpa_causal = False
+
+        if sdpa_causal and (self.top_k is not None or self.captured is not None):
+            # the explicit paths need the causal rule written out
+            attn_mask, sdpa_causal = torch.ones(N, M, dtype=torch.bool, device=x.device).tril(), False
+
+        dropout = self.dropout if self.training else 0.0
+        if self.top_k is not None:
+            out = _explicit_attention(q, k, v, attn_mask, top_k=self.top_k, dropout=dropout, training=self.training)
+        else:
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=attn_mask, dropout_p=dropout, is_causal=sdpa_causal, enable_gqa=Hkv != H
+            )  # (B, H, N, Dh)
+        if self.captured is not None:
+            self.captured.append(_attention_weights(q, k, attn_mask, top_k=self.top_k).detach())
+        out = out.transpose(1, 2).reshape(B, N, self.dim)  # (B, N, D)
+        return self.out_proj(out)
+
+    def _mask(
+        self,
+        B: int,
+        N: int,
+        M: int,
+        offset: int,
+        causal: bool,
+        mask: Tensor | None,
+        key_padding_mask: Tensor | None,
+        bias: Tensor | None,
+        device: torch.device,
+    ) -> tuple[Tensor | None, bool]:
+        """Combine every rule into one SDPA mask: (bool or additive float, broadcastable to
+        (B, H, N, M)) and whether SDPA's own ``is_causal`` can stand in for it."""
+        if mask is None and key_padding_mask is None and bias is None and self.window is None:
+            if not causal or N == 1:  # a single new node may see every cached one
+                return None, False
+            if offset == 0 and N == M:
+                return None, True
+        allowed: Tensor | None = None
+        if causal or self.window is not None:
+            q_pos = torch.arange(offset, offset + N, device=device)[:, None]
+            k_pos = torch.arange(M, device=device)[None, :]
+            allowed = k_pos <= q_pos if causal else torch.ones(N, M, dtype=torch.bool, device=device)
+            if self.window is not None:
+                allowed = allowed & ((q_pos - k_pos).abs() < self.window)  # (N, M)
+        if key_padding_mask is not None:
+            if key_padding_mask.shape != (B, M) or key_padding_mask.dtype != torch.bool:
+                raise ValueError(
+                    f"key_padding_mask must be a bool tensor of shape (B, M) = ({B}, {M}) "
+                    f"(True = real node), got {key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
+                )
+            kp = key_padding_mask[:, None, None, :]  # (B, 1, 1, M)
+            allowed = kp if allowed is None else allowed & kp
+        additive = bias
+        if mask is not None:
+            mask = self._check_mask(mask, B, N, M)
+            if mask.dtype == torch.bool:
+                allowed = mask if allowed is None else allowed & mask
+            else:
+                additive = mask if additive is None else additive + mask
+        if additive is None:
+            return allowed, False
+        if allowed is not None:
+            additive = additive.masked_fill(~allowed, float("-inf"))
+        return additive, False
+
+    def _check_mask(self, mask: Tensor, B: int, N: int, M: int) -> Tensor:
+        shape = tuple(mask.shape)
+        ok = (
+            (mask.dim() == 2 and shape == (N, M))
+            or (mask.dim() == 3 and shape == (B, N, M))
+            or (mask.dim() == 4 and shape[0] == B and shape[1] in (1, self.num_heads) and shape[2:] == (N, M))
+        )
+        if not ok:
+            raise ValueError(
+                f"mask has shape {shape}; valid shapes here are (N, M) = ({N}, {M}), (B, N, M) = ({B}, {N}, {M}) "
+                f"or (B, H, N, M) with H in (1, {self.num_heads}) (for a (B, M) key-padding mask use key_padding_mask=)"
+            )
+        return mask[:, None] if mask.dim() == 3 else mask  # (B, 1, N, M)
+
+    def _add_memory(
+        self, k: Tensor, v: Tensor, attn_mask: Tensor | None, B: int, N: int, causal: bool, offset: int
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Prepend the P memory nodes to keys/values; every query may attend to them."""
+        assert self.memory is not None
+        P, M = self.memory.shape[2], k.shape[2]
+        mem_k = self.memory[0].to(k.dtype).expand(B, -1, -1, -1)  # (B, Hkv, P, Dh)
+        mem_v = self.memory[1].to(v.dtype).expand(B, -1, -1, -1)
+        k, v = torch.cat([mem_k, k], dim=2), torch.cat([mem_v, v], dim=2)  # (B, Hkv, P + M, Dh)
+        if causal:
+            attn_mask = torch.ones(N, M, dtype=torch.bool, device=k.device).tril(offset)
+        if attn_mask is None:
+            return k, v, None
+        lead = attn_mask.shape[:-1]
+        if attn_mask.dtype == torch.bool:
+            pad = torch.ones(*lead, P, dtype=torch.bool, device=attn_mask.device)
+        else:
+            pad = torch.zeros(*lead, P, dtype=attn_mask.dtype, device=attn_mask.device)
+        return k, v, torch.cat([pad, attn_mask], dim=-1)  # (..., N, P + M)
+
+
+def _scores(q: Tensor, k: Tensor, attn_mask: Tensor | None, top_k: int | None) -> Tensor:
+    """Masked (and top-k filtered) attention logits, (B, H, N, M)."""
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1:
+        k = k.repeat_interleave(groups, dim=1)  # (B, H, M, Dh)
+    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, H, N, M)
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
+    if top_k is not None and top_k < scores.shape[-1]:
+        kth = scores.topk(top_k, dim=-1).values[..., -1:]  # (B, H, N, 1); ties with the k-th are kept
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    return scores
+
+
+def _attention_weights(q: Tensor, k: Tensor, attn_mask: Tensor | None, *, top_k: int | None = None) -> Tensor:
+    """softmax(q kᵀ / sqrt(Dh) + mask), (B, H, N, M), rows summing to 1."""
+    return torch.softmax(_scores(q, k, attn_mask, top_k).float(), dim=-1).to(q.dtype)
+
+
+def _explicit_attention(
+    q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, *, top_k: int | None, dropout: float, training: bool
+) -> Tensor:
+    weights = _attention_weights(q, k, attn_mask, top_k=top_k)
+    if dropout:
+        weights = F.dropout(weights, dropout, training=training)
+    groups = q.shape[1] // v.shape[1]
+    if groups > 1:
+        v = v.repeat_interleave(groups, dim=1)  # (B, H, M, Dh)
+    return weights @ v  # (B, H, N, Dh)
+
+
+@contextmanager
+def capture_attention(model: nn.Module, layers: Iterable[str] | None = None) -> Iterator[dict[str, list[Tensor]]]:
+    """Record the attention weights of chosen layers while the model runs on its fast path.
+
+    Yields ``{layer name: [weights (B, H, N, P + M) per forward call]}``. Only the chosen layers
+    recompute softmax(q kᵀ + mask), from the same q and k the fast path used; the output is
+    unchanged. ``layers`` are names from ``model.named_modules()`` (default: every attention).
+    """
+    found = {name: m for name, m in model.named_modules() if isinstance(m, MultiHeadAttention)}
+    names = list(found) if layers is None else list(layers)
+    unknown = [n for n in names if n not in found]
+    if unknown:
+        raise ValueError(f"no attention layer named {unknown}; attention layers: {list(found)}")
+    maps: dict[str, list[Tensor]] = {name: [] for name in names}
+    for name in names:
+        found[name].captured = maps[name]
+    try:
+        yield maps
+    finally:
+        for name in names:
+            found[name].captured = None

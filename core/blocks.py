@@ -1,0 +1,146 @@
+"""Feed-forward layers and the residual transformer block shared by encoders and decoders.
+
+Shape legend: B batch, N nodes, M context nodes, D width, F feed-forward width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tzoo.core.attention import KVCache, MultiHeadAttention
+
+__all__ = ["DropPath", "LayerScale", "MLP", "SwiGLU", "TransformerBlock"]
+
+
+class MLP(nn.Module):
+    """Linear -> GELU -> dropout -> Linear: (B, N, D) -> (B, N, D)."""
+
+    def __init__(self, dim: int, hidden_dim: int, *, dropout: float = 0.0, bias: bool = True) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim, bias=bias)
+        self.fc2 = nn.Linear(hidden_dim, dim, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.dropout(F.gelu(self.fc1(x))))  # (B, N, F) inside
+
+
+class SwiGLU(nn.Module):
+    """Gated feed-forward of Shazeer (2020): W2 (silu(W1 x) * W3 x), (B, N, D) -> (B, N, D).
+
+    Usually given 2/3 of the MLP's hidden width so both have the same parameter count.
+    """
+
+    def __init__(self, dim: int, hidden_dim: int, *, dropout: float = 0.0, bias: bool = False) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden_dim, bias=bias)
+        self.w3 = nn.Linear(dim, hidden_dim, bias=bias)
+        self.w2 = nn.Linear(hidden_dim, dim, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w2(self.dropout(F.silu(self.w1(x)) * self.w3(x)))  # (B, N, F) inside
+
+
+class LayerScale(nn.Module):
+    """Learned per-channel scale of a residual branch (CaiT), initialised small."""
+
+    def __init__(self, dim: int, init: float = 1e-5) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), init))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.gamma
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops a residual branch for a whole sample with probability p."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop path probability must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = x.new_empty(x.shape[0], *([1] * (x.dim() - 1))).bernoulli_(1.0 - self.p)
+        return x * keep / (1.0 - self.p)
+
+
+class TransformerBlock(nn.Module):
+    """Residual block: self-attention, optional cross-attention, feed-forward.
+
+    Norm-first (pre-norm, GPT-2 and later): ``x + f(norm(x))``; norm-last (the original
+    Transformer): ``norm(x + f(x))``. Each branch goes through dropout, layer scale and drop
+    path. The same block serves an encoder (no mask or padding), a decoder (``is_causal``) and a
+    decoder with cross-attention to an encoder's output (``context``).
+    """
+
+    def __init__(
+        self,
+        attn: MultiHeadAttention,
+        feed_forward: nn.Module,
+        *,
+        cross_attn: MultiHeadAttention | None = None,
+        norm: Callable[[int], nn.Module] = nn.LayerNorm,
+        norm_first: bool = True,
+        dropout: float = 0.0,
+        drop_path: float = 0.0,
+        layer_scale: float | None = None,
+    ) -> None:
+        super().__init__()
+        dim = attn.dim
+        self.norm_first = norm_first
+        self.attn, self.cross_attn, self.feed_forward = attn, cross_attn, feed_forward
+        self.attn_norm, self.ff_norm = norm(dim), norm(dim)
+        self.cross_norm = norm(dim) if cross_attn is not None else None
+
+        def branch_end() -> nn.Module:
+            parts: list[nn.Module] = [nn.Dropout(dropout)] if dropout else []
+            parts += [LayerScale(dim, layer_scale)] if layer_scale is not None else []
+            parts += [DropPath(drop_path)] if drop_path else []
+            return nn.Sequential(*parts) if parts else nn.Identity()
+
+        self.attn_out, self.ff_out = branch_end(), branch_end()
+        self.cross_out = branch_end() if cross_attn is not None else None
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        *,
+        mask: Tensor | None = None,
+        key_padding_mask: Tensor | None = None,
+        is_causal: bool = False,
+        context_padding_mask: Tensor | None = None,
+        cache: KVCache | None = None,
+        cross_cache: KVCache | None = None,
+    ) -> Tensor:
+        """x (B, N, D), context (B, M, Dc) -> (B, N, D)."""
+
+        def attend(h: Tensor) -> Tensor:
+            return self.attn(h, mask=mask, key_padding_mask=key_padding_mask, is_causal=is_causal, cache=cache)
+
+        x = self._residual(x, attend, self.attn_norm, self.attn_out)
+        if self.cross_attn is not None:
+            if context is None:  # also with a filled cross_cache: it marks the call as cross-attention
+                raise ValueError("this block has cross-attention: pass the encoder output as context=")
+            cross = self.cross_attn
+
+            def cross_attend(h: Tensor) -> Tensor:
+                return cross(h, context, key_padding_mask=context_padding_mask, cache=cross_cache)
+
+            assert self.cross_norm is not None and self.cross_out is not None
+            x = self._residual(x, cross_attend, self.cross_norm, self.cross_out)
+        return self._residual(x, self.feed_forward, self.ff_norm, self.ff_out)
+
+    def _residual(self, x: Tensor, f: Callable[[Tensor], Tensor], norm: nn.Module, out: nn.Module) -> Tensor:
+        if self.norm_first:
+            return x + out(f(norm(x)))
+        return norm(x + out(f(x)))

@@ -1,0 +1,189 @@
+"""Positional encodings, one small module per scheme.
+
+Absolute encodings (sinusoidal, learned, 2-D sin-cos) are added to node embeddings by a task's
+embedder. Relative ones act inside attention: RoPE rotates queries and keys, ALiBi adds a bias to
+the scores. Attention takes one ``RelativePosition`` module; it never branches on the kind.
+
+Shape legend: B batch, N nodes, M key nodes, D width, H heads, Dh head width.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "ALiBi",
+    "LearnedPositionalEmbedding",
+    "RelativePosition",
+    "RotaryEmbedding",
+    "SinCos2DPositionalEncoding",
+    "SinusoidalPositionalEncoding",
+    "sincos_1d",
+    "sincos_2d",
+]
+
+
+def _check_length(n: int, offset: int, max_len: int, what: str) -> None:
+    if offset + n > max_len:
+        raise ValueError(
+            f"{what} covers positions 0..{max_len - 1}, but positions {offset}..{offset + n - 1} "
+            f"were asked for ({n} nodes at offset {offset}); use at most {max_len} nodes "
+            f"or build the model with a larger max_len"
+        )
+
+
+def sincos_1d(positions: Tensor, dim: int, *, base: float = 10000.0) -> Tensor:
+    """Transformer sin/cos table: positions (N,) -> (N, D), sines in even, cosines in odd columns."""
+    if dim % 2:
+        raise ValueError(f"sin-cos encodings need an even width, got dim={dim}")
+    freqs = torch.exp(torch.arange(0, dim, 2, dtype=torch.float64) * (-math.log(base) / dim))
+    angles = positions.to(torch.float64)[:, None] * freqs[None, :]  # (N, D/2)
+    table = torch.empty(len(positions), dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(angles)
+    table[:, 1::2] = torch.cos(angles)
+    return table.float()
+
+
+def sincos_2d(height: int, width: int, dim: int, *, base: float = 10000.0) -> Tensor:
+    """2-D sin-cos table for a (height, width) grid in row-major order -> (height*width, D).
+
+    Half the channels encode the row, half the column (as in MAE / ViT-22B).
+    """
+    if dim % 4:
+        raise ValueError(f"2-D sin-cos encodings need a width divisible by 4, got dim={dim}")
+    rows = torch.arange(height).repeat_interleave(width)  # (H*W,)
+    cols = torch.arange(width).repeat(height)  # (H*W,)
+    return torch.cat([sincos_1d(rows, dim // 2, base=base), sincos_1d(cols, dim // 2, base=base)], dim=1)
+
+
+class SinusoidalPositionalEncoding(nn.Module):
+    """Fixed sin/cos absolute positions added to x: (B, N, D) -> (B, N, D)."""
+
+    def __init__(self, dim: int, *, max_len: int = 8192, base: float = 10000.0) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.register_buffer("table", sincos_1d(torch.arange(max_len), dim, base=base), persistent=False)
+
+    def forward(self, x: Tensor, *, offset: int = 0) -> Tensor:
+        n = x.shape[1]
+        _check_length(n, offset, self.max_len, "the sinusoidal encoding")
+        return x + self.table[offset : offset + n].to(x.dtype)
+
+
+class LearnedPositionalEmbedding(nn.Module):
+    """A learned vector per position added to x: (B, N, D) -> (B, N, D)."""
+
+    def __init__(self, max_len: int, dim: int) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.weight = nn.Parameter(torch.empty(max_len, dim))
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, x: Tensor, *, offset: int = 0) -> Tensor:
+        n = x.shape[1]
+        _check_length(n, offset, self.max_len, "the learned positional embedding")
+        return x + self.weight[offset : offset + n]
+
+
+class SinCos2DPositionalEncoding(nn.Module):
+    """Fixed 2-D sin-cos positions for a grid of patch nodes: (B, h*w, D) -> (B, h*w, D).
+
+    Regenerated for any grid size, so a model trained at one image size runs at another.
+    """
+
+    def __init__(self, dim: int, *, base: float = 10000.0) -> None:
+        super().__init__()
+        self.dim, self.base = dim, base
+        self._cache: dict[tuple[int, int], Tensor] = {}
+
+    def forward(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
+        h, w = grid
+        if x.shape[1] != h * w:
+            raise ValueError(f"x has {x.shape[1]} nodes but the grid {h}x{w} has {h * w}")
+        if grid not in self._cache:
+            self._cache[grid] = sincos_2d(h, w, self.dim, base=self.base)
+        return x + self._cache[grid].to(device=x.device, dtype=x.dtype)
+
+
+class RelativePosition(nn.Module):
+    """What attention asks of a relative positional scheme; the defaults do nothing.
+
+    ``rotate`` sees the new queries/keys of a self-attention call (positions ``offset..offset+N-1``);
+    ``bias`` gives an additive score bias for queries at ``offset..offset+N-1`` against keys
+    ``0..M-1``. Memory nodes and cross-attention context carry no position and are left alone.
+    """
+
+    def rotate(self, q: Tensor, k: Tensor, offset: int) -> tuple[Tensor, Tensor]:
+        return q, k
+
+    def bias(self, num_queries: int, num_keys: int, offset: int) -> Tensor | None:
+        return None
+
+
+class RotaryEmbedding(RelativePosition):
+    """RoPE (Su et al. 2021): rotates channel pairs (i, i + Dh/2) of q and k by position-dependent
+    angles, so q·k depends only on the offset between the two positions."""
+
+    def __init__(self, head_dim: int, *, base: float = 10000.0, max_len: int = 4096) -> None:
+        super().__init__()
+        if head_dim % 2:
+            raise ValueError(f"RoPE needs an even head width, got head_dim={head_dim}")
+        self.head_dim, self.base = head_dim, base
+        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+        self.register_buffer("inv_freq", inv_freq.float(), persistent=False)
+        self._build(max_len)
+
+    def _build(self, length: int) -> None:
+        t = torch.arange(length, dtype=torch.float64, device=self.inv_freq.device)
+        angles = torch.outer(t, self.inv_freq.double())  # (N, Dh/2)
+        angles = torch.cat([angles, angles], dim=-1)  # (N, Dh)
+        self.register_buffer("cos", angles.cos().float(), persistent=False)
+        self.register_buffer("sin", angles.sin().float(), persistent=False)
+
+    def rotate(self, q: Tensor, k: Tensor, offset: int) -> tuple[Tensor, Tensor]:
+        n = q.shape[-2]
+        if offset + n > self.cos.shape[0]:  # grow the table instead of failing on long sequences
+            self._build(max(2 * self.cos.shape[0], offset + n))
+        cos = self.cos[offset : offset + n].to(q.dtype)  # (N, Dh)
+        sin = self.sin[offset : offset + n].to(q.dtype)
+        return _rope(q, cos, sin), _rope(k, cos, sin)
+
+
+def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+class ALiBi(RelativePosition):
+    """ALiBi (Press et al. 2022): a per-head linear penalty -slope_h * |i - j| on the scores.
+
+    Slopes are the geometric sequence 2^(-8h/H) of the paper (interleaved for non powers of two).
+    """
+
+    def __init__(self, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.register_buffer("slopes", _alibi_slopes(num_heads), persistent=False)
+
+    def bias(self, num_queries: int, num_keys: int, offset: int) -> Tensor:
+        q_pos = torch.arange(offset, offset + num_queries, device=self.slopes.device)
+        k_pos = torch.arange(num_keys, device=self.slopes.device)
+        distance = (q_pos[:, None] - k_pos[None, :]).abs()  # (N, M)
+        return -self.slopes[:, None, None] * distance  # (H, N, M)
+
+
+def _alibi_slopes(n: int) -> Tensor:
+    def powers_of_two(k: int) -> list[float]:
+        start = 2 ** (-8 / k)
+        return [start ** (i + 1) for i in range(k)]
+
+    if math.log2(n).is_integer():
+        slopes = powers_of_two(n)
+    else:
+        closest = 2 ** math.floor(math.log2(n))
+        slopes = powers_of_two(closest) + powers_of_two(2 * closest)[0::2][: n - closest]
+    return torch.tensor(slopes, dtype=torch.float32)
