@@ -1,0 +1,85 @@
+"""What every task's LightningModule shares: the optimizer, the LR schedule, metric names and the
+checkpoint stamp that says which task wrote a checkpoint.
+
+Metric names are ``train/loss``, ``val/loss`` and ``val/<task metric>``. The optimizer is AdamW with
+weight decay on matrices only (not on biases, norms, embeddings' positions or other 1-D
+parameters), under linear warmup then cosine decay to ``min_lr``. To use another optimizer or
+schedule, pass ``--optimizer`` / ``--lr_scheduler`` to the CLI: LightningCLI then replaces
+``configure_optimizers`` (and says so).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+__all__ = ["TaskModule", "cosine_with_warmup", "param_groups"]
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Split parameters into decayed (2-D and up: weight matrices, embeddings) and not decayed."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def cosine_with_warmup(step: int, *, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """LR multiplier: linear warmup from 1/warmup to 1, then cosine from 1 to ``min_ratio``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class TaskModule(pl.LightningModule):
+    """Base LightningModule of a tzoo task. Subclasses set ``task_name`` and call
+    ``super().__init__(lr=..., ...)`` with their optimisation settings."""
+
+    task_name: str = ""
+
+    def __init__(
+        self,
+        *,
+        lr: float = 1e-3,
+        min_lr: float | None = None,
+        weight_decay: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_steps: int = 100,
+    ) -> None:
+        super().__init__()
+        if lr <= 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        if warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        self.lr, self.weight_decay, self.betas, self.warmup_steps = lr, weight_decay, tuple(betas), warmup_steps
+        self.min_lr = lr / 10 if min_lr is None else min_lr
+
+    def configure_optimizers(self) -> Any:
+        fused = {"fused": True} if all(p.device.type != "cpu" for p in self.parameters()) else {}
+        optimizer = torch.optim.AdamW(param_groups(self, self.weight_decay), lr=self.lr, betas=self.betas, **fused)
+        total = self._total_steps()
+        ratio = self.min_lr / self.lr
+
+        def schedule(step: int) -> float:
+            return cosine_with_warmup(step, warmup_steps=self.warmup_steps, total_steps=total, min_ratio=ratio)
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _total_steps(self) -> int:
+        trainer = self.trainer
+        if trainer.max_steps and trainer.max_steps > 0:
+            return trainer.max_steps
+        total = trainer.estimated_stepping_batches
+        return int(total) if math.isfinite(total) else 10**9
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # lets `tzoo` refuse a checkpoint of another task with a clear message
+        cls = type(self)
+        checkpoint["tzoo"] = {"task": self.task_name, "class_path": f"{cls.__module__}.{cls.__qualname__}"}

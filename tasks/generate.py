@@ -1,0 +1,73 @@
+"""``tzoo generate``: sample from a checkpoint of a task whose module can ``sample`` (the LM).
+
+Checkpoints are read with ``torch.load(weights_only=True)``: loading never runs code from the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tzoo.tasks.registry import get_task
+
+__all__ = ["generate_main", "load_checkpoint", "load_module"]
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A Lightning checkpoint as a dict, refusing anything that would execute code to load."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling error, truncated zip, not a checkpoint at all
+        raise ValueError(f"cannot read checkpoint {str(path)!r} safely: {type(exc).__name__}: {exc}") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"{str(path)!r} is not a Lightning checkpoint (no 'state_dict')")
+    return checkpoint
+
+
+def load_module(path: str | Path, *, task: str | None = None) -> Any:
+    """Rebuild the task's LightningModule from a checkpoint; ``task`` checks which task wrote it."""
+    checkpoint = load_checkpoint(path)
+    written_by = checkpoint.get("tzoo", {}).get("task")
+    if written_by is None:
+        raise ValueError(f"checkpoint {str(path)!r} was not written by a tzoo task (no 'tzoo' stamp)")
+    if task is not None and written_by != task:
+        raise ValueError(f"checkpoint {str(path)!r} was written by the {written_by!r} task, not by {task!r}")
+    module = get_task(written_by).module(**checkpoint.get("hyper_parameters", {}))
+    module.on_load_checkpoint(checkpoint)
+    module.load_state_dict(checkpoint["state_dict"])
+    return module.eval()
+
+
+def generate_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="tzoo generate", description="Sample text from a checkpoint.")
+    parser.add_argument("--ckpt", required=True, help="checkpoint file (e.g. runs/lm/version_0/checkpoints/last.ckpt)")
+    parser.add_argument("--prompt", default="\n")
+    parser.add_argument("--max_new_tokens", type=int, default=500)
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--top_k", type=int, default=None)
+    parser.add_argument("--top_p", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--no_cache", action="store_true", help="recompute the whole window every step")
+    args = parser.parse_args(argv)
+    try:
+        module = load_module(args.ckpt)
+        if not hasattr(module, "sample"):
+            raise ValueError(f"the {module.task_name!r} task does not generate text; `tzoo generate` needs an lm checkpoint")
+        text = module.sample(
+            args.prompt,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            use_cache=not args.no_cache,
+            seed=args.seed,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"tzoo generate: {exc}") from None
+    print(text)

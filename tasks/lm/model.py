@@ -1,0 +1,183 @@
+"""GPT: token nodes -> causal core decoder -> next-token logits, and a sampler using the KV cache.
+
+Shape legend: B batch, N tokens, V vocabulary, D width.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tzoo.core import Decoder, KVCache, LearnedPositionalEmbedding, TransformerConfig
+
+__all__ = ["GPT", "filter_logits", "sample_next"]
+
+
+class GPT(nn.Module):
+    """Token embedding (+ learned positions, or RoPE inside attention) -> causal decoder blocks ->
+    final norm -> LM head tied to the embedding. ``block_size`` is the most positions it takes."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        *,
+        block_size: int = 256,
+        dim: int = 384,
+        depth: int = 6,
+        num_heads: int = 6,
+        num_kv_heads: int | None = None,
+        dropout: float = 0.0,
+        bias: bool = False,
+        position: Literal["learned", "rope"] = "learned",
+        feed_forward: Literal["gelu", "swiglu"] = "gelu",
+        norm: Literal["layernorm", "rmsnorm"] = "layernorm",
+    ) -> None:
+        super().__init__()
+        if vocab_size < 1:
+            raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
+        if block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {block_size}")
+        if position not in ("learned", "rope"):
+            raise ValueError(f"position={position!r} is not one of ('learned', 'rope')")
+        self.vocab_size, self.block_size = vocab_size, block_size
+        self.embed = nn.Embedding(vocab_size, dim)
+        self.pos = LearnedPositionalEmbedding(block_size, dim) if position == "learned" else None
+        self.drop = nn.Dropout(dropout)
+        config = TransformerConfig(
+            dim=dim,
+            depth=depth,
+            num_heads=num_heads,
+            num_kv_heads=num_kv_heads,
+            feed_forward=feed_forward,
+            norm=norm,
+            bias=bias,
+            dropout=dropout,
+            position="rope" if position == "rope" else "none",
+        )
+        self.decoder = Decoder(config)
+        self.head = nn.Linear(dim, vocab_size, bias=False)
+        self.head.weight = self.embed.weight  # tied (Press & Wolf 2017)
+        self._init_weights(depth)
+
+    def _init_weights(self, depth: int) -> None:
+        # GPT-2: N(0, 0.02) everywhere, residual output projections scaled by 1/sqrt(2 * depth)
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        for name, p in self.named_parameters():
+            if name.endswith(("out_proj.weight", "fc2.weight", "w2.weight")):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * depth))
+
+    def num_params(self, *, non_embedding: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - (self.pos.weight.numel() if non_embedding and self.pos is not None else 0)
+
+    def forward(self, idx: Tensor, *, cache: list[KVCache] | None = None) -> Tensor:
+        """idx (B, N) token ids following the ``cache``'s nodes -> logits (B, N, V)."""
+        offset = cache[0].length if cache is not None else 0
+        if offset + idx.shape[1] > self.block_size:
+            raise ValueError(
+                f"{idx.shape[1]} tokens at position {offset} exceed the model's block_size={self.block_size} "
+                f"(its maximum positions); crop the input to the last {self.block_size - offset} tokens"
+            )
+        x = self.embed(idx)  # (B, N, D)
+        if self.pos is not None:
+            x = self.pos(x, offset=offset)
+        x = self.decoder(self.drop(x), cache=cache)
+        return self.head(x)  # (B, N, V)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        use_cache: bool = True,
+        stop: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Extend idx (B, N0) by up to ``max_new_tokens`` -> (B, N0 + new).
+
+        ``use_cache=False`` recomputes the last ``block_size`` tokens every step (the reference).
+        With the cache each step feeds one token; both give the same tokens while the sequence fits
+        in ``block_size``. Past it, the cached sampler re-reads the last half block into a fresh
+        cache and goes on from there (the reference slides by one token each step instead).
+        Generation ends early once every row has produced ``stop``; later tokens of rows that
+        stopped earlier are ``stop`` too. ``temperature=0`` is greedy.
+        """
+        _check_sampling(temperature, top_k, top_p)
+        if idx.dim() != 2 or idx.shape[1] < 1:
+            raise ValueError(f"idx must be (B, N) token ids with N >= 1, got shape {tuple(idx.shape)}")
+        was_training = self.training
+        self.eval()
+        done = torch.zeros(idx.shape[0], dtype=torch.bool, device=idx.device)
+        cache = self.decoder.make_cache(self.block_size) if use_cache else None
+        logits = self(idx[:, -self.block_size :], cache=cache)[:, -1] if cache is not None else None
+        for step in range(max_new_tokens):
+            if cache is None:
+                logits = self(idx[:, -self.block_size :])[:, -1]  # (B, V)
+            assert logits is not None
+            nxt = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)  # (B, 1)
+            if stop is not None:
+                nxt = nxt.masked_fill(done[:, None], stop)
+                done |= nxt[:, 0] == stop
+            idx = torch.cat([idx, nxt], dim=1)
+            if (stop is not None and bool(done.all())) or step == max_new_tokens - 1:
+                break
+            if cache is not None:
+                if cache[0].length >= self.block_size:
+                    for c in cache:
+                        c.reset()
+                    logits = self(idx[:, -(self.block_size // 2 or 1) :], cache=cache)[:, -1]
+                else:
+                    logits = self(nxt, cache=cache)[:, -1]
+        self.train(was_training)
+        return idx
+
+
+def _check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 (or None for no limit), got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1] (or None for no limit), got {top_p}")
+
+
+def filter_logits(logits: Tensor, *, top_k: int | None = None, top_p: float | None = None) -> Tensor:
+    """Set every logit outside the top-k / the top-p nucleus to -inf. logits (B, V) -> (B, V)."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        probs = F.softmax(sorted_logits, dim=-1)
+        # drop a token when the tokens ranked above it already reach top_p (the first always stays)
+        drop_sorted = (probs.cumsum(dim=-1) - probs) >= top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample_next(
+    logits: Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """One token per row from logits (B, V) -> (B, 1)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = filter_logits(logits.float() / temperature, top_k=top_k, top_p=top_p)
+    return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)

@@ -1,0 +1,214 @@
+"""LightningModule of the language-modeling task: next-token cross-entropy on every position.
+
+Logs ``train/loss``, ``train/tokens_per_s``, ``val/loss`` and ``val/ppl``, and prints a short
+sample at the end of each validation. The tokenizer travels inside every checkpoint (and as
+``tokenizer.json`` in the run directory), so a checkpoint is sampled without the corpus.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tzoo.tasks.base import TaskModule
+from tzoo.tasks.lm.model import GPT
+from tzoo.tasks.lm.tokenizer import load_tokenizer
+
+__all__ = ["LanguageModel"]
+
+
+class LanguageModel(TaskModule):
+    task_name = "lm"
+
+    def __init__(
+        self,
+        vocab_size: int | None = None,
+        *,
+        block_size: int = 256,
+        dim: int = 384,
+        depth: int = 6,
+        num_heads: int = 6,
+        num_kv_heads: int | None = None,
+        dropout: float = 0.0,
+        bias: bool = False,
+        position: Literal["learned", "rope"] = "learned",
+        feed_forward: Literal["gelu", "swiglu"] = "gelu",
+        norm: Literal["layernorm", "rmsnorm"] = "layernorm",
+        lr: float = 1e-3,
+        min_lr: float | None = None,
+        weight_decay: float = 0.1,
+        betas: tuple[float, float] = (0.9, 0.99),
+        warmup_steps: int = 100,
+        sample_prompt: str = "\n",
+        sample_tokens: int = 200,
+        compile: bool = False,
+    ) -> None:
+        """``vocab_size`` is linked from the data by the ``tzoo`` CLI; pass it when building by hand."""
+        super().__init__(lr=lr, min_lr=min_lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps)
+        if vocab_size is None:
+            raise ValueError(
+                "vocab_size is not set: the tzoo CLI links it from the data; "
+                "when building LanguageModel yourself pass vocab_size=<the tokenizer's vocab_size>"
+            )
+        self.save_hyperparameters()
+        self.model = GPT(
+            vocab_size,
+            block_size=block_size,
+            dim=dim,
+            depth=depth,
+            num_heads=num_heads,
+            num_kv_heads=num_kv_heads,
+            dropout=dropout,
+            bias=bias,
+            position=position,
+            feed_forward=feed_forward,
+            norm=norm,
+        )
+        self.compile_model = compile
+        self.sample_prompt, self.sample_tokens = sample_prompt, sample_tokens
+        self.tokenizer: Any = None
+        self._val_losses: list[Tensor] = []
+        self._step_start: float | None = None
+
+    # --- set-up -------------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and hasattr(datamodule, "tokenizer"):
+            block = getattr(datamodule, "block_size", None)
+            if block is not None and block > self.model.block_size:
+                raise ValueError(
+                    f"the data's block_size={block} is larger than the model's block_size={self.model.block_size} "
+                    f"(its maximum positions); set model.init_args.block_size >= {block} or data.init_args.block_size <= {self.model.block_size}"
+                )
+            if self.tokenizer is None:
+                self.tokenizer = datamodule.tokenizer
+        if self.compile_model and stage == "fit":
+            self.model.compile()  # in place: state_dict keys stay those of the plain model
+
+    # --- steps --------------------------------------------------------------------------------
+
+    def forward(self, idx: Tensor) -> Tensor:
+        return self.model(idx)
+
+    def _loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        x, y = batch  # (B, N) each
+        logits = self.model(x)  # (B, N, V)
+        return F.cross_entropy(logits.view(-1, logits.shape[-1]), y.reshape(-1))
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._step_start = time.perf_counter()
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        loss = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._step_start is not None:
+            tokens = batch[0].numel()
+            self.log("train/tokens_per_s", tokens / (time.perf_counter() - self._step_start))
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._val_losses.append(self._loss(batch).detach())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_losses:
+            return
+        loss = torch.stack(self._val_losses).mean()
+        self._val_losses.clear()
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+        self.log("val/ppl", torch.exp(loss), sync_dist=True)
+        if self.trainer.sanity_checking or self.tokenizer is None or self.sample_tokens <= 0:
+            return
+        text = self.sample(self.sample_prompt, max_new_tokens=self.sample_tokens, temperature=0.8, top_k=50, seed=0)
+        if self.trainer.is_global_zero:
+            print(f"\n--- sample at step {self.global_step} (val/loss {loss.item():.3f}) ---\n{text}\n---", flush=True)
+            for logger in self.loggers:
+                experiment = getattr(logger, "experiment", None)
+                if hasattr(experiment, "add_text"):
+                    experiment.add_text("val/sample", text, self.global_step)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.log("test/loss", self._loss(batch), sync_dist=True)
+
+    def predict_step(self, batch: list[str], batch_idx: int) -> list[str]:
+        return [self.sample(prompt, max_new_tokens=self.sample_tokens) for prompt in batch]
+
+    # --- sampling -----------------------------------------------------------------------------
+
+    def sample(
+        self,
+        prompt: str,
+        *,
+        max_new_tokens: int = 200,
+        temperature: float = 0.8,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        use_cache: bool = True,
+        seed: int | None = None,
+        stop_at_eot: bool = True,
+    ) -> str:
+        """prompt + up to ``max_new_tokens`` sampled tokens, as text."""
+        if self.tokenizer is None:
+            raise ValueError("this LanguageModel has no tokenizer yet: load it from a checkpoint or fit it first")
+        ids = self.tokenizer.encode(prompt) or [self.tokenizer.eot_id]
+        idx = torch.tensor([ids], dtype=torch.long, device=self.device)[:, -self.model.block_size :]
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+        out = self.model.generate(
+            idx,
+            max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            use_cache=use_cache,
+            stop=self.tokenizer.eot_id if stop_at_eot else None,
+            generator=generator,
+        )
+        new = out[0, idx.shape[1] :].tolist()
+        if stop_at_eot and self.tokenizer.eot_id in new:
+            new = new[: new.index(self.tokenizer.eot_id)]
+        return prompt + self.tokenizer.decode(new)
+
+    # --- checkpoints --------------------------------------------------------------------------
+
+    def on_fit_start(self) -> None:
+        log_dir = self.trainer.log_dir
+        if self.tokenizer is not None and log_dir and self.trainer.is_global_zero:
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            self.tokenizer.save(Path(log_dir) / "tokenizer.json")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.tokenizer is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "tokenizer.json"
+                self.tokenizer.save(path)
+                checkpoint["tokenizer"] = json.loads(path.read_text(encoding="utf-8"))
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        stamp = checkpoint.get("tzoo", {})
+        if stamp.get("task", self.task_name) != self.task_name:
+            raise ValueError(
+                f"this checkpoint was written by the {stamp.get('task')!r} task ({stamp.get('class_path')}), "
+                f"not by the language model ('lm')"
+            )
+        if "tokenizer" in checkpoint:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "tokenizer.json"
+                path.write_text(json.dumps(checkpoint["tokenizer"]), encoding="utf-8")
+                self.tokenizer = load_tokenizer(path)
+
+    def flops_per_token(self) -> float:
+        """Training FLOPs per token (forward + backward), PaLM appendix B: 6N + 12 L D T."""
+        cfg = self.model.decoder.config
+        return 6 * self.model.num_params() + 12 * cfg.depth * cfg.dim * self.model.block_size

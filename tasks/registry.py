@@ -1,0 +1,124 @@
+"""The task registry: built-in tasks registered explicitly, third-party ones through entry points.
+
+A task is a name, a LightningModule class, a LightningDataModule class, a default config and a
+one-line description. Plugins expose a ``Task`` (or a function returning one) in the entry-point
+group ``tzoo.tasks``::
+
+    [project.entry-points."tzoo.tasks"]
+    sort = "tzoo_sort:TASK"
+
+A duplicate name is an error. A plugin that fails to load is reported (a warning, and status
+``failed`` in ``tzoo tasks``) while every other task keeps working.
+"""
+
+from __future__ import annotations
+
+import importlib
+import traceback
+import warnings
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import lightning.pytorch as pl
+
+__all__ = ["ENTRY_POINT_GROUP", "Task", "TaskLoadError", "get_task", "list_tasks", "register_task"]
+
+ENTRY_POINT_GROUP = "tzoo.tasks"
+
+# Built-in tasks: name -> module that defines TASK. Imported explicitly, on first use of the registry.
+_BUILTINS = {"lm": "tzoo.tasks.lm"}
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    module: type[pl.LightningModule]
+    datamodule: type[pl.LightningDataModule]
+    config: Path | None = None
+    description: str = ""
+    source: str = "built-in"
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"task name {self.name!r} must be non-empty letters, digits, '-' or '_'")
+        if not (isinstance(self.module, type) and issubclass(self.module, pl.LightningModule)):
+            raise TypeError(f"task {self.name!r}: module must be a LightningModule subclass, got {self.module!r}")
+        if not (isinstance(self.datamodule, type) and issubclass(self.datamodule, pl.LightningDataModule)):
+            raise TypeError(f"task {self.name!r}: datamodule must be a LightningDataModule subclass, got {self.datamodule!r}")
+
+
+@dataclass(frozen=True)
+class TaskLoadError:
+    """A plugin that could not be loaded: its entry point and what went wrong."""
+
+    name: str
+    source: str
+    error: str
+
+
+_tasks: dict[str, Task] = {}
+_failed: dict[str, TaskLoadError] = {}
+_loaded = False
+
+
+def register_task(task: Task) -> Task:
+    """Add a task; a name already taken is an error (never silently replaced)."""
+    if task.name in _tasks:
+        other = _tasks[task.name]
+        raise ValueError(
+            f"a task named {task.name!r} is already registered (from {other.source}); "
+            f"cannot register it again from {task.source}"
+        )
+    _tasks[task.name] = task
+    return task
+
+
+def _load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module_name in _BUILTINS.values():
+        register_task(importlib.import_module(module_name).TASK)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        source = f"entry point {ep.name} = {ep.value}"
+        try:
+            obj = ep.load()
+            task = obj() if callable(obj) and not isinstance(obj, Task) else obj
+            if not isinstance(task, Task):
+                raise TypeError(f"expected a tzoo.tasks.registry.Task, got {type(task).__name__}")
+            if task.source == "built-in":
+                task = Task(task.name, task.module, task.datamodule, task.config, task.description, source)
+            register_task(task)
+        except Exception as exc:  # a broken plugin must not take the others down
+            message = f"{type(exc).__name__}: {exc}"
+            _failed[ep.name] = TaskLoadError(ep.name, source, message)
+            warnings.warn(
+                f"tzoo task plugin {ep.name!r} ({ep.value}) failed to load and is skipped: {message}\n"
+                + "".join(traceback.format_exception_only(exc)).strip(),
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+
+def get_task(name: str) -> Task:
+    _load()
+    if name in _tasks:
+        return _tasks[name]
+    if name in _failed:
+        raise ValueError(f"task {name!r} failed to load: {_failed[name].error}")
+    raise ValueError(f"unknown task {name!r}; registered tasks: {', '.join(sorted(_tasks)) or '(none)'}")
+
+
+def list_tasks() -> tuple[list[Task], list[TaskLoadError]]:
+    """Every registered task and every plugin that failed to load."""
+    _load()
+    return sorted(_tasks.values(), key=lambda t: t.name), sorted(_failed.values(), key=lambda f: f.name)
+
+
+def _reset_for_tests() -> None:
+    global _loaded
+    _tasks.clear()
+    _failed.clear()
+    _loaded = False
