@@ -21,6 +21,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 from jsonargparse import Namespace
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.cli import LightningCLI
 
 from tzoo.tasks.registry import get_task, list_tasks
@@ -29,18 +31,7 @@ __all__ = ["TzooCLI", "main"]
 
 RUNS_DIR = "runs"
 
-TRAINER_DEFAULTS: dict[str, Any] = {
-    "default_root_dir": RUNS_DIR,
-    "logger": [
-        {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": RUNS_DIR, "name": "tzoo"}},
-        {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": RUNS_DIR, "name": "tzoo"}},
-    ],
-    "callbacks": [
-        {"class_path": "lightning.pytorch.callbacks.RichProgressBar"},
-        {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "step"}},
-        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"save_last": True}},
-    ],
-}
+TRAINER_DEFAULTS: dict[str, Any] = {"default_root_dir": RUNS_DIR}
 
 
 class TzooCLI(LightningCLI):
@@ -56,10 +47,6 @@ class TzooCLI(LightningCLI):
             **kwargs,
         )
 
-    def before_instantiate_classes(self) -> None:
-        config = self.config.get(str(self.subcommand), self.config)
-        _name_default_loggers(config)
-
     def instantiate_classes(self) -> None:
         config = self.config.get(str(self.subcommand), self.config)
         data = None
@@ -71,13 +58,18 @@ class TzooCLI(LightningCLI):
             self.datamodule = data
             self.config_init.get(str(self.subcommand), self.config_init)["data"] = data
 
+    def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
+        trainer = self._get(self.config_init, "trainer", default={})
+        _add_trainer_defaults(trainer, getattr(self.model, "task_name", "") or "tzoo")
+        return super().instantiate_trainer(**kwargs)
+
 
 def _instantiate(spec: Namespace) -> Any:
     from jsonargparse import ArgumentParser
 
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(pl.LightningDataModule, "data", required=True)
-    return parser.instantiate_classes(Namespace(data=spec)).data
+    return parser.instantiate(Namespace(data=spec)).data
 
 
 def _link_data_to_model(data: pl.LightningDataModule, model: Namespace) -> None:
@@ -109,19 +101,23 @@ def _link_data_to_model(data: pl.LightningDataModule, model: Namespace) -> None:
         model.init_args[name] = value
 
 
-def _name_default_loggers(config: Namespace) -> None:
-    """Default loggers write to runs/<task>/version_N rather than runs/tzoo/version_N."""
-    from jsonargparse._util import import_object  # type: ignore[attr-defined]
-
-    model = config.get("model")
-    loggers = config.get("trainer", Namespace()).get("logger")
-    if model is None or not isinstance(loggers, list):
-        return
-    task = getattr(import_object(model.class_path), "task_name", "") or "tzoo"
-    for logger in loggers:
-        init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
-        if init_args is not None and init_args.get("name") == "tzoo":
-            init_args["name"] = task
+def _add_trainer_defaults(trainer: dict[str, Any], task: str) -> None:
+    """Loggers and callbacks a user expects, unless the config chose its own (or turned them off):
+    CSV + TensorBoard logs in <default_root_dir>/<task>/version_N (one N for both; left alone the
+    two loggers pick their versions independently and can disagree), a learning-rate monitor, a
+    rich progress bar and a checkpoint callback that also keeps ``last.ckpt``."""
+    callbacks = list(trainer.get("callbacks") or [])
+    if trainer.get("logger") in (None, True):
+        root = Path(trainer.get("default_root_dir") or RUNS_DIR)
+        taken = [p.name.removeprefix("version_") for p in (root / task).glob("version_*")]
+        version = max((int(v) for v in taken if v.isdigit()), default=-1) + 1
+        trainer["logger"] = [CSVLogger(root, name=task, version=version), TensorBoardLogger(root, name=task, version=version)]
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(RichProgressBar())
+    if trainer.get("enable_checkpointing") is not False and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+        callbacks.append(ModelCheckpoint(save_last=True))
+    trainer["callbacks"] = callbacks
 
 
 def _expand_task(args: list[str]) -> list[str]:

@@ -38,7 +38,9 @@ def load_module(path: str | Path, *, task: str | None = None) -> Any:
         raise ValueError(f"checkpoint {str(path)!r} was not written by a tzoo task (no 'tzoo' stamp)")
     if task is not None and written_by != task:
         raise ValueError(f"checkpoint {str(path)!r} was written by the {written_by!r} task, not by {task!r}")
-    module = get_task(written_by).module(**checkpoint.get("hyper_parameters", {}))
+    # LightningCLI adds bookkeeping entries such as `_class_path` to the saved hyperparameters
+    hparams = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
+    module = get_task(written_by).module(**hparams)
     module.on_load_checkpoint(checkpoint)
     module.load_state_dict(checkpoint["state_dict"])
     return module.eval()

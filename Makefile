@@ -1,0 +1,27 @@
+# The two commands of the README. Each sets up .venv (once) and then runs.
+#   make train   train the default language model on Shakespeare (offline), then print a sample
+#   make test    run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.tzoo-installed
+
+.PHONY: train test install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/tzoo fit --config configs/lm/shakespeare_char.yaml --trainer.logger.init_args.version=main
+	$(BIN)/tzoo generate --ckpt runs/lm/main/checkpoints/last.ckpt --prompt "ROMEO:" --max_new_tokens 500 --seed 0
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs build dist *.egg-info

@@ -1,0 +1,123 @@
+"""The tzoo command: tasks, fit on a tiny config, --print_config, links, generate, bad input."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from tzoo.tasks.cli import main
+
+CORPUS = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 40
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            seed_everything: 0
+            trainer:
+              max_steps: 4
+              val_check_interval: 2
+              limit_val_batches: 2
+              default_root_dir: {tmp_path / "runs"}
+              enable_progress_bar: false
+              log_every_n_steps: 1
+            model:
+              class_path: tzoo.tasks.lm.module.LanguageModel
+              init_args:
+                block_size: 16
+                dim: 16
+                depth: 1
+                num_heads: 2
+                sample_tokens: 8
+            data:
+              class_path: tzoo.tasks.lm.data.TextDataModule
+              init_args:
+                corpus: {corpus}
+                block_size: 16
+                batch_size: 4
+                cache_dir: {tmp_path / "cache"}
+            """
+        )
+    )
+    return tmp_path, config
+
+
+def test_tasks_lists_name_status_config(capsys):
+    main(["tasks"])
+    out = capsys.readouterr().out
+    assert "lm" in out and "ok" in out and "shakespeare_char.yaml" in out
+
+
+def test_fit_then_generate_from_its_checkpoint(tiny_config, capsys):
+    tmp_path, config = tiny_config
+    main(["fit", "--config", str(config)])
+    ckpts = sorted((tmp_path / "runs").rglob("last.ckpt"))
+    assert len(ckpts) == 1, list((tmp_path / "runs").rglob("*"))
+    run_dir = ckpts[0].parent.parent
+    assert (run_dir / "tokenizer.json").is_file() and (run_dir / "config.yaml").is_file()
+    assert (run_dir / "metrics.csv").is_file()
+    metrics = (run_dir / "metrics.csv").read_text()
+    assert "train/loss" in metrics and "val/loss" in metrics and "val/ppl" in metrics
+    capsys.readouterr()
+    main(["generate", "--ckpt", str(ckpts[0]), "--prompt", "First", "--max_new_tokens", "20", "--seed", "0"])
+    text = capsys.readouterr().out
+    assert text.startswith("First") and len(text.strip()) > len("First")
+    assert set(text) <= set(CORPUS) | {"\n"}
+
+
+def test_print_config_shows_the_resolved_config(tiny_config, capsys):
+    _, config = tiny_config
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "tzoo.tasks.lm.module.LanguageModel" in out and "block_size: 16" in out
+
+
+def test_user_value_replaced_by_a_link_is_reported(tiny_config):
+    tmp_path, config = tiny_config
+    with pytest.warns(UserWarning, match=r"model.init_args.vocab_size=5 from your config is replaced by \d+, linked from the data"):
+        main(["validate", "--config", str(config), "--model.init_args.vocab_size=5", "--trainer.logger=false"])
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(SystemExit, match=r"config file '.*nope.yaml' does not exist"):
+        main(["fit", "--config", str(tmp_path / "nope.yaml")])
+
+
+def test_unknown_task_lists_valid_ones():
+    with pytest.raises(SystemExit, match=r"unknown task 'nope'; registered tasks: .*lm"):
+        main(["fit", "--task", "nope"])
+
+
+def test_unknown_config_key_is_rejected(tiny_config, capsys):
+    _, config = tiny_config
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--model.init_args.not_a_key=3"])
+    assert exit_info.value.code != 0
+    assert "not_a_key" in capsys.readouterr().err
+
+
+def test_generate_refuses_other_files(tmp_path):
+    bogus = tmp_path / "x.ckpt"
+    torch.save({"state_dict": {}, "tzoo": {"task": "vision", "class_path": "x.Y"}}, bogus)
+    from tzoo.tasks.generate import load_module
+
+    with pytest.raises(ValueError, match=r"written by the 'vision' task, not by 'lm'"):
+        load_module(bogus, task="lm")
+    bogus.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit, match=r"cannot read checkpoint '.*x.ckpt' safely"):
+        main(["generate", "--ckpt", str(bogus)])
+
+
+def test_console_script_runs():
+    out = subprocess.run([str(Path(sys.executable).parent / "tzoo"), "tasks"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "lm" in out.stdout
