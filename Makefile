@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml setup.py
 	touch $(STAMP)
 
 train: $(STAMP)
-	$(BIN)/tzoo fit --config configs/lm/shakespeare_char.yaml --trainer.logger.init_args.version=main
-	$(BIN)/tzoo generate --ckpt runs/lm/main/checkpoints/last.ckpt --prompt "ROMEO:" --max_new_tokens 500 --seed 0
+	$(BIN)/tzoo fit --config configs/lm/shakespeare_char.yaml
+	$(BIN)/tzoo generate --ckpt "$$(ls -td runs/lm/version_*/checkpoints/last.ckpt | head -n 1)" \
+		--prompt "ROMEO:" --max_new_tokens 500 --top_k 50 --seed 0
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -144,21 +144,19 @@ class MultiHeadAttention(nn.Module):
         """
         B, N, _ = x.shape
         H, Hkv, Dh = self.num_heads, self.num_kv_heads, self.head_dim
-        q = self.q_proj(x).view(B, N, H, Dh).transpose(1, 2)  # (B, H, N, Dh)
         offset = 0
         if context is None:
-            k = self.k_proj(x).view(B, N, Hkv, Dh).transpose(1, 2)  # (B, Hkv, N, Dh)
-            v = self.v_proj(x).view(B, N, Hkv, Dh).transpose(1, 2)
             if cache is not None:
                 offset = cache.length
-            if self.pos is not None:
-                q, k = self.pos.rotate(q, k, offset)
+            q, k, v = self._project_self(x, offset)  # (B, H, N, Dh), (B, Hkv, N, Dh) twice
             if cache is not None:
                 k, v = cache.append(k, v)  # (B, Hkv, M, Dh), M = offset + N
         elif cache is not None and cache.length:
+            q = self.q_proj(x).view(B, N, H, Dh).transpose(1, 2)  # (B, H, N, Dh)
             k, v = cache.cached()
         else:
             Mc = context.shape[1]
+            q = self.q_proj(x).view(B, N, H, Dh).transpose(1, 2)  # (B, H, N, Dh)
             k = self.k_proj(context).view(B, Mc, Hkv, Dh).transpose(1, 2)  # (B, Hkv, M, Dh)
             v = self.v_proj(context).view(B, Mc, Hkv, Dh).transpose(1, 2)
             if cache is not None:
@@ -187,6 +185,23 @@ class MultiHeadAttention(nn.Module):
             self.captured.append(_attention_weights(q, k, attn_mask, top_k=self.top_k).detach())
         out = out.transpose(1, 2).reshape(B, N, self.dim)  # (B, N, D)
         return self.out_proj(out)
+
+    def _project_self(self, x: Tensor, offset: int) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k, v of the same nodes with one matmul (the three projections' weights are
+        concatenated on the fly: a copy of 3·D² numbers, cheaper than two extra matmuls), and
+        q, k rotated together by a relative positional scheme."""
+        B, N, _ = x.shape
+        H, Hkv, Dh = self.num_heads, self.num_kv_heads, self.head_dim
+        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+        bias = None
+        if self.q_proj.bias is not None:
+            bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+        qkv = F.linear(x, weight, bias).view(B, N, H + 2 * Hkv, Dh).transpose(1, 2)  # (B, H + 2Hkv, N, Dh)
+        if self.pos is None:
+            return qkv.split([H, Hkv, Hkv], dim=1)
+        qk, v = qkv.split([H + Hkv, Hkv], dim=1)
+        q, k = self.pos.rotate(qk, offset).split([H, Hkv], dim=1)  # (B, H, N, Dh), (B, Hkv, N, Dh)
+        return q, k, v
 
     def _mask(
         self,

@@ -111,13 +111,14 @@ class SinCos2DPositionalEncoding(nn.Module):
 class RelativePosition(nn.Module):
     """What attention asks of a relative positional scheme; the defaults do nothing.
 
-    ``rotate`` sees the new queries/keys of a self-attention call (positions ``offset..offset+N-1``);
-    ``bias`` gives an additive score bias for queries at ``offset..offset+N-1`` against keys
-    ``0..M-1``. Memory nodes and cross-attention context carry no position and are left alone.
+    ``rotate`` sees the new queries and keys of a self-attention call stacked along the head
+    axis, (B, H + Hkv, N, Dh), at positions ``offset..offset+N-1``; ``bias`` gives an additive score
+    bias for queries at ``offset..offset+N-1`` against keys ``0..M-1``. Memory nodes and
+    cross-attention context carry no position and are left alone.
     """
 
-    def rotate(self, q: Tensor, k: Tensor, offset: int) -> tuple[Tensor, Tensor]:
-        return q, k
+    def rotate(self, x: Tensor, offset: int) -> Tensor:
+        return x
 
     def bias(self, num_queries: int, num_keys: int, offset: int) -> Tensor | None:
         return None
@@ -139,23 +140,18 @@ class RotaryEmbedding(RelativePosition):
     def _build(self, length: int) -> None:
         t = torch.arange(length, dtype=torch.float64, device=self.inv_freq.device)
         angles = torch.outer(t, self.inv_freq.double())  # (N, Dh/2)
-        angles = torch.cat([angles, angles], dim=-1)  # (N, Dh)
         self.register_buffer("cos", angles.cos().float(), persistent=False)
         self.register_buffer("sin", angles.sin().float(), persistent=False)
 
-    def rotate(self, q: Tensor, k: Tensor, offset: int) -> tuple[Tensor, Tensor]:
-        n = q.shape[-2]
+    def rotate(self, x: Tensor, offset: int) -> Tensor:
+        """x (..., N, Dh) at positions offset.. -> x rotated, same shape."""
+        n = x.shape[-2]
         if offset + n > self.cos.shape[0]:  # grow the table instead of failing on long sequences
             self._build(max(2 * self.cos.shape[0], offset + n))
-        cos = self.cos[offset : offset + n].to(q.dtype)  # (N, Dh)
-        sin = self.sin[offset : offset + n].to(q.dtype)
-        return _rope(q, cos, sin), _rope(k, cos, sin)
-
-
-def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos + rotated * sin
+        cos = self.cos[offset : offset + n].to(x.dtype)  # (N, Dh/2)
+        sin = self.sin[offset : offset + n].to(x.dtype)
+        x1, x2 = x.chunk(2, dim=-1)  # the pair (x1[i], x2[i]) turns by angle[i]
+        return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
 
 class ALiBi(RelativePosition):

@@ -92,7 +92,7 @@ class GPT(nn.Module):
         x = self.decoder(self.drop(x), cache=cache)
         return self.head(x)  # (B, N, V)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate(
         self,
         idx: Tensor,

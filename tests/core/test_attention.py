@@ -209,8 +209,8 @@ def test_cache_overflow_is_a_clear_error():
 def test_rope_scores_depend_only_on_relative_offset():
     rope = RotaryEmbedding(16)
     q, k = torch.randn(1, 1, 6, 16), torch.randn(1, 1, 6, 16)
-    q0, k0 = rope.rotate(q, k, offset=0)
-    q7, k7 = rope.rotate(q, k, offset=37)
+    q0, k0 = rope.rotate(q, offset=0), rope.rotate(k, offset=0)
+    q7, k7 = rope.rotate(q, offset=37), rope.rotate(k, offset=37)
     assert torch.allclose(q0 @ k0.transpose(-1, -2), q7 @ k7.transpose(-1, -2), atol=1e-4)
     assert not torch.allclose(q0, q7)
 
