@@ -29,17 +29,20 @@ D = H * DH
 
 
 class InlineSDPA(nn.Module):
-    """The core module's projections with nothing but SDPA between them."""
+    """The core module's projections (one fused q/k/v matrix, an output matrix) with nothing but
+    SDPA between them."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.q_proj, self.k_proj, self.v_proj, self.out_proj = (nn.Linear(D, D) for _ in range(4))
+        self.qkv_proj, self.out_proj = nn.Linear(D, 3 * D), nn.Linear(D, D)
+
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        b, n, _ = x.shape
+        return self.qkv_proj(x).view(b, n, 3 * H, DH).transpose(1, 2).split(H, dim=1)  # 3 x (B, H, N, Dh)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
-        q = self.q_proj(x).view(b, n, H, DH).transpose(1, 2)
-        k = self.k_proj(x).view(b, n, H, DH).transpose(1, 2)
-        v = self.v_proj(x).view(b, n, H, DH).transpose(1, 2)
+        q, k, v = self.qkv(x)
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.out_proj(out.transpose(1, 2).reshape(b, n, D))
 
@@ -47,9 +50,7 @@ class InlineSDPA(nn.Module):
 class Naive(InlineSDPA):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
-        q = self.q_proj(x).view(b, n, H, DH).transpose(1, 2)
-        k = self.k_proj(x).view(b, n, H, DH).transpose(1, 2)
-        v = self.v_proj(x).view(b, n, H, DH).transpose(1, 2)
+        q, k, v = self.qkv(x)
         scores = q @ k.transpose(-2, -1) / math.sqrt(DH)
         causal = torch.ones(n, n, dtype=torch.bool).tril()
         weights = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)

@@ -119,9 +119,17 @@ class MultiHeadAttention(nn.Module):
         self.head_dim = dim // num_heads
         self.dropout, self.window, self.top_k, self.pos = dropout, window, top_k, pos
         kv_dim = num_kv_heads * self.head_dim
-        self.q_proj = nn.Linear(dim, dim, bias=bias)
-        self.k_proj = nn.Linear(context_dim or dim, kv_dim, bias=bias)
-        self.v_proj = nn.Linear(context_dim or dim, kv_dim, bias=bias)
+        # q, k and v projections stored as one (D + 2·Hkv·Dh, D) matrix, rows [q; k; v], when keys
+        # come from nodes of the same width: self-attention then takes one matmul, and
+        # cross-attention uses the q rows and the k, v rows separately (views, no copies).
+        self.qkv_proj: nn.Linear | None = None
+        self.q_proj: nn.Linear | None = None
+        self.kv_proj: nn.Linear | None = None
+        if context_dim is None or context_dim == dim:
+            self.qkv_proj = nn.Linear(dim, dim + 2 * kv_dim, bias=bias)
+        else:
+            self.q_proj = nn.Linear(dim, dim, bias=bias)
+            self.kv_proj = nn.Linear(context_dim, 2 * kv_dim, bias=bias)
         self.out_proj = nn.Linear(dim, dim, bias=bias)
         self.memory = nn.Parameter(torch.randn(2, num_kv_heads, num_memory, self.head_dim) * 0.02) if num_memory else None
         # Set by `capture_attention`: a list that receives this layer's attention weights.
@@ -151,21 +159,25 @@ class MultiHeadAttention(nn.Module):
             q, k, v = self._project_self(x, offset)  # (B, H, N, Dh), (B, Hkv, N, Dh) twice
             if cache is not None:
                 k, v = cache.append(k, v)  # (B, Hkv, M, Dh), M = offset + N
-        elif cache is not None and cache.length:
-            q = self.q_proj(x).view(B, N, H, Dh).transpose(1, 2)  # (B, H, N, Dh)
-            k, v = cache.cached()
         else:
-            Mc = context.shape[1]
-            q = self.q_proj(x).view(B, N, H, Dh).transpose(1, 2)  # (B, H, N, Dh)
-            k = self.k_proj(context).view(B, Mc, Hkv, Dh).transpose(1, 2)  # (B, Hkv, M, Dh)
-            v = self.v_proj(context).view(B, Mc, Hkv, Dh).transpose(1, 2)
-            if cache is not None:
-                k, v = cache.append(k, v)
+            wq, bq, wkv, bkv = self._cross_weights()
+            q = F.linear(x, wq, bq).view(B, N, H, Dh).transpose(1, 2)  # (B, H, N, Dh)
+            if cache is not None and cache.length:
+                k, v = cache.cached()
+            else:
+                Mc = context.shape[1]
+                kv = F.linear(context, wkv, bkv).view(B, Mc, 2 * Hkv, Dh).transpose(1, 2)  # (B, 2Hkv, M, Dh)
+                k, v = kv.split([Hkv, Hkv], dim=1)
+                if cache is not None:
+                    k, v = cache.append(k, v)
         M = k.shape[2]
 
         bias = self.pos.bias(N, M, offset) if self.pos is not None and context is None else None
         causal = is_causal and context is None
-        attn_mask, sdpa_causal = self._mask(B, N, M, offset, causal, mask, key_padding_mask, bias, x.device)
+        if mask is None and key_padding_mask is None and bias is None and self.window is None and (not causal or N == 1):
+            attn_mask, sdpa_causal = None, False  # the common decoder step and plain encoder: nothing to build
+        else:
+            attn_mask, sdpa_causal = self._mask(B, N, M, offset, causal, mask, key_padding_mask, bias, x.device)
         if self.memory is not None:
             k, v, attn_mask = self._add_memory(k, v, attn_mask, B, N, sdpa_causal, offset)
             sdpa_causal = False
@@ -187,21 +199,37 @@ class MultiHeadAttention(nn.Module):
         return self.out_proj(out)
 
     def _project_self(self, x: Tensor, offset: int) -> tuple[Tensor, Tensor, Tensor]:
-        """q, k, v of the same nodes with one matmul (the three projections' weights are
-        concatenated on the fly: a copy of 3·D² numbers, cheaper than two extra matmuls), and
-        q, k rotated together by a relative positional scheme."""
+        """q, k, v of the same nodes with one matmul, q and k rotated together by a relative
+        positional scheme. (B, N, D) -> (B, H, N, Dh), (B, Hkv, N, Dh), (B, Hkv, N, Dh)."""
         B, N, _ = x.shape
         H, Hkv, Dh = self.num_heads, self.num_kv_heads, self.head_dim
-        weight = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
-        bias = None
-        if self.q_proj.bias is not None:
-            bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
-        qkv = F.linear(x, weight, bias).view(B, N, H + 2 * Hkv, Dh).transpose(1, 2)  # (B, H + 2Hkv, N, Dh)
+        if self.qkv_proj is not None:
+            qkv = self.qkv_proj(x)
+        else:  # keys/values made for a context of another width, used on x itself
+            assert self.q_proj is not None and self.kv_proj is not None
+            qkv = torch.cat([self.q_proj(x), self.kv_proj(x)], dim=-1)
+        qkv = qkv.view(B, N, H + 2 * Hkv, Dh).transpose(1, 2)  # (B, H + 2Hkv, N, Dh)
         if self.pos is None:
             return qkv.split([H, Hkv, Hkv], dim=1)
         qk, v = qkv.split([H + Hkv, Hkv], dim=1)
         q, k = self.pos.rotate(qk, offset).split([H, Hkv], dim=1)  # (B, H, N, Dh), (B, Hkv, N, Dh)
         return q, k, v
+
+    def _cross_weights(self) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+        """(W_q, b_q, W_kv, b_kv): the query rows and the key/value rows of the projections."""
+        if self.qkv_proj is None:
+            assert self.q_proj is not None and self.kv_proj is not None
+            return self.q_proj.weight, self.q_proj.bias, self.kv_proj.weight, self.kv_proj.bias
+        w, b = self.qkv_proj.weight, self.qkv_proj.bias
+        return w[: self.dim], None if b is None else b[: self.dim], w[self.dim :], None if b is None else b[self.dim :]
+
+    def projections(self) -> dict[str, tuple[Tensor, Tensor | None]]:
+        """The separate q, k and v projections as ``{"q": (weight, bias), "k": ..., "v": ...}``
+        (views of the stored parameters), e.g. to compare with or load from another library."""
+        wq, bq, wkv, bkv = self._cross_weights()
+        wk, wv = wkv.chunk(2)
+        bk, bv = (None, None) if bkv is None else bkv.chunk(2)
+        return {"q": (wq, bq), "k": (wk, bk), "v": (wv, bv)}
 
     def _mask(
         self,

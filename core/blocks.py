@@ -23,10 +23,11 @@ class MLP(nn.Module):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim, bias=bias)
         self.fc2 = nn.Linear(hidden_dim, dim, bias=bias)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(dropout) if dropout else None
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.dropout(F.gelu(self.fc1(x))))  # (B, N, F) inside
+        h = F.gelu(self.fc1(x))  # (B, N, F)
+        return self.fc2(self.dropout(h) if self.dropout is not None else h)
 
 
 class SwiGLU(nn.Module):
@@ -40,10 +41,11 @@ class SwiGLU(nn.Module):
         self.w1 = nn.Linear(dim, hidden_dim, bias=bias)
         self.w3 = nn.Linear(dim, hidden_dim, bias=bias)
         self.w2 = nn.Linear(hidden_dim, dim, bias=bias)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(dropout) if dropout else None
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.w2(self.dropout(F.silu(self.w1(x)) * self.w3(x)))  # (B, N, F) inside
+        h = F.silu(self.w1(x)) * self.w3(x)  # (B, N, F)
+        return self.w2(self.dropout(h) if self.dropout is not None else h)
 
 
 class LayerScale(nn.Module):
@@ -101,11 +103,11 @@ class TransformerBlock(nn.Module):
         self.attn_norm, self.ff_norm = norm(dim), norm(dim)
         self.cross_norm = norm(dim) if cross_attn is not None else None
 
-        def branch_end() -> nn.Module:
+        def branch_end() -> nn.Module | None:  # None: nothing to call on the hot path
             parts: list[nn.Module] = [nn.Dropout(dropout)] if dropout else []
             parts += [LayerScale(dim, layer_scale)] if layer_scale is not None else []
             parts += [DropPath(drop_path)] if drop_path else []
-            return nn.Sequential(*parts) if parts else nn.Identity()
+            return nn.Sequential(*parts) if parts else None
 
         self.attn_out, self.ff_out = branch_end(), branch_end()
         self.cross_out = branch_end() if cross_attn is not None else None
@@ -123,24 +125,21 @@ class TransformerBlock(nn.Module):
         cross_cache: KVCache | None = None,
     ) -> Tensor:
         """x (B, N, D), context (B, M, Dc) -> (B, N, D)."""
-
-        def attend(h: Tensor) -> Tensor:
-            return self.attn(h, mask=mask, key_padding_mask=key_padding_mask, is_causal=is_causal, cache=cache)
-
-        x = self._residual(x, attend, self.attn_norm, self.attn_out)
+        h = self.attn_norm(x) if self.norm_first else x
+        h = self.attn(h, mask=mask, key_padding_mask=key_padding_mask, is_causal=is_causal, cache=cache)
+        x = self._add(x, h, self.attn_norm, self.attn_out)
         if self.cross_attn is not None:
             if context is None:  # also with a filled cross_cache: it marks the call as cross-attention
                 raise ValueError("this block has cross-attention: pass the encoder output as context=")
-            cross = self.cross_attn
+            assert self.cross_norm is not None
+            h = self.cross_norm(x) if self.norm_first else x
+            h = self.cross_attn(h, context, key_padding_mask=context_padding_mask, cache=cross_cache)
+            x = self._add(x, h, self.cross_norm, self.cross_out)
+        h = self.feed_forward(self.ff_norm(x) if self.norm_first else x)
+        return self._add(x, h, self.ff_norm, self.ff_out)
 
-            def cross_attend(h: Tensor) -> Tensor:
-                return cross(h, context, key_padding_mask=context_padding_mask, cache=cross_cache)
-
-            assert self.cross_norm is not None and self.cross_out is not None
-            x = self._residual(x, cross_attend, self.cross_norm, self.cross_out)
-        return self._residual(x, self.feed_forward, self.ff_norm, self.ff_out)
-
-    def _residual(self, x: Tensor, f: Callable[[Tensor], Tensor], norm: nn.Module, out: nn.Module) -> Tensor:
-        if self.norm_first:
-            return x + out(f(norm(x)))
-        return norm(x + out(f(x)))
+    def _add(self, x: Tensor, h: Tensor, norm: nn.Module, out: nn.Module | None) -> Tensor:
+        """The residual connection of a branch output h (its input was normed first if norm-first)."""
+        if out is not None:
+            h = out(h)
+        return x + h if self.norm_first else norm(x + h)
