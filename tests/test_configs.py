@@ -1,0 +1,33 @@
+"""Every example config trains for a couple of steps with tiny sizes, so none of them rots."""
+
+from pathlib import Path
+
+import pytest
+
+from tzoo.tasks.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+TINY = {
+    "lm": [
+        "--model.init_args.dim=16", "--model.init_args.depth=1", "--model.init_args.num_heads=2",
+        "--model.init_args.num_kv_heads=null", "--model.init_args.sample_tokens=4",
+        "--data.init_args.block_size=16", "--model.init_args.block_size=16", "--data.init_args.batch_size=2",
+    ],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", CONFIGS, ids=[str(c.relative_to(ROOT / "configs")) for c in CONFIGS])
+def test_config_trains_a_few_steps(config, tmp_path, monkeypatch):
+    monkeypatch.setenv("TZOO_CACHE", str(tmp_path / "cache"))
+    task = config.parent.name
+    args = ["fit", "--config", str(config), *TINY.get(task, []),
+            "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.limit_val_batches=1",
+            "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}"]
+    if "tinyshakespeare" in config.name:  # a URL corpus: use a local copy of the text offline
+        corpus = tmp_path / "input.txt"
+        corpus.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 50)
+        args.append(f"--data.init_args.corpus={corpus}")
+    main(args)
+    assert list(tmp_path.rglob("last.ckpt"))
