@@ -121,3 +121,17 @@ def test_generate_refuses_other_files(tmp_path):
 def test_console_script_runs():
     out = subprocess.run([str(Path(sys.executable).parent / "tzoo"), "tasks"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "lm" in out.stdout
+
+
+def test_a_link_the_model_cannot_take_is_an_error():
+    from jsonargparse import Namespace
+
+    from tzoo.tasks.cli import _link_data_to_model
+
+    class Data:
+        model_links = ("num_classes",)
+        num_classes = 3
+
+    model = Namespace(class_path="tzoo.tasks.lm.module.LanguageModel", init_args=Namespace())
+    with pytest.raises(ValueError, match=r"Data provides 'num_classes' for the model, but LanguageModel has no parameter 'num_classes'"):
+        _link_data_to_model(Data(), model)  # type: ignore[arg-type]
