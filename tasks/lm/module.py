@@ -108,13 +108,13 @@ class LanguageModel(TaskModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self._loss(batch)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log_train_metrics({"train/loss": loss}, prog_bar=("train/loss",))
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._step_start is not None:
             tokens = batch[0].numel()
-            self.log("train/tokens_per_s", tokens / (time.perf_counter() - self._step_start))
+            self.log_train_metrics({"train/tokens_per_s": tokens / (time.perf_counter() - self._step_start)})
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._val_losses.append(self._loss(batch).detach())
