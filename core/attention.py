@@ -58,14 +58,15 @@ class KVCache:
                 f"the KV cache holds {self.k.shape[2]} nodes; appending {n} to the {self.length} "
                 f"cached would overflow it (make it with a larger max_len, or reset it)"
             )
-        self.k[:, :, self.length : end] = k
-        self.v[:, :, self.length : end] = v
+        # narrow() rather than slice indexing: this runs per layer per generated token
+        self.k.narrow(2, self.length, n).copy_(k)
+        self.v.narrow(2, self.length, n).copy_(v)
         self.length = end
-        return self.k[:, :, :end], self.v[:, :, :end]
+        return self.k.narrow(2, 0, end), self.v.narrow(2, 0, end)
 
     def cached(self) -> tuple[Tensor, Tensor]:
         assert self.k is not None and self.v is not None
-        return self.k[:, :, : self.length], self.v[:, :, : self.length]
+        return self.k.narrow(2, 0, self.length), self.v.narrow(2, 0, self.length)
 
     def reset(self) -> None:
         self.length = 0
