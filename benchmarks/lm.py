@@ -5,8 +5,8 @@ Trains through the same Lightning path users run (``TextDataModule`` + ``Languag
   * ``nanoGPT recipe``: the reference's exact settings (4 layers, 4 heads, width 128, block 64,
     batch 12, lr 1e-3 cosine to 1e-4, warmup 100, AdamW beta2 0.99, wd 0.1, clip 1.0, no
     dropout, no biases, learned positions);
-  * ``tzoo defaults``: the same model size, data and budget with the settings tzoo's configs use
-    (rotary positions, lr 2e-3 cosine to 2e-4).
+  * the same model size, data and budget with a higher learning rate (2e-3 cosine to 2e-4), with
+    learned positions and with rotary ones (tzoo's configs use RoPE).
 Val loss is the mean over 20 fixed batches of the last 10% of the text (the reference: mean over
 20 random batches). Iteration time is measured between consecutive optimizer steps (data,
 forward, backward, clip, step and Lightning's own overhead), median and 10th-90th percentiles.
@@ -45,7 +45,8 @@ REFERENCE = {"val_loss": 1.886, "ms_per_iter": 32.8, "wall_s": 81.0, "sample_tok
 MODEL = dict(block_size=64, dim=128, depth=4, num_heads=4, dropout=0.0, bias=False, betas=(0.9, 0.99), weight_decay=0.1, warmup_steps=100, sample_tokens=0)
 RUNS = {
     "nanoGPT recipe": dict(position="learned", lr=1e-3, min_lr=1e-4),
-    "tzoo defaults": dict(position="rope", lr=2e-3, min_lr=2e-4),
+    "learned positions, lr 2e-3": dict(position="learned", lr=2e-3, min_lr=2e-4),
+    "rotary positions, lr 2e-3": dict(position="rope", lr=2e-3, min_lr=2e-4),
 }
 
 
@@ -232,14 +233,14 @@ def main() -> None:
 
     baselines, ours = [rows[0], rows[-1]], rows[1:-1]
     baseline_ms = statistics.mean(r["ms_per_iter_median"] for r in baselines)
-    best = min(ours, key=lambda r: r["val_loss"])
-    ratio = best["ms_per_iter_median"] / baseline_ms
-    checks = {
-        f"val loss <= 1.85 ({best['run']}: {best['val_loss']:.3f})": best["val_loss"] <= 1.85,
-        f"ms/iter <= 32.8 as quoted ({best['run']}: {best['ms_per_iter_median']:.1f})": best["ms_per_iter_median"] <= 32.8,
-        f"ms/iter no worse than the baseline measured in this run ({best['ms_per_iter_median']:.1f} vs {baseline_ms:.1f} ms, {ratio:.2f}x)": ratio <= 1.0,
-        **{f"KV-cache sampling >= 5x, {r['model']} ({r['speedup']:.1f}x)": r["speedup"] >= 5 for r in sampling},
-    }
+    checks = {}
+    for r in ours:
+        ratio = r["ms_per_iter_median"] / baseline_ms
+        checks[f"{r['run']}: val loss {r['val_loss']:.3f} <= 1.85"] = r["val_loss"] <= 1.85
+        checks[f"{r['run']}: {r['ms_per_iter_median']:.1f} ms/iter <= 32.8 (the issue's figure)"] = r["ms_per_iter_median"] <= 32.8
+        checks[f"{r['run']}: {ratio:.2f}x the baseline's {baseline_ms:.1f} ms/iter measured in this run, <= 1.0"] = ratio <= 1.0
+    for r in sampling:
+        checks[f"KV-cache sampling >= 5x, {r['model']} ({r['speedup']:.1f}x)"] = r["speedup"] >= 5
     for name, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}  {name}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
