@@ -135,3 +135,16 @@ def test_a_link_the_model_cannot_take_is_an_error():
     model = Namespace(class_path="tzoo.tasks.lm.module.LanguageModel", init_args=Namespace())
     with pytest.raises(ValueError, match=r"Data provides 'num_classes' for the model, but LanguageModel has no parameter 'num_classes'"):
         _link_data_to_model(Data(), model)  # type: ignore[arg-type]
+
+
+def test_optimizer_and_scheduler_overridable_from_the_command_line(tiny_config):
+    from tzoo.tasks.cli import TzooCLI
+
+    _, config = tiny_config
+    cli = TzooCLI(
+        args=["fit", "--config", str(config), "--trainer.max_steps=2", "--optimizer=SGD", "--optimizer.lr=0.05",
+              "--lr_scheduler=StepLR", "--lr_scheduler.step_size=1"],
+    )
+    (optimizer,) = cli.trainer.optimizers
+    assert type(optimizer).__name__ == "SGD" and optimizer.param_groups[0]["initial_lr"] == 0.05
+    assert type(cli.trainer.lr_scheduler_configs[0].scheduler).__name__ == "StepLR"
