@@ -14,9 +14,9 @@ A duplicate name is an error. A plugin that fails to load is reported (a warning
 from __future__ import annotations
 
 import importlib
-import traceback
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -79,27 +79,27 @@ def _load() -> None:
     if _loaded:
         return
     _loaded = True
-    for module_name in _BUILTINS.values():
-        register_task(importlib.import_module(module_name).TASK)
+    # Built-ins load like plugins: one whose import fails (a missing optional dependency, say) is
+    # reported and the other tasks keep working.
+    for name, module_name in _BUILTINS.items():
+        _register_from(name, f"built-in {module_name}", lambda m=module_name: importlib.import_module(m).TASK)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        source = f"entry point {ep.name} = {ep.value}"
-        try:
-            obj = ep.load()
-            task = obj() if callable(obj) and not isinstance(obj, Task) else obj
-            if not isinstance(task, Task):
-                raise TypeError(f"expected a tzoo.tasks.registry.Task, got {type(task).__name__}")
-            if task.source == "built-in":
-                task = Task(task.name, task.module, task.datamodule, task.config, task.description, source)
-            register_task(task)
-        except Exception as exc:  # a broken plugin must not take the others down
-            message = f"{type(exc).__name__}: {exc}"
-            _failed[ep.name] = TaskLoadError(ep.name, source, message)
-            warnings.warn(
-                f"tzoo task plugin {ep.name!r} ({ep.value}) failed to load and is skipped: {message}\n"
-                + "".join(traceback.format_exception_only(exc)).strip(),
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        _register_from(ep.name, f"entry point {ep.name} = {ep.value}", ep.load)
+
+
+def _register_from(name: str, source: str, load: Callable[[], object]) -> None:
+    try:
+        obj = load()
+        task = obj() if callable(obj) and not isinstance(obj, Task) else obj
+        if not isinstance(task, Task):
+            raise TypeError(f"expected a tzoo.tasks.registry.Task, got {type(task).__name__}")
+        if not source.startswith("built-in"):
+            task = replace(task, source=source)
+        register_task(task)
+    except Exception as exc:  # a broken task must not take the others down
+        message = f"{type(exc).__name__}: {exc}"
+        _failed[name] = TaskLoadError(name, source, message)
+        warnings.warn(f"tzoo task {name!r} ({source}) failed to load and is skipped: {message}", RuntimeWarning, stacklevel=3)
 
 
 def get_task(name: str) -> Task:

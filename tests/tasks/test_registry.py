@@ -112,7 +112,7 @@ def test_broken_plugin_is_reported_and_others_keep_working(plugins):
     root, config = plugins
     make_distribution(root, "toy-plugin", {"toy": "toy_plugin:TASK"}, {"toy_plugin": f"CONFIG = {str(config)!r}\n" + PLUGIN})
     make_distribution(root, "broken-plugin", {"broken": "broken_plugin:TASK"}, {"broken_plugin": "raise RuntimeError('boom at import')\n"})
-    with pytest.warns(RuntimeWarning, match=r"plugin 'broken'.*failed to load.*boom at import"):
+    with pytest.warns(RuntimeWarning, match=r"task 'broken'.*failed to load.*boom at import"):
         tasks, failed = registry.list_tasks()
     assert {t.name for t in tasks} >= {"lm", "toy"}
     assert [(f.name, "boom at import" in f.error) for f in failed] == [("broken", True)]
