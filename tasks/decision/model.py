@@ -1,0 +1,94 @@
+"""The decision transformer (Chen et al. 2021): interleaved (R, s, a) nodes -> causal core decoder ->
+an action read from each state node.
+
+The state node of step t sees R_0, s_0, a_0, ..., R_t, s_t and not a_t, so the action predicted
+there is a policy conditioned on the return still wanted and on the trajectory so far.
+
+Short windows (the end of an episode, the first steps of a rollout) are padded on the right and
+masked with a key-padding mask. Padding on the right keeps node 0 real in every row, so no query
+ever has every key masked (a fully masked row would make softmax return NaN), and real nodes never
+see padding anyway: it comes after them.
+
+Shape legend: B batch, K steps, N = 3K nodes, S state size, A actions (logits) or action size, D width.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+from tzoo.core import Decoder, TransformerConfig
+from tzoo.tasks.decision.tokenizer import TrajectoryTokenizer
+
+__all__ = ["DecisionTransformerModel"]
+
+
+class DecisionTransformerModel(nn.Module):
+    """Trajectory tokenizer -> causal decoder -> action head on the state nodes.
+
+    Discrete actions: logits over ``act_dim`` actions. Continuous: ``tanh`` outputs in [-1, 1]
+    (the tokenizer maps them to the action bounds). ``context_length`` (K) is the most steps it reads.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        *,
+        discrete: bool,
+        context_length: int = 20,
+        max_timestep: int = 1000,
+        dim: int = 128,
+        depth: int = 3,
+        num_heads: int = 1,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if context_length < 1:
+            raise ValueError(f"context_length (K) must be >= 1 step, got {context_length}")
+        self.context_length, self.discrete = context_length, discrete
+        self.tokenizer = TrajectoryTokenizer(obs_dim, act_dim, discrete=discrete, dim=dim, max_timestep=max_timestep)
+        self.drop = nn.Dropout(dropout) if dropout else None
+        self.decoder = Decoder(TransformerConfig(dim=dim, depth=depth, num_heads=num_heads, dropout=dropout))
+        self.head = nn.Linear(dim, act_dim)
+        self._init_weights(depth)
+
+    def _init_weights(self, depth: int) -> None:
+        # GPT-2: N(0, 0.02), residual output projections scaled by 1/sqrt(2 * depth)
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        for name, p in self.named_parameters():
+            if name.endswith(("out_proj.weight", "fc2.weight")):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * depth))
+
+    def forward(
+        self, returns_to_go: Tensor, states: Tensor, actions: Tensor, timesteps: Tensor, mask: Tensor | None = None
+    ) -> Tensor:
+        """returns_to_go (B, K), states (B, K, S), actions (B, K) or (B, K, A), timesteps (B, K), mask
+        (B, K) bool, True = real step, padding only on the right -> (B, K, A): action logits, or
+        actions in [-1, 1], predicted at each step's state node."""
+        B, K = returns_to_go.shape
+        if K > self.context_length:
+            raise ValueError(f"{K} steps exceed the model's context_length={self.context_length}; pass the last {self.context_length}")
+        key_padding_mask = None
+        if mask is not None:
+            _check_right_padded(mask, B, K)
+            key_padding_mask = mask.repeat_interleave(3, dim=1)  # (B, 3K): a step's three nodes share its flag
+        x = self.tokenizer(returns_to_go, states, actions, timesteps)  # (B, 3K, D)
+        if self.drop is not None:
+            x = self.drop(x)
+        x = self.decoder(x, key_padding_mask=key_padding_mask)  # (B, 3K, D)
+        out = self.head(x[:, 1::3])  # (B, K, A): read at the state nodes
+        return out if self.discrete else out.tanh()
+
+
+def _check_right_padded(mask: Tensor, B: int, K: int) -> None:
+    if mask.shape != (B, K) or mask.dtype.is_floating_point:
+        raise ValueError(f"mask must be a bool tensor of shape (B, K) = ({B}, {K}), got {mask.dtype} {tuple(mask.shape)}")
+    # real steps first, then padding: every row's first step is real and a row never turns real again
+    if not bool(mask[:, 0].all()) or bool((mask[:, 1:] & ~mask[:, :-1]).any()):
+        raise ValueError("mask must pad on the right only (True for the first real steps, then False), with >= 1 real step per row")

@@ -1,0 +1,208 @@
+"""LightningModule of the decision-transformer task: learn the logged actions, then play.
+
+Training and validation losses are the action loss at every real step's state node:
+cross-entropy for discrete actions, mean squared error of the tanh output against the action
+mapped to [-1, 1] for continuous ones. Logs ``train/loss`` and ``val/loss``.
+
+After each validation (not the sanity check) and each test, the model plays ``eval_episodes``
+episodes of the real environment from reset seeds ``eval_seed`` on (the data collector's seeds
+start at 0), asked for ``eval_target_return`` (default: the best return in the dataset), and
+logs ``eval/return_mean``, ``eval/return_std`` and ``eval/normalized_return`` (0 = random
+policy, 100 = the scripted expert). Discrete actions are drawn from softmax(logits /
+``eval_temperature``) (0 = the most likely action). The normalisation statistics and the
+reference scores are buffers, so a checkpoint plays without its dataset.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tzoo.tasks.base import TaskModule
+from tzoo.tasks.decision.collect import REFERENCE_SCORES
+from tzoo.tasks.decision.model import DecisionTransformerModel
+from tzoo.tasks.decision.rollout import Rollouts, normalized_return, play
+
+__all__ = ["DecisionTransformer"]
+
+_STATISTICS = ("state_mean", "state_std", "return_scale")
+
+
+class DecisionTransformer(TaskModule):
+    task_name = "decision"
+
+    def __init__(
+        self,
+        obs_dim: int | None = None,
+        act_dim: int | None = None,
+        discrete: bool | None = None,
+        env_id: str | None = None,
+        max_timestep: int | None = None,
+        context_length: int | None = None,
+        *,
+        dim: int = 128,
+        depth: int = 3,
+        num_heads: int = 1,
+        dropout: float = 0.1,
+        lr: float = 6e-4,
+        min_lr: float | None = None,
+        weight_decay: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_steps: int = 200,
+        eval_episodes: int = 10,
+        eval_target_return: float | None = None,
+        eval_seed: int = 1_000_000,
+        eval_temperature: float = 1.0,
+    ) -> None:
+        """The first six arguments are linked from the data by the ``tzoo`` CLI (from the
+        environment's spaces and the data's ``context_length``); pass them when building by hand."""
+        super().__init__(lr=lr, min_lr=min_lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps)
+        linked = dict(obs_dim=obs_dim, act_dim=act_dim, discrete=discrete, env_id=env_id, max_timestep=max_timestep, context_length=context_length)
+        missing = [name for name, value in linked.items() if value is None]
+        if missing:
+            raise ValueError(
+                f"{', '.join(missing)} not set: the tzoo CLI links them from TrajectoryDataModule; when building "
+                f"DecisionTransformer yourself pass them (e.g. data.obs_dim, data.act_dim, ...)"
+            )
+        if eval_episodes < 0:
+            raise ValueError(f"eval_episodes must be >= 0 (0 = don't play), got {eval_episodes}")
+        self.save_hyperparameters()
+        assert obs_dim is not None and act_dim is not None and max_timestep is not None and context_length is not None
+        self.model = DecisionTransformerModel(
+            obs_dim,
+            act_dim,
+            discrete=bool(discrete),
+            context_length=context_length,
+            max_timestep=max_timestep,
+            dim=dim,
+            depth=depth,
+            num_heads=num_heads,
+            dropout=dropout,
+        )
+        self.env_id = str(env_id)
+        self.eval_episodes, self.eval_target_return = eval_episodes, eval_target_return
+        self.eval_seed, self.eval_temperature = eval_seed, eval_temperature
+        # (random, expert) mean returns; NaN until known (from the dataset or the built-in table)
+        reference = REFERENCE_SCORES.get(self.env_id, (float("nan"), float("nan")))
+        self.register_buffer("reference_scores", torch.tensor(reference))
+        self._val_losses: list[Tensor] = []
+
+    # --- set-up -------------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if data is None or getattr(data, "statistics", None) is None:
+            return
+        for name in ("obs_dim", "act_dim", "discrete", "env_id"):
+            ours, theirs = self.hparams[name], getattr(data, name)
+            if ours != theirs:
+                raise ValueError(f"the model was built for {name}={ours!r} but the data has {name}={theirs!r}")
+        if data.context_length > self.model.context_length:
+            raise ValueError(
+                f"the data's context_length={data.context_length} exceeds the model's {self.model.context_length}"
+            )
+        tokenizer = self.model.tokenizer
+        if not tokenizer.has_statistics:  # a fresh model; a trained one keeps its own
+            tokenizer.set_statistics(data.statistics)
+            if data.reference_scores is not None:
+                self.reference_scores.copy_(torch.tensor(data.reference_scores))
+
+    def on_train_start(self) -> None:
+        returns = getattr(getattr(self.trainer, "datamodule", None), "returns", None)
+        if returns:  # the dataset's return distribution, next to the evaluation returns
+            for logger in self.loggers:
+                logger.log_metrics({f"data/return_{k}": v for k, v in returns.items()}, step=0)
+
+    # --- steps --------------------------------------------------------------------------------
+
+    def forward(self, returns_to_go: Tensor, states: Tensor, actions: Tensor, timesteps: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self.model(returns_to_go, states, actions, timesteps, mask)
+
+    def _loss(self, batch: dict[str, Tensor]) -> Tensor:
+        mask = batch["mask"]  # (B, K)
+        pred = self.model(batch["returns_to_go"], batch["states"], batch["actions"], batch["timesteps"], mask)  # (B, K, A)
+        if self.model.discrete:
+            return F.cross_entropy(pred[mask], batch["actions"][mask])
+        target = self.model.tokenizer.normalize_action(batch["actions"])  # (B, K, A) in [-1, 1]
+        return F.mse_loss(pred[mask], target[mask])
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self._loss(batch)
+        self.log_train_metrics({"train/loss": loss}, prog_bar=("train/loss",))
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._val_losses.append(self._loss(batch).detach())
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_losses:
+            self.log("val/loss", torch.stack(self._val_losses).mean(), prog_bar=True, sync_dist=True)
+            self._val_losses.clear()
+        if not self.trainer.sanity_checking:
+            self._log_evaluation()
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self.log("test/loss", self._loss(batch), sync_dist=True)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_evaluation()
+
+    def _log_evaluation(self) -> None:
+        if self.eval_episodes == 0:
+            return
+        result = self.evaluate()
+        self.log_dict({f"eval/{k}": v for k, v in result.items()}, prog_bar=False)
+
+    # --- playing ------------------------------------------------------------------------------
+
+    def rollouts(
+        self, target_return: float | None = None, *, episodes: int | None = None, seed: int | None = None, temperature: float | None = None, record: bool = False
+    ) -> Rollouts:
+        """Play episodes in the environment (defaults: the ``eval_*`` settings)."""
+        tokenizer = self.model.tokenizer
+        if not tokenizer.has_statistics:
+            raise ValueError(
+                "this DecisionTransformer has no normalisation statistics: fit it on a dataset or load a checkpoint that has them"
+            )
+        if target_return is None:
+            target_return = self.eval_target_return if self.eval_target_return is not None else float(tokenizer.return_max)
+        return play(
+            self.model,
+            self.env_id,
+            target_return=target_return,
+            episodes=self.eval_episodes if episodes is None else episodes,
+            seed=self.eval_seed if seed is None else seed,
+            temperature=self.eval_temperature if temperature is None else temperature,
+            record=record,
+        )
+
+    def evaluate(self, target_return: float | None = None, **kwargs: Any) -> dict[str, float]:
+        """``{"return_mean", "return_std", "normalized_return"}`` over played episodes."""
+        returns = self.rollouts(target_return, **kwargs).returns
+        reference = tuple(self.reference_scores.tolist())
+        mean = float(returns.mean())
+        return {"return_mean": mean, "return_std": float(returns.std()), "normalized_return": normalized_return(mean, reference)}
+
+    # --- checkpoints --------------------------------------------------------------------------
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        stamp = checkpoint.get("tzoo", {})
+        if stamp.get("task", self.task_name) != self.task_name:
+            raise ValueError(
+                f"this checkpoint was written by the {stamp.get('task')!r} task ({stamp.get('class_path')}), "
+                f"not by the decision transformer ('decision')"
+            )
+        state = checkpoint.get("state_dict", {})
+        problems = []
+        for name in _STATISTICS:
+            value = state.get(f"model.tokenizer.{name}")
+            if value is None or not torch.isfinite(value).all():
+                problems.append(f"model.tokenizer.{name} {'missing' if value is None else 'unset (NaN)'}")
+        if problems:
+            raise ValueError(
+                f"checkpoint has no normalisation statistics ({', '.join(problems)}): it was saved before the model "
+                f"saw its dataset; use a checkpoint saved during or after fit, or fit from this one with the data module"
+            )

@@ -1,0 +1,499 @@
+"""Image datasets by name -> train / val / test splits with per-dataset normalisation and
+augmentations from config (torchvision ``transforms.v2``: random crop, flip, TrivialAugment /
+RandAugment, random erasing; MixUp / CutMix on whole batches).
+
+Datasets
+- ``digits``: scikit-learn's bundled 1,797 8x8 digits (offline). A fixed stratified split: 20% test
+  (always the same images), 10% validation, 70% train.
+- ``fashion_mnist``: Debian's ``dataset-fashion-mnist`` IDX files under
+  ``/usr/share/datasets/fashion-mnist/`` when installed, else torchvision's download into
+  ``data_dir`` (in ``prepare_data``).
+- ``mnist``, ``cifar10``: torchvision's download into ``data_dir`` (needs network once).
+  These three hold out 5,000 training images for validation and test on the official test set.
+- ``folder``: an ``ImageFolder``-style directory (``<data_dir>/<class>/<image>``), or one with
+  ``train/``, ``val/`` (and optionally ``test/``) inside. Images are converted to RGB and resized
+  to ``image_size``. Unreadable image files are skipped with a warning that names them.
+
+In-memory datasets keep their images as uint8 (N, C, H, W) tensors; a different ``image_size`` is
+applied once, when they are loaded.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, default_collate
+from torchvision.transforms import v2
+
+__all__ = ["DATASETS", "FASHION_MNIST_DIR", "ImageDataModule", "read_idx"]
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+_FASHION_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+_IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # for folders of natural RGB photos
+_SPLIT_SEED = 0  # the held-out test images never change with the user's seed
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    num_classes: int
+    image_size: tuple[int, int]  # native (height, width)
+    channels: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: tuple[str, ...]
+
+
+_DIGITS = tuple(str(i) for i in range(10))
+DATASETS: dict[str, DatasetInfo | None] = {
+    # mean/std of the training pixels scaled to [0, 1]: digits measured here, the others the
+    # commonly quoted values
+    "digits": DatasetInfo(10, (8, 8), 1, (0.3053,), (0.3759,), _DIGITS),
+    "mnist": DatasetInfo(10, (28, 28), 1, (0.1307,), (0.3081,), _DIGITS),
+    "fashion_mnist": DatasetInfo(
+        10, (28, 28), 1, (0.2860,), (0.3530,),
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    ),
+    "cifar10": DatasetInfo(
+        10, (32, 32), 3, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
+        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    ),
+    "folder": None,  # read from the folder
+}
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """An IDX file (the MNIST format; gzipped or not) as a numpy array: images (N, rows, cols)
+    uint8, labels (N,) uint8."""
+    path = Path(path)
+    opener: Callable[..., Any] = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    magic = int.from_bytes(data[:4], "big")
+    if magic >> 8 != 0x08 or not 1 <= magic & 0xFF <= 3:  # 0x08: unsigned bytes; low byte: dimensions
+        raise ValueError(f"{str(path)!r} is not an IDX file of unsigned bytes (magic number {magic:#010x})")
+    ndim = magic & 0xFF
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if array.size != int(np.prod(shape)):
+        raise ValueError(f"{str(path)!r} is truncated: its header says {shape}, it holds {array.size} bytes")
+    return array.reshape(shape)
+
+
+def _digits() -> tuple[Tensor, Tensor]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    # pixel values 0..16 -> 0..255, so every dataset enters the transforms as uint8
+    images = np.round(bunch.images * (255 / 16)).astype(np.uint8)[:, None]  # (N, 1, 8, 8)
+    return torch.from_numpy(images), torch.from_numpy(bunch.target).long()
+
+
+def _resize(images: Tensor, size: tuple[int, int]) -> Tensor:
+    """uint8 (N, C, h, w) -> uint8 (N, C, H, W), once for the whole set (antialiased bilinear)."""
+    if tuple(images.shape[-2:]) == size:
+        return images
+    out = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _stratified_split(labels: Tensor, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, held out) indices, the held-out part ``fraction`` of each class."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(labels))
+    rest, held = train_test_split(index, test_size=fraction, stratify=labels.numpy(), random_state=seed)
+    return np.sort(rest), np.sort(held)
+
+
+# --- datasets -----------------------------------------------------------------------------------
+
+
+class TensorImages(Dataset):
+    """uint8 images (N, C, H, W) and labels (N,) -> (transform(image), label)."""
+
+    def __init__(self, images: Tensor, labels: Tensor, transform: Callable[[Tensor], Tensor]) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.transform(self.images[i]), self.labels[i]
+
+
+class FileImages(Dataset):
+    """(path, label) pairs -> (transform(RGB image), label). ``label`` -1: unlabelled (predict)."""
+
+    def __init__(self, samples: Sequence[tuple[str, int]], transform: Callable[[Any], Tensor]) -> None:
+        self.samples, self.transform = list(samples), transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        from PIL import Image
+
+        path, label = self.samples[i]
+        try:
+            with Image.open(path) as image:
+                rgb = image.convert("RGB")
+        except OSError as err:  # checked at setup; a file that broke since then still names itself
+            raise ValueError(f"cannot read image {path!r}: {err}") from None
+        return self.transform(rgb), torch.tensor(label)
+
+
+def _readable_image(path: str) -> bool:
+    """Whether ``path`` has an image extension and decodes; warns (naming it) when it doesn't decode."""
+    from PIL import Image
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    if not path.lower().endswith(IMG_EXTENSIONS):
+        return False
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode fully: verify() misses truncated JPEGs
+    except (OSError, SyntaxError, ValueError) as err:
+        warnings.warn(f"skipping unreadable image file {path!r}: {err}", UserWarning, stacklevel=2)
+        return False
+    return True
+
+
+def _folder_classes(root: Path) -> list[str]:
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {str(root)!r} does not exist")
+    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
+    if not classes:
+        raise ValueError(
+            f"image folder {str(root)!r} has no class subfolders: expected <folder>/<class name>/<image files> "
+            f"(or train/ and val/ folders laid out that way)"
+        )
+    return classes
+
+
+def _folder_samples(root: Path, classes: list[str]) -> list[tuple[str, int]]:
+    from torchvision.datasets.folder import make_dataset
+
+    found = set(_folder_classes(root))
+    if found != set(classes):
+        raise ValueError(
+            f"image folder {str(root)!r} has classes {sorted(found)}, but the training folder has {classes}"
+        )
+    index = {name: i for i, name in enumerate(classes)}
+    samples = make_dataset(str(root), index, is_valid_file=_readable_image, allow_empty=True)
+    if not samples:
+        raise ValueError(f"image folder {str(root)!r} has no readable images in its class subfolders {classes}")
+    return samples
+
+
+# --- batches ------------------------------------------------------------------------------------
+
+
+class MixCollate:
+    """Stack a batch, then MixUp or CutMix it (one of them, chosen per batch, when both are on):
+    labels become (B, K) probabilities."""
+
+    def __init__(self, num_classes: int, *, mixup_alpha: float, cutmix_alpha: float) -> None:
+        mixes: list[Callable[..., Any]] = []
+        if mixup_alpha > 0:
+            mixes.append(v2.MixUp(alpha=mixup_alpha, num_classes=num_classes))
+        if cutmix_alpha > 0:
+            mixes.append(v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes))
+        assert mixes, "the data module only builds MixCollate when one of them is on"
+        self.mix = mixes[0] if len(mixes) == 1 else v2.RandomChoice(mixes)
+
+    def __call__(self, batch: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+        return self.mix(*default_collate(batch))
+
+
+# --- the data module ----------------------------------------------------------------------------
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Labelled images by dataset name; links ``num_classes``, ``image_size`` and ``in_channels``
+    into the model.
+
+    ``image_size`` (an int or (height, width)): the size the model sees; default the dataset's own
+    (required for ``folder``). ``crop_padding``: random crops of the image padded by that many
+    pixels; ``hflip``: random horizontal flips; ``auto_augment``: ``"trivial"`` (TrivialAugmentWide)
+    or ``"rand"`` (RandAugment); ``random_erasing``: its probability; ``mixup_alpha`` /
+    ``cutmix_alpha``: > 0 turns them on. ``seed`` draws the train/validation split (the test images
+    are fixed). ``predict_dir``: a folder of images (any layout) for ``tzoo predict``; without it,
+    predict runs on the test split.
+    """
+
+    model_links = ("num_classes", "image_size", "in_channels")  # copied into the model by the CLI
+
+    def __init__(
+        self,
+        dataset: str = "digits",
+        *,
+        data_dir: str | None = None,
+        image_size: int | tuple[int, int] | None = None,
+        batch_size: int = 128,
+        crop_padding: int = 0,
+        hflip: bool = False,
+        auto_augment: Literal["trivial", "rand"] | None = None,
+        random_erasing: float = 0.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        val_size: int = 5000,
+        predict_dir: str | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        """``val_size``: training images held out for validation by mnist, fashion_mnist and cifar10
+        (and a folder without val/); digits holds out 10%."""
+        super().__init__()
+        if dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
+        if dataset == "folder" and data_dir is None:
+            raise ValueError("dataset='folder' needs data_dir=<a folder of class subfolders of images>")
+        if dataset == "folder" and image_size is None:
+            raise ValueError("dataset='folder' needs image_size= (its images come in any size; e.g. 224 or 32)")
+        if image_size is not None:
+            size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+            if len(size) != 2 or min(size) < 1:
+                raise ValueError(f"image_size must be a positive int or (height, width), got {image_size!r}")
+        if auto_augment not in (None, "trivial", "rand"):
+            raise ValueError(f"auto_augment={auto_augment!r} is not one of (None, 'trivial', 'rand')")
+        for name, value in dict(batch_size=batch_size, val_size=val_size).items():
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        for name, value in dict(crop_padding=crop_padding, num_workers=num_workers, mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha).items():
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if not 0.0 <= random_erasing <= 1.0:
+            raise ValueError(f"random_erasing is a probability in [0, 1], got {random_erasing}")
+        # image_size goes to the logged hyperparameters through the model (the resolved size); saved
+        # here too, as None, Lightning would refuse the two disagreeing values
+        self.save_hyperparameters(ignore=["image_size"])
+        self.dataset, self.batch_size, self.num_workers, self.seed = dataset, batch_size, num_workers, seed
+        self.crop_padding, self.hflip, self.auto_augment, self.random_erasing = crop_padding, hflip, auto_augment, random_erasing
+        self.mixup_alpha, self.cutmix_alpha, self.val_size = mixup_alpha, cutmix_alpha, val_size
+        default_dir = Path(os.environ.get("TZOO_CACHE") or Path.home() / ".cache" / "tzoo") / "vision"
+        self.data_dir = Path(data_dir).expanduser() if data_dir is not None else default_dir.expanduser()
+        self.predict_dir = Path(predict_dir).expanduser() if predict_dir is not None else None
+        self._size = None if image_size is None else (size[0], size[1])
+        self._folder_classes: list[str] | None = None
+        self.splits: dict[str, Dataset] = {}
+        self.predict_files: list[str] = []
+
+    # --- what the model needs ---------------------------------------------------------------
+
+    @property
+    def info(self) -> DatasetInfo | None:
+        return DATASETS[self.dataset]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        if self.info is not None:
+            return self.info.classes
+        if self._folder_classes is None:  # a directory listing, not a scan of the images
+            self._folder_classes = _folder_classes(self._folder_root("train"))
+        return tuple(self._folder_classes)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        if self._size is not None:
+            return self._size
+        assert self.info is not None  # folder requires image_size
+        return self.info.image_size
+
+    @property
+    def in_channels(self) -> int:
+        return self.info.channels if self.info is not None else 3  # folder images are read as RGB
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return self.info.mean if self.info is not None else _IMAGENET_STATS[0]
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return self.info.std if self.info is not None else _IMAGENET_STATS[1]
+
+    # --- transforms -------------------------------------------------------------------------
+
+    def _transform(self, *, train: bool, from_file: bool = False) -> v2.Compose:
+        steps: list[Callable[..., Any]] = []
+        if from_file:  # PIL image of any size -> uint8 tensor of image_size
+            steps += [v2.ToImage(), v2.Resize(min(self.image_size), antialias=True), v2.CenterCrop(self.image_size)]
+        if train:
+            if self.crop_padding:
+                steps.append(v2.RandomCrop(self.image_size, padding=self.crop_padding))
+            if self.hflip:
+                steps.append(v2.RandomHorizontalFlip())
+            if self.auto_augment == "trivial":
+                steps.append(v2.TrivialAugmentWide())
+            elif self.auto_augment == "rand":
+                steps.append(v2.RandAugment())
+        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
+        if train and self.random_erasing:
+            steps.append(v2.RandomErasing(p=self.random_erasing))
+        return v2.Compose(steps)
+
+    # --- Lightning hooks --------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        """Download what needs downloading (mnist, cifar10, fashion_mnist without the Debian files)."""
+        if self._torchvision_class() is None:
+            return
+        try:
+            for train in (True, False):
+                self._torchvision_class()(str(self.data_dir), train=train, download=True)  # type: ignore[misc]
+        except OSError as err:  # URLError and friends
+            raise ConnectionError(
+                f"could not download {self.dataset!r} into {str(self.data_dir)!r} ({err}); without network "
+                f"access use dataset='digits' or 'folder'"
+                + (", or install Debian's dataset-fashion-mnist" if self.dataset == "fashion_mnist" else "")
+            ) from err
+
+    def _torchvision_class(self) -> Any:
+        from torchvision import datasets
+
+        if self.dataset == "fashion_mnist" and not self._debian_fashion_mnist():
+            return datasets.FashionMNIST
+        return {"mnist": datasets.MNIST, "cifar10": datasets.CIFAR10}.get(self.dataset)
+
+    @staticmethod
+    def _debian_fashion_mnist() -> bool:
+        return all((FASHION_MNIST_DIR / name).is_file() for pair in _FASHION_FILES.values() for name in pair)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        if self.dataset == "folder":
+            self._setup_folder()
+        else:
+            self._setup_tensors()
+        if self.predict_dir is not None:
+            self._setup_predict()
+
+    def _setup_tensors(self) -> None:
+        if self.dataset == "digits":
+            images, labels = _digits()
+            rest, test = _stratified_split(labels, 0.2, _SPLIT_SEED)
+            train, val = _stratified_split(labels[rest], 0.125, self.seed)  # 10% of all
+            train, val = rest[train], rest[val]
+            parts = {"train": (images[train], labels[train]), "val": (images[val], labels[val]), "test": (images[test], labels[test])}
+        else:
+            (images, labels), test_part = self._load("train"), self._load("test")
+            if self.val_size >= len(labels):
+                raise ValueError(f"val_size={self.val_size} leaves no training images ({self.dataset} has {len(labels)})")
+            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
+            train, val = order[self.val_size :].sort().values, order[: self.val_size].sort().values
+            parts = {"train": (images[train], labels[train]), "val": (images[val], labels[val]), "test": test_part}
+        for split, (x, y) in parts.items():
+            self.splits[split] = TensorImages(_resize(x, self.image_size), y, self._transform(train=split == "train"))
+
+    def _load(self, split: str) -> tuple[Tensor, Tensor]:
+        """uint8 images (N, C, H, W) and int64 labels (N,) of a downloadable dataset."""
+        if self.dataset == "fashion_mnist" and self._debian_fashion_mnist():
+            images_file, labels_file = _FASHION_FILES[split]
+            images = torch.from_numpy(read_idx(FASHION_MNIST_DIR / images_file).copy())[:, None]
+            return images, torch.from_numpy(read_idx(FASHION_MNIST_DIR / labels_file).astype(np.int64))
+        try:
+            data = self._torchvision_class()(str(self.data_dir), train=split == "train", download=False)
+        except RuntimeError as err:  # "Dataset not found": prepare_data was not run (or failed)
+            raise FileNotFoundError(f"{self.dataset!r} is not in {str(self.data_dir)!r} ({err}); run prepare_data() first") from None
+        images = torch.as_tensor(np.asarray(data.data))
+        images = images.permute(0, 3, 1, 2) if images.dim() == 4 else images[:, None]  # (N, C, H, W)
+        return images.contiguous(), torch.as_tensor(data.targets, dtype=torch.long)
+
+    def _folder_root(self, split: str) -> Path:
+        """Where a split's class folders are: <data_dir>/<split> when data_dir has train/, else data_dir."""
+        if not (self.data_dir / "train").is_dir():
+            if not self.data_dir.is_dir():
+                raise FileNotFoundError(f"image folder {str(self.data_dir)!r} does not exist")
+            return self.data_dir
+        if split == "test" and not (self.data_dir / "test").is_dir():
+            split = "val"
+        return self.data_dir / split
+
+    def _setup_folder(self) -> None:
+        classes = list(self.classes)
+        samples = _folder_samples(self._folder_root("train"), classes)
+        if self._folder_root("train") != self.data_dir and (self.data_dir / "val").is_dir():
+            parts = {"train": samples, "val": _folder_samples(self._folder_root("val"), classes)}
+            parts["test"] = _folder_samples(self._folder_root("test"), classes) if (self.data_dir / "test").is_dir() else parts["val"]
+        else:  # one folder: hold out val_size images (at most a fifth) for validation and test
+            order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(self.seed)).tolist()
+            held = max(1, min(self.val_size, len(samples) // 5))
+            parts = {"train": [samples[i] for i in sorted(order[held:])], "val": [samples[i] for i in sorted(order[:held])]}
+            parts["test"] = parts["val"]
+        for split, part in parts.items():
+            self.splits[split] = FileImages(part, self._transform(train=split == "train", from_file=True))
+
+    def _setup_predict(self) -> None:
+        assert self.predict_dir is not None
+        if not self.predict_dir.is_dir():
+            raise FileNotFoundError(f"predict_dir {str(self.predict_dir)!r} does not exist")
+        files = sorted(str(p) for p in self.predict_dir.rglob("*") if p.is_file() and _readable_image(str(p)))
+        if not files:
+            raise ValueError(f"predict_dir {str(self.predict_dir)!r} has no readable image files")
+        self.predict_files = files
+        transform = self._transform(train=False, from_file=True)
+        if self.in_channels == 1:  # a grayscale dataset's model: read the files as one channel
+            transform = v2.Compose([v2.Grayscale(), transform])
+        self.splits["predict"] = FileImages([(f, -1) for f in files], transform)
+
+    def train_dataloader(self) -> DataLoader:
+        collate = None
+        if self.mixup_alpha > 0 or self.cutmix_alpha > 0:
+            collate = MixCollate(self.num_classes, mixup_alpha=self.mixup_alpha, cutmix_alpha=self.cutmix_alpha)
+        train = self._split("train")
+        return self._loader(train, shuffle=True, drop_last=len(train) > self.batch_size, collate_fn=collate)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._split("val"))
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self._split("test"))
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self._split("predict" if self.predict_dir is not None else "test"))
+
+    def _split(self, split: str) -> Dataset:
+        if not self.splits:
+            self.setup()
+        return self.splits[split]
+
+    def _loader(self, dataset: Dataset, **kwargs: Any) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=workers, persistent_workers=workers > 0, **kwargs)
+
+    def example_images(self, n: int) -> tuple[Tensor, Tensor]:
+        """Up to ``n`` fixed validation images, one per class as far as they go, with their
+        labels: normalised images (n, C, H, W) and labels (n,) (for the attention figures)."""
+        val = self._split("val")
+        chosen: list[int] = []
+        seen: set[int] = set()
+        for i in range(len(val)):  # type: ignore[arg-type]
+            label = int(val[i][1])
+            if label not in seen:
+                seen.add(label)
+                chosen.append(i)
+            if len(chosen) == n:
+                break
+        images, labels = zip(*(val[i] for i in chosen))
+        return torch.stack(images), torch.stack(labels)

@@ -1,0 +1,149 @@
+"""ViT: patch nodes -> bidirectional core encoder -> class-token or mean pooling -> linear head.
+
+Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words"; the named sizes are those of DeiT
+(Touvron et al. 2021), the usual ones for training from scratch.
+
+Shape legend: B batch, C channels, H, W image size, P prefix nodes (class + registers),
+N patch nodes, D width, K classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+from torch import Tensor, nn
+
+from tzoo.core import Encoder, TransformerConfig
+from tzoo.tasks.vision.tokenizer import PatchTokenizer, Size, grid_size
+
+__all__ = ["SIZES", "ViT", "vit_base", "vit_small", "vit_tiny"]
+
+
+class ViT(nn.Module):
+    """Vision Transformer classifier: (B, C, H, W) -> logits (B, K).
+
+    ``pool="cls"`` reads the class node (which then exists); ``pool="mean"`` averages the patch
+    nodes. ``image_size`` is needed for learned positions only (their grid); sin-cos positions take
+    any image that tiles into patches.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        image_size: Size | None = None,
+        in_channels: int = 3,
+        patch_size: Size = 4,
+        stride: Size | None = None,
+        dim: int = 192,
+        depth: int = 12,
+        num_heads: int = 3,
+        mlp_ratio: float = 4.0,
+        pool: Literal["cls", "mean"] = "cls",
+        position: Literal["sincos", "learned"] = "sincos",
+        num_registers: int = 0,
+        dropout: float = 0.0,
+        attn_dropout: float = 0.0,
+        drop_path: float = 0.0,
+        layer_scale: float | None = None,
+        head_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if pool not in ("cls", "mean"):
+            raise ValueError(f"pool={pool!r} is not one of ('cls', 'mean')")
+        self.num_classes, self.pool = num_classes, pool
+        self.tokenizer = PatchTokenizer(
+            dim,
+            patch_size=patch_size,
+            stride=stride,
+            in_channels=in_channels,
+            image_size=image_size,
+            position=position,
+            class_token=pool == "cls",
+            num_registers=num_registers,
+        )
+        self.drop = nn.Dropout(dropout) if dropout else None
+        config = TransformerConfig(
+            dim=dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            dropout=dropout,
+            attn_dropout=attn_dropout,
+            drop_path=drop_path,
+            layer_scale=layer_scale,
+        )
+        self.encoder = Encoder(config)  # ends with a LayerNorm
+        self.head_drop = nn.Dropout(head_dropout) if head_dropout else None
+        self.head = nn.Linear(dim, num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # timm / DeiT: truncated N(0, 0.02) linear weights, zero biases; the patch projection as a
+        # linear map of the flattened patch (Xavier uniform, as in MAE)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        proj = self.tokenizer.proj
+        nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
+        nn.init.zeros_(proj.bias)
+
+    @property
+    def num_prefix(self) -> int:
+        return self.tokenizer.num_prefix
+
+    def forward_features(self, images: Tensor) -> Tensor:
+        """images (B, C, H, W) -> normalised nodes (B, P + N, D)."""
+        x, _ = self.tokenizer(images)
+        if self.drop is not None:
+            x = self.drop(x)
+        return self.encoder(x)
+
+    def forward_head(self, x: Tensor, *, pre_logits: bool = False) -> Tensor:
+        """nodes (B, P + N, D) -> logits (B, K), or the pooled features (B, D) with ``pre_logits``."""
+        x = x[:, 0] if self.pool == "cls" else x[:, self.num_prefix :].mean(dim=1)  # (B, D)
+        if self.head_drop is not None:
+            x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(images))
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def flops_per_image(self, image_size: Size) -> float:
+        """Training FLOPs of one image (matmuls only; backward = 2 x forward)."""
+        tok, cfg = self.tokenizer, self.encoder.config
+        h, w = grid_size(image_size, tok.patch_size, tok.stride)
+        n, d, f = h * w + self.num_prefix, cfg.dim, int(cfg.mlp_ratio * cfg.dim)
+        per_layer = 2 * n * (4 * d * d + 2 * d * f) + 4 * n * n * d  # q, k, v, out, MLP; scores and mixing
+        patches = 2 * h * w * d * tok.in_channels * tok.patch_size[0] * tok.patch_size[1]
+        return 3 * (cfg.depth * per_layer + patches + 2 * d * self.num_classes)
+
+
+# --- named sizes ------------------------------------------------------------------------------
+
+
+def vit_tiny(num_classes: int, **kwargs: Any) -> ViT:
+    """DeiT-Ti: width 192, 12 layers, 3 heads (5.7 M parameters at 224 px)."""
+    return ViT(num_classes, **{"dim": 192, "depth": 12, "num_heads": 3, **kwargs})
+
+
+def vit_small(num_classes: int, **kwargs: Any) -> ViT:
+    """DeiT-S: width 384, 12 layers, 6 heads (22 M parameters)."""
+    return ViT(num_classes, **{"dim": 384, "depth": 12, "num_heads": 6, **kwargs})
+
+
+def vit_base(num_classes: int, **kwargs: Any) -> ViT:
+    """ViT-B: width 768, 12 layers, 12 heads (86 M parameters)."""
+    return ViT(num_classes, **{"dim": 768, "depth": 12, "num_heads": 12, **kwargs})
+
+
+SIZES: dict[str, Callable[..., ViT]] = {"tiny": vit_tiny, "small": vit_small, "base": vit_base}
+

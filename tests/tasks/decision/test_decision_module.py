@@ -1,0 +1,103 @@
+"""DecisionTransformer through the tzoo CLI (fit, evaluation in the environment, test from a
+checkpoint), playing continuous actions, and the checkpoint checks. Tiny sizes throughout."""
+
+import csv
+import textwrap
+
+import pytest
+import torch
+
+from tzoo.tasks.cli import main
+from tzoo.tasks.decision.data import TrajectoryDataModule
+from tzoo.tasks.decision.module import DecisionTransformer
+from tzoo.tasks.generate import load_module
+
+TINY = dict(dim=16, depth=1, num_heads=2, dropout=0.0, eval_episodes=2)
+
+
+def tiny_config(tmp_path, minari_root, dataset="test/cartpole-v0", env_id="CartPole-v1"):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            seed_everything: 0
+            trainer:
+              max_steps: 4
+              val_check_interval: 2
+              limit_val_batches: 1
+              default_root_dir: {tmp_path / "runs"}
+              enable_progress_bar: false
+              enable_model_summary: false
+              log_every_n_steps: 1
+            model:
+              class_path: tzoo.tasks.decision.module.DecisionTransformer
+              init_args: {{dim: 16, depth: 1, num_heads: 2, eval_episodes: 2, eval_target_return: 500, warmup_steps: 2}}
+            data:
+              class_path: tzoo.tasks.decision.data.TrajectoryDataModule
+              init_args:
+                env_id: {env_id}
+                dataset: {dataset}
+                data_dir: {minari_root}
+                context_length: 5
+                batch_size: 4
+            """
+        )
+    )
+    return config
+
+
+def metrics(run_dir):
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_fit_evaluate_and_test_from_the_checkpoint(tmp_path, minari_root):
+    config = tiny_config(tmp_path, minari_root)
+    main(["fit", "--config", str(config)])
+    (ckpt,) = (tmp_path / "runs").rglob("last.ckpt")
+    rows = metrics(ckpt.parent.parent)
+    evals = [r for r in rows if r.get("eval/return_mean")]
+    assert len(evals) == 2  # after each validation, not the sanity check
+    assert all(float(r["eval/return_mean"]) >= 8 and r["eval/normalized_return"] and r["eval/return_std"] for r in evals)
+    assert any(r.get("train/loss") for r in rows) and any(r.get("val/loss") for r in rows)
+    assert any(r.get("data/return_mean") for r in rows)  # the dataset's return distribution
+
+    # the checkpoint plays without the dataset: statistics and reference scores are in it
+    module = load_module(ckpt, task="decision")
+    assert module.model.tokenizer.has_statistics and module.reference_scores.tolist() == pytest.approx([22.4, 500.0])
+    result = module.evaluate(500, episodes=2, seed=5)
+    assert set(result) == {"return_mean", "return_std", "normalized_return"}
+    main(["test", "--config", str(config), "--ckpt_path", str(ckpt), "--trainer.logger=false"])
+
+
+def test_continuous_actions_play_pendulum(minari_root):
+    data = TrajectoryDataModule("Pendulum-v1", dataset="test/pendulum-v0", data_dir=str(minari_root), context_length=3)
+    data.setup("fit")
+    module = DecisionTransformer(data.obs_dim, data.act_dim, data.discrete, data.env_id, data.max_timestep, data.context_length, **TINY)
+    module.model.tokenizer.set_statistics(data.statistics)
+    rollouts = module.rollouts(-150.0, episodes=2, record=True)
+    assert rollouts.lengths.tolist() == [200, 200] and rollouts.returns.max() < 0
+    actions = rollouts.trajectory["actions"]
+    assert actions.shape == (200, 1) and abs(actions).max() <= 1  # the model's [-1, 1] outputs
+    assert rollouts.trajectory["returns_to_go"][1] == pytest.approx(-150.0 - rollouts.trajectory["rewards"][0], abs=1e-3)
+
+
+def test_linked_arguments_are_needed_outside_the_cli():
+    with pytest.raises(ValueError, match=r"obs_dim, act_dim, discrete, env_id, max_timestep, context_length not set: the tzoo CLI links them"):
+        DecisionTransformer()
+
+
+def test_checkpoint_without_normalisation_statistics(tmp_path):
+    module = DecisionTransformer(4, 2, True, "CartPole-v1", 500, 5, **TINY)  # never saw a dataset
+    state = {k: v for k, v in module.state_dict().items()}
+    hparams = dict(module.hparams)
+    path = tmp_path / "fresh.ckpt"
+    torch.save({"state_dict": state, "hyper_parameters": hparams, "tzoo": {"task": "decision"}}, path)
+    with pytest.raises(ValueError, match=r"checkpoint has no normalisation statistics \(model.tokenizer.state_mean unset \(NaN\), model.tokenizer.state_std unset"):
+        load_module(path, task="decision")
+    del state["model.tokenizer.state_mean"]
+    torch.save({"state_dict": state, "hyper_parameters": hparams, "tzoo": {"task": "decision"}}, path)
+    with pytest.raises(ValueError, match=r"checkpoint has no normalisation statistics \(model.tokenizer.state_mean missing, model.tokenizer.state_std unset"):
+        load_module(path, task="decision")
+    with pytest.raises(ValueError, match=r"no normalisation statistics"):
+        module.evaluate(500)
