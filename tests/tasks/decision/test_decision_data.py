@@ -59,6 +59,10 @@ def test_default_dataset_is_collected_once_into_data_dir(tmp_path):
     stamp = folder.stat().st_mtime_ns
     data.prepare_data()
     assert folder.stat().st_mtime_ns == stamp
+    meta = folder / "metadata.json"  # as an interrupted collection leaves it: fewer episodes than asked
+    meta.write_text(meta.read_text().replace('"total_episodes": 3', '"total_episodes": 1'))
+    with pytest.raises(ValueError, match=r"holds 1 episodes, not 3: an interrupted collection\? delete that folder"):
+        data.prepare_data()
 
 
 def test_unknown_environment_id():

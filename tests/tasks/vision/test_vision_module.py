@@ -1,0 +1,138 @@
+"""VisionClassifier through the tzoo CLI: fit on digits, test and predict from the checkpoint,
+attention figures, checkpoints that don't fit the data."""
+
+import csv
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tzoo.tasks.cli import main
+from tzoo.tasks.generate import load_module
+from tzoo.tasks.vision.data import ImageDataModule
+from tzoo.tasks.vision.module import VisionClassifier
+
+TINY_MODEL = dict(dim=16, depth=1, num_heads=2, patch_size=2, attention_images=2, warmup_steps=2)
+
+
+def _config(path, root, dataset_args):
+    model = "\n".join(f"    {k}: {v}" for k, v in TINY_MODEL.items())
+    data = "\n".join(f"    {k}: {v}" for k, v in dataset_args.items())
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            seed_everything: 0
+            trainer:
+              max_steps: 6
+              val_check_interval: 3
+              limit_val_batches: 2
+              limit_test_batches: 2
+              limit_predict_batches: 2
+              default_root_dir: {root}
+              enable_progress_bar: false
+              enable_model_summary: false
+              log_every_n_steps: 1
+            model:
+              class_path: tzoo.tasks.vision.module.VisionClassifier
+              init_args:
+            """
+        )
+        + model
+        + "\ndata:\n  class_path: tzoo.tasks.vision.data.ImageDataModule\n  init_args:\n"
+        + data
+        + "\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A digits run of a few steps through `tzoo fit`: (config, run directory, last checkpoint)."""
+    tmp = tmp_path_factory.mktemp("digits")
+    config = _config(tmp / "digits.yaml", tmp / "runs", {"dataset": "digits", "batch_size": 32})
+    main(["fit", "--config", str(config)])
+    (ckpt,) = (tmp / "runs").rglob("last.ckpt")
+    return config, ckpt.parent.parent, ckpt
+
+
+def test_fit_logs_metrics_and_attention_figures(fitted):
+    _, run, _ = fitted
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/loss", "val/loss", "val/acc", "val/acc_top5"} <= set(header)
+    figures = sorted((run / "attention").glob("step_*.png"))
+    assert [f.name for f in figures] == ["step_000003.png", "step_000006.png"]
+    assert (run / "hparams.yaml").read_text().count("num_classes: 10") == 1
+
+
+def test_test_and_predict_from_the_checkpoint(fitted, capsys):
+    config, run, ckpt = fitted
+    main(["test", "--config", str(config), "--ckpt_path", str(ckpt)])
+    out = capsys.readouterr().out
+    assert "test/acc" in out and "test/acc_top5" in out
+    main(["predict", "--config", str(config), "--ckpt_path", str(ckpt)])
+    (written,) = (run.parent).rglob("predictions.csv")
+    rows = list(csv.DictReader(written.open()))
+    assert len(rows) == 64 and {r["class_name"] for r in rows} <= set("0123456789")
+    assert all(0 < float(r["probability"]) <= 1 for r in rows)
+
+
+def test_load_module_predicts_like_the_trained_model(fitted):
+    _, _, ckpt = fitted
+    module = load_module(ckpt, task="vision")
+    assert module.class_names == tuple("0123456789")
+    data = ImageDataModule("digits")
+    x, _ = next(iter(data.test_dataloader()))
+    out = module.predict_step((x[:5], None), 0)
+    assert out["class"].shape == (5,) and torch.allclose(out["prob"].sum(-1), torch.ones(5))
+
+
+def test_predict_a_folder_of_image_files(fitted, tmp_path):
+    config, _, ckpt = fitted
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((8, 8), 40 * i, dtype=np.uint8)).save(pics / f"{i}.png")
+    main(["predict", "--config", str(config), "--ckpt_path", str(ckpt), f"--data.init_args.predict_dir={pics}", f"--trainer.default_root_dir={tmp_path / 'runs'}"])
+    (written,) = (tmp_path / "runs").rglob("predictions.csv")
+    assert [r["item"] for r in csv.DictReader(written.open())] == [str(pics / f"{i}.png") for i in range(3)]
+
+
+def test_a_checkpoint_for_another_number_of_classes_is_refused(fitted, tmp_path):
+    _, _, ckpt = fitted
+    root = tmp_path / "three"
+    for name in ("a", "b", "c"):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((8, 8, 3), 30 * i, dtype=np.uint8)).save(root / name / f"{i}.png")
+    # 3 classes: the number of classes is checked first, before the weights are loaded
+    config = _config(tmp_path / "three.yaml", tmp_path / "runs", {"dataset": "folder", "data_dir": root, "image_size": 8})
+    with pytest.raises(ValueError, match=r"the checkpoint was trained for num_classes=10, but this model \(built for the data\) has num_classes=3"):
+        main(["test", "--config", str(config), "--ckpt_path", str(ckpt), "--trainer.logger=false"])
+
+
+def test_data_that_does_not_fit_the_model(tmp_path):
+    import lightning.pytorch as pl
+
+    model = VisionClassifier(10, (8, 8), 3, dim=16, depth=1, num_heads=2, patch_size=2)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"the model has in_channels=3 but the data \(digits\) has in_channels=1"):
+        trainer.validate(model, datamodule=ImageDataModule("digits"), verbose=False)
+
+
+def test_soft_targets_under_mixup_and_label_smoothing():
+    torch.manual_seed(0)
+    model = VisionClassifier(10, (8, 8), 1, dim=16, depth=1, num_heads=2, patch_size=2, label_smoothing=0.1)
+    data = ImageDataModule("digits", batch_size=16, mixup_alpha=1.0)
+    x, y = next(iter(data.train_dataloader()))
+    loss = model._loss(model(x), y)
+    assert y.shape == (16, 10) and torch.isfinite(loss) and loss > 0
+    loss.backward()
+
+
+def test_num_classes_must_be_given_outside_the_cli():
+    with pytest.raises(ValueError, match=r"num_classes and in_channels are not set: the tzoo CLI links them from the data"):
+        VisionClassifier()
+    with pytest.raises(ValueError, match=r"size='huge' is not one of \('tiny', 'small', 'base'\)"):
+        VisionClassifier(10, 8, 1, size="huge")  # type: ignore[arg-type]
