@@ -81,7 +81,11 @@ def cartpole(root: Path, episodes: int, extra: list[str], plot: Path | None) -> 
               f"(temperature 1: {at_one[target]['return_mean']:.1f})", flush=True)
     means = [achieved[t]["return_mean"] for t in TARGETS]
     if plot is not None:
-        save_plot(plot, TARGETS, means, [achieved[t]["return_std"] for t in TARGETS], data)
+        series = {
+            f"temperature {module.eval_temperature:g} (config)": (means, [achieved[t]["return_std"] for t in TARGETS]),
+            "temperature 1": ([at_one[t]["return_mean"] for t in TARGETS], [at_one[t]["return_std"] for t in TARGETS]),
+        }
+        save_plot(plot, TARGETS, series, data)
     return {
         "train_seconds": seconds,
         "dataset_returns": data,
@@ -114,7 +118,8 @@ def pendulum(root: Path, episodes: int, extra: list[str]) -> dict[str, Any]:
     }
 
 
-def save_plot(path: Path, targets: tuple[int, ...], means: list[float], stds: list[float], data: dict[str, float]) -> None:
+def save_plot(path: Path, targets: tuple[int, ...], series: dict[str, tuple[list[float], list[float]]], data: dict[str, float]) -> None:
+    """Achieved vs target return, one line per ``{label: (means, stds)}``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,13 +127,15 @@ def save_plot(path: Path, targets: tuple[int, ...], means: list[float], stds: li
 
     fig, ax = plt.subplots(figsize=(5, 4))
     ax.plot([0, 500], [0, 500], "--", color="grey", label="achieved = target")
-    ax.errorbar(targets, means, yerr=stds, marker="o", capsize=4, label="decision transformer (20 episodes)")
+    for label, (means, stds) in series.items():
+        ax.errorbar(targets, means, yerr=stds, marker="o", capsize=4, label=label)
     if "mean" in data:
-        ax.axhline(data["mean"], color="tab:orange", linestyle=":", label=f"dataset mean return ({data['mean']:.0f})")
-    ax.set(xlabel="target return (return-to-go at the start)", ylabel="achieved return", title="CartPole-v1: return conditioning")
+        ax.axhline(data["mean"], color="tab:red", linestyle=":", label=f"dataset mean return ({data['mean']:.0f})")
+    ax.set(xlabel="target return (return-to-go at the start)", ylabel="achieved return (mean ± std, 20 episodes)")
+    ax.set_title("CartPole-v1: return conditioning")
     ax.set_xlim(0, 520)
-    ax.set_ylim(0, 520)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.set_ylim(0, 540)
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

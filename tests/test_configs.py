@@ -14,6 +14,7 @@ TINY = {
         "--model.init_args.num_kv_heads=null", "--model.init_args.sample_tokens=4",
         "--data.init_args.block_size=16", "--model.init_args.block_size=16", "--data.init_args.batch_size=2",
     ],
+    "decision": ["--data.init_args.episodes=10", "--model.init_args.dim=16", "--model.init_args.depth=1", "--model.init_args.eval_episodes=1"],
 }
 
 
