@@ -26,6 +26,8 @@ def test_config_trains_a_few_steps(config, tmp_path, monkeypatch):
     args = ["fit", "--config", str(config), *TINY.get(task, []),
             "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.limit_val_batches=1",
             "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}"]
+    if config.name in ("cifar10.yaml", "fashion_mnist.yaml"):  # downloads (or Debian files): use the bundled digits offline
+        args += ["--data.init_args.dataset=digits", "--data.init_args.image_size=null", f"--data.init_args.data_dir={tmp_path}"]
     if "tinyshakespeare" in config.name:  # a URL corpus: use a local copy of the text offline
         corpus = tmp_path / "input.txt"
         corpus.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 50)

@@ -47,7 +47,9 @@ def attention_maps(model: ViT, images: Tensor) -> tuple[dict[str, Tensor], Tenso
     model.eval()
     layers = [name for name, m in model.named_modules() if isinstance(m, MultiHeadAttention)]
     with capture_attention(model, layers) as captured:
-        logits = model(images)
+        # every node through every layer (not forward's class-node shortcut): rollout needs the
+        # last layer's full (N, N) attention
+        logits = model.forward_head(model.forward_features(images))
     model.train(was_training)
     weights = [captured[name][-1].float().mean(dim=1) for name in layers]  # (B, N, N) each, heads averaged
     h, w = grid_size(tuple(images.shape[-2:]), model.tokenizer.patch_size, model.tokenizer.stride)
@@ -84,6 +86,10 @@ def attention_figure(
     pixels = (images.detach().float().cpu() * stats[1] + stats[0]).clamp(0, 1)  # (B, C, H, W) in [0, 1]
     name = (lambda k: class_names[k]) if class_names else str
     B, C, H, W = pixels.shape
+    (ph, pw), (sh, sw) = model.tokenizer.patch_size, model.tokenizer.stride
+    h, w = maps["last"].shape[1:]
+    # each grid cell drawn over its patch's centre, one stride wide (patches may overlap)
+    cells = (pw / 2 - sw / 2, pw / 2 + (w - 0.5) * sw, ph / 2 + (h - 0.5) * sh, ph / 2 - sh / 2)
     figure = Figure(figsize=(6.6, 2.2 * B), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.subplots(B, 3, squeeze=False)
@@ -95,8 +101,9 @@ def attention_figure(
         for j, (heading, grid) in enumerate((("image", None), ("last layer", maps["last"][i]), ("rollout", maps["rollout"][i]))):
             ax = axes[i, j]
             ax.imshow(image, cmap="gray" if C == 1 else None, extent=(0, W, H, 0), interpolation="nearest")
-            if grid is not None:  # the grid stretched over the image, the picture showing through
-                ax.imshow(grid.cpu().numpy(), cmap="inferno", alpha=0.6, extent=(0, W, H, 0), interpolation="bilinear")
+            if grid is not None:  # the picture showing through
+                ax.imshow(grid.cpu().numpy(), cmap="inferno", alpha=0.6, extent=cells, interpolation="bilinear")
+                ax.set_xlim(0, W), ax.set_ylim(H, 0)
             ax.set_title(title if j == 0 else heading, fontsize=8)
             ax.set_axis_off()
     figure.tight_layout()

@@ -20,209 +20,39 @@ applied once, when they are loaded.
 
 from __future__ import annotations
 
-import gzip
 import os
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-__all__ = ["DATASETS", "FASHION_MNIST_DIR", "ImageDataModule", "read_idx"]
+from tzoo.tasks.vision.images import (
+    DATASETS,
+    FASHION_MNIST_DIR,
+    FASHION_MNIST_FILES,
+    DatasetInfo,
+    FileImages,
+    MixCollate,
+    TensorImages,
+    folder_classes,
+    folder_samples,
+    load_digits,
+    read_idx,
+    readable_image,
+    resize_images,
+    stratified_split,
+)
 
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-_FASHION_FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
+__all__ = ["ImageDataModule"]
+
 _IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # for folders of natural RGB photos
 _SPLIT_SEED = 0  # the held-out test images never change with the user's seed
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    num_classes: int
-    image_size: tuple[int, int]  # native (height, width)
-    channels: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    classes: tuple[str, ...]
-
-
-_DIGITS = tuple(str(i) for i in range(10))
-DATASETS: dict[str, DatasetInfo | None] = {
-    # mean/std of the training pixels scaled to [0, 1]: digits measured here, the others the
-    # commonly quoted values
-    "digits": DatasetInfo(10, (8, 8), 1, (0.3053,), (0.3759,), _DIGITS),
-    "mnist": DatasetInfo(10, (28, 28), 1, (0.1307,), (0.3081,), _DIGITS),
-    "fashion_mnist": DatasetInfo(
-        10, (28, 28), 1, (0.2860,), (0.3530,),
-        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-    ),
-    "cifar10": DatasetInfo(
-        10, (32, 32), 3, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-    ),
-    "folder": None,  # read from the folder
-}
-
-
-# --- reading ------------------------------------------------------------------------------------
-
-
-def read_idx(path: str | Path) -> np.ndarray:
-    """An IDX file (the MNIST format; gzipped or not) as a numpy array: images (N, rows, cols)
-    uint8, labels (N,) uint8."""
-    path = Path(path)
-    opener: Callable[..., Any] = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    magic = int.from_bytes(data[:4], "big")
-    if magic >> 8 != 0x08 or not 1 <= magic & 0xFF <= 3:  # 0x08: unsigned bytes; low byte: dimensions
-        raise ValueError(f"{str(path)!r} is not an IDX file of unsigned bytes (magic number {magic:#010x})")
-    ndim = magic & 0xFF
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if array.size != int(np.prod(shape)):
-        raise ValueError(f"{str(path)!r} is truncated: its header says {shape}, it holds {array.size} bytes")
-    return array.reshape(shape)
-
-
-def _digits() -> tuple[Tensor, Tensor]:
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    # pixel values 0..16 -> 0..255, so every dataset enters the transforms as uint8
-    images = np.round(bunch.images * (255 / 16)).astype(np.uint8)[:, None]  # (N, 1, 8, 8)
-    return torch.from_numpy(images), torch.from_numpy(bunch.target).long()
-
-
-def _resize(images: Tensor, size: tuple[int, int]) -> Tensor:
-    """uint8 (N, C, h, w) -> uint8 (N, C, H, W), once for the whole set (antialiased bilinear)."""
-    if tuple(images.shape[-2:]) == size:
-        return images
-    out = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
-    return out.round_().clamp_(0, 255).to(torch.uint8)
-
-
-def _stratified_split(labels: Tensor, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rest, held out) indices, the held-out part ``fraction`` of each class."""
-    from sklearn.model_selection import train_test_split
-
-    index = np.arange(len(labels))
-    rest, held = train_test_split(index, test_size=fraction, stratify=labels.numpy(), random_state=seed)
-    return np.sort(rest), np.sort(held)
-
-
-# --- datasets -----------------------------------------------------------------------------------
-
-
-class TensorImages(Dataset):
-    """uint8 images (N, C, H, W) and labels (N,) -> (transform(image), label)."""
-
-    def __init__(self, images: Tensor, labels: Tensor, transform: Callable[[Tensor], Tensor]) -> None:
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        return self.transform(self.images[i]), self.labels[i]
-
-
-class FileImages(Dataset):
-    """(path, label) pairs -> (transform(RGB image), label). ``label`` -1: unlabelled (predict)."""
-
-    def __init__(self, samples: Sequence[tuple[str, int]], transform: Callable[[Any], Tensor]) -> None:
-        self.samples, self.transform = list(samples), transform
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        from PIL import Image
-
-        path, label = self.samples[i]
-        try:
-            with Image.open(path) as image:
-                rgb = image.convert("RGB")
-        except OSError as err:  # checked at setup; a file that broke since then still names itself
-            raise ValueError(f"cannot read image {path!r}: {err}") from None
-        return self.transform(rgb), torch.tensor(label)
-
-
-def _readable_image(path: str) -> bool:
-    """Whether ``path`` has an image extension and decodes; warns (naming it) when it doesn't decode."""
-    from PIL import Image
-    from torchvision.datasets.folder import IMG_EXTENSIONS
-
-    if not path.lower().endswith(IMG_EXTENSIONS):
-        return False
-    try:
-        with Image.open(path) as image:
-            image.load()  # decode fully: verify() misses truncated JPEGs
-    except (OSError, SyntaxError, ValueError) as err:
-        warnings.warn(f"skipping unreadable image file {path!r}: {err}", UserWarning, stacklevel=2)
-        return False
-    return True
-
-
-def _folder_classes(root: Path) -> list[str]:
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder {str(root)!r} does not exist")
-    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
-    if not classes:
-        raise ValueError(
-            f"image folder {str(root)!r} has no class subfolders: expected <folder>/<class name>/<image files> "
-            f"(or train/ and val/ folders laid out that way)"
-        )
-    return classes
-
-
-def _folder_samples(root: Path, classes: list[str]) -> list[tuple[str, int]]:
-    from torchvision.datasets.folder import make_dataset
-
-    found = set(_folder_classes(root))
-    if found != set(classes):
-        raise ValueError(
-            f"image folder {str(root)!r} has classes {sorted(found)}, but the training folder has {classes}"
-        )
-    index = {name: i for i, name in enumerate(classes)}
-    samples = make_dataset(str(root), index, is_valid_file=_readable_image, allow_empty=True)
-    if not samples:
-        raise ValueError(f"image folder {str(root)!r} has no readable images in its class subfolders {classes}")
-    return samples
-
-
-# --- batches ------------------------------------------------------------------------------------
-
-
-class MixCollate:
-    """Stack a batch, then MixUp or CutMix it (one of them, chosen per batch, when both are on):
-    labels become (B, K) probabilities."""
-
-    def __init__(self, num_classes: int, *, mixup_alpha: float, cutmix_alpha: float) -> None:
-        mixes: list[Callable[..., Any]] = []
-        if mixup_alpha > 0:
-            mixes.append(v2.MixUp(alpha=mixup_alpha, num_classes=num_classes))
-        if cutmix_alpha > 0:
-            mixes.append(v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes))
-        assert mixes, "the data module only builds MixCollate when one of them is on"
-        self.mix = mixes[0] if len(mixes) == 1 else v2.RandomChoice(mixes)
-
-    def __call__(self, batch: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
-        return self.mix(*default_collate(batch))
-
-
-# --- the data module ----------------------------------------------------------------------------
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -306,7 +136,7 @@ class ImageDataModule(pl.LightningDataModule):
         if self.info is not None:
             return self.info.classes
         if self._folder_classes is None:  # a directory listing, not a scan of the images
-            self._folder_classes = _folder_classes(self._folder_root("train"))
+            self._folder_classes = folder_classes(self._folder_root("train"))
         return tuple(self._folder_classes)
 
     @property
@@ -377,7 +207,7 @@ class ImageDataModule(pl.LightningDataModule):
 
     @staticmethod
     def _debian_fashion_mnist() -> bool:
-        return all((FASHION_MNIST_DIR / name).is_file() for pair in _FASHION_FILES.values() for name in pair)
+        return all((FASHION_MNIST_DIR / name).is_file() for pair in FASHION_MNIST_FILES.values() for name in pair)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -391,9 +221,9 @@ class ImageDataModule(pl.LightningDataModule):
 
     def _setup_tensors(self) -> None:
         if self.dataset == "digits":
-            images, labels = _digits()
-            rest, test = _stratified_split(labels, 0.2, _SPLIT_SEED)
-            train, val = _stratified_split(labels[rest], 0.125, self.seed)  # 10% of all
+            images, labels = load_digits()
+            rest, test = stratified_split(labels, 0.2, _SPLIT_SEED)
+            train, val = stratified_split(labels[rest], 0.125, self.seed)  # 10% of all
             train, val = rest[train], rest[val]
             parts = {"train": (images[train], labels[train]), "val": (images[val], labels[val]), "test": (images[test], labels[test])}
         else:
@@ -404,12 +234,12 @@ class ImageDataModule(pl.LightningDataModule):
             train, val = order[self.val_size :].sort().values, order[: self.val_size].sort().values
             parts = {"train": (images[train], labels[train]), "val": (images[val], labels[val]), "test": test_part}
         for split, (x, y) in parts.items():
-            self.splits[split] = TensorImages(_resize(x, self.image_size), y, self._transform(train=split == "train"))
+            self.splits[split] = TensorImages(resize_images(x, self.image_size), y, self._transform(train=split == "train"))
 
     def _load(self, split: str) -> tuple[Tensor, Tensor]:
         """uint8 images (N, C, H, W) and int64 labels (N,) of a downloadable dataset."""
         if self.dataset == "fashion_mnist" and self._debian_fashion_mnist():
-            images_file, labels_file = _FASHION_FILES[split]
+            images_file, labels_file = FASHION_MNIST_FILES[split]
             images = torch.from_numpy(read_idx(FASHION_MNIST_DIR / images_file).copy())[:, None]
             return images, torch.from_numpy(read_idx(FASHION_MNIST_DIR / labels_file).astype(np.int64))
         try:
@@ -432,10 +262,10 @@ class ImageDataModule(pl.LightningDataModule):
 
     def _setup_folder(self) -> None:
         classes = list(self.classes)
-        samples = _folder_samples(self._folder_root("train"), classes)
+        samples = folder_samples(self._folder_root("train"), classes)
         if self._folder_root("train") != self.data_dir and (self.data_dir / "val").is_dir():
-            parts = {"train": samples, "val": _folder_samples(self._folder_root("val"), classes)}
-            parts["test"] = _folder_samples(self._folder_root("test"), classes) if (self.data_dir / "test").is_dir() else parts["val"]
+            parts = {"train": samples, "val": folder_samples(self._folder_root("val"), classes)}
+            parts["test"] = folder_samples(self._folder_root("test"), classes) if (self.data_dir / "test").is_dir() else parts["val"]
         else:  # one folder: hold out val_size images (at most a fifth) for validation and test
             order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(self.seed)).tolist()
             held = max(1, min(self.val_size, len(samples) // 5))
@@ -448,14 +278,26 @@ class ImageDataModule(pl.LightningDataModule):
         assert self.predict_dir is not None
         if not self.predict_dir.is_dir():
             raise FileNotFoundError(f"predict_dir {str(self.predict_dir)!r} does not exist")
-        files = sorted(str(p) for p in self.predict_dir.rglob("*") if p.is_file() and _readable_image(str(p)))
+        files = sorted(str(p) for p in self.predict_dir.rglob("*") if p.is_file() and readable_image(str(p)))
         if not files:
             raise ValueError(f"predict_dir {str(self.predict_dir)!r} has no readable image files")
         self.predict_files = files
+        self.splits["predict"] = FileImages([(f, -1) for f in files], self._file_transform())
+
+    def _file_transform(self) -> v2.Compose:
         transform = self._transform(train=False, from_file=True)
         if self.in_channels == 1:  # a grayscale dataset's model: read the files as one channel
             transform = v2.Compose([v2.Grayscale(), transform])
-        self.splits["predict"] = FileImages([(f, -1) for f in files], transform)
+        return transform
+
+    def load_images(self, paths: Sequence[str | Path]) -> Tensor:
+        """Image files as the model sees this dataset's images (channels, size, normalisation):
+        (n, C, H, W)."""
+        for path in paths:
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"image file {str(path)!r} does not exist")
+        images = FileImages([(str(p), -1) for p in paths], self._file_transform())
+        return torch.stack([images[i][0] for i in range(len(images))])
 
     def train_dataloader(self) -> DataLoader:
         collate = None

@@ -16,13 +16,18 @@ def model():
 
 def test_captured_attention_rows_sum_to_one_and_the_output_is_unchanged(model):
     images = torch.randn(3, 1, 8, 6)
-    plain = model(images)
+    plain = model.forward_features(images)
     with capture_attention(model) as captured:
+        features = model.forward_features(images)
         logits = model(images)
-    assert torch.equal(logits, plain)  # the fast path ran as usual
+    assert torch.equal(features, plain)  # the fast path ran as usual
+    assert torch.allclose(logits, model.forward_head(features), atol=1e-6)
     weights = captured["encoder.blocks.1.attn"][0]
     assert weights.shape == (3, 2, 2 + 12, 2 + 12)  # (B, H, N, N): class + register + 4x3 patches
     assert torch.allclose(weights.sum(-1), torch.ones(3, 2, 14), atol=1e-5)
+    # forward's last layer computes the class node only: its attention row, the same as above
+    class_row = captured["encoder.blocks.1.attn"][1]
+    assert class_row.shape == (3, 2, 1, 14) and torch.allclose(class_row[:, :, 0], weights[:, :, 0], atol=1e-6)
 
 
 @pytest.mark.parametrize("pool", ["cls", "mean"])

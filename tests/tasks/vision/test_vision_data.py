@@ -8,7 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tzoo.tasks.vision.data import FASHION_MNIST_DIR, ImageDataModule, read_idx
+from tzoo.tasks.vision.data import ImageDataModule
+from tzoo.tasks.vision.images import FASHION_MNIST_DIR, read_idx
 
 
 def test_digits_split_is_fixed_stratified_and_normalised():

@@ -81,6 +81,14 @@ def test_named_sizes_and_pooling():
     assert torch.allclose(pooled, features[:, 1:].mean(1)) and model.forward_head(features).shape == (2, 10)
 
 
+@pytest.mark.parametrize("kwargs", [{}, {"num_registers": 2, "layer_scale": 0.1, "position": "learned"}, {"pool": "mean"}])
+def test_forward_equals_head_of_features(kwargs):
+    torch.manual_seed(0)
+    model = ViT(7, image_size=12, in_channels=2, patch_size=4, stride=2, dim=16, depth=2, num_heads=4, **kwargs).eval()
+    images = torch.randn(3, 2, 12, 12)
+    assert torch.allclose(model(images), model.forward_head(model.forward_features(images)), atol=1e-5)
+
+
 def test_drop_path_layer_scale_and_dropout_reach_the_blocks():
     model = ViT(5, in_channels=1, patch_size=2, dim=8, depth=3, num_heads=2, drop_path=0.2, layer_scale=1e-4, dropout=0.1)
     block = model.encoder.blocks[-1]
