@@ -182,7 +182,9 @@ class LanguageModel(TaskModule):
     # --- checkpoints --------------------------------------------------------------------------
 
     def on_fit_start(self) -> None:
-        log_dir = self.trainer.log_dir
+        # Only beside a logger's run directory: without a logger Lightning's log_dir is the working
+        # directory, which must not collect stray tokenizer files.
+        log_dir = self.trainer.log_dir if self.trainer.loggers else None
         if self.tokenizer is not None and log_dir and self.trainer.is_global_zero:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
             self.tokenizer.save(Path(log_dir) / "tokenizer.json")
