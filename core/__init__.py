@@ -21,7 +21,7 @@ from tzoo.core.positional import (
     sincos_1d,
     sincos_2d,
 )
-from tzoo.core.transformer import Decoder, Encoder, TransformerConfig
+from tzoo.core.transformer import Decoder, Encoder, TransformerConfig, init_gpt2
 
 __all__ = [
     "ALiBi",
@@ -41,6 +41,7 @@ __all__ = [
     "TransformerBlock",
     "TransformerConfig",
     "capture_attention",
+    "init_gpt2",
     "sincos_1d",
     "sincos_2d",
 ]

@@ -6,6 +6,7 @@ Shape legend: B batch, N nodes, M context nodes, D width.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -15,7 +16,7 @@ from tzoo.core.attention import KVCache, MultiHeadAttention
 from tzoo.core.blocks import MLP, SwiGLU, TransformerBlock
 from tzoo.core.positional import ALiBi, RelativePosition, RotaryEmbedding
 
-__all__ = ["Decoder", "Encoder", "TransformerConfig"]
+__all__ = ["Decoder", "Encoder", "TransformerConfig", "init_gpt2"]
 
 
 @dataclass
@@ -166,3 +167,23 @@ class Decoder(_Stack):
                 cross_cache=cross_cache[i] if cross_cache is not None else None,
             )
         return self.norm(x)
+
+
+RESIDUAL_OUTPUTS = ("out_proj.weight", "fc2.weight", "w2.weight")  # the projections that write into the residual stream
+
+
+def init_gpt2(model: nn.Module, depth: int, *, std: float = 0.02) -> None:
+    """GPT-2 initialisation (Radford et al. 2019) in place: every Linear/Embedding weight N(0, std),
+    biases zero, and the projections that write into the residual stream (attention ``out_proj``,
+    MLP ``fc2``, SwiGLU ``w2``) N(0, std / sqrt(2 * depth)), so the residual's variance does not grow
+    with depth. ``depth`` counts blocks that add to one residual stream."""
+    if depth < 1:
+        raise ValueError(f"depth must be >= 1 (the number of residual blocks), got {depth}")
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+    for name, p in model.named_parameters():
+        if name.endswith(RESIDUAL_OUTPUTS):
+            nn.init.normal_(p, std=std / math.sqrt(2 * depth))

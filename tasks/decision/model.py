@@ -14,11 +14,10 @@ Shape legend: B batch, K steps, N = 3K nodes, S state size, A actions (logits) o
 
 from __future__ import annotations
 
-import math
 
 from torch import Tensor, nn
 
-from tzoo.core import Decoder, TransformerConfig
+from tzoo.core import Decoder, TransformerConfig, init_gpt2
 from tzoo.tasks.decision.tokenizer import TrajectoryTokenizer
 
 __all__ = ["DecisionTransformerModel"]
@@ -52,18 +51,7 @@ class DecisionTransformerModel(nn.Module):
         self.drop = nn.Dropout(dropout) if dropout else None
         self.decoder = Decoder(TransformerConfig(dim=dim, depth=depth, num_heads=num_heads, dropout=dropout))
         self.head = nn.Linear(dim, act_dim)
-        self._init_weights(depth)
-
-    def _init_weights(self, depth: int) -> None:
-        # GPT-2: N(0, 0.02), residual output projections scaled by 1/sqrt(2 * depth)
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, std=0.02)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-        for name, p in self.named_parameters():
-            if name.endswith(("out_proj.weight", "fc2.weight")):
-                nn.init.normal_(p, std=0.02 / math.sqrt(2 * depth))
+        init_gpt2(self, depth)
 
     def forward(
         self, returns_to_go: Tensor, states: Tensor, actions: Tensor, timesteps: Tensor, mask: Tensor | None = None

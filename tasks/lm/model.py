@@ -5,14 +5,13 @@ Shape legend: B batch, N tokens, V vocabulary, D width.
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tzoo.core import Decoder, KVCache, LearnedPositionalEmbedding, TransformerConfig
+from tzoo.core import Decoder, KVCache, LearnedPositionalEmbedding, TransformerConfig, init_gpt2
 
 __all__ = ["GPT", "filter_logits", "sample_next"]
 
@@ -61,18 +60,7 @@ class GPT(nn.Module):
         self.decoder = Decoder(config)
         self.head = nn.Linear(dim, vocab_size, bias=False)
         self.head.weight = self.embed.weight  # tied (Press & Wolf 2017)
-        self._init_weights(depth)
-
-    def _init_weights(self, depth: int) -> None:
-        # GPT-2: N(0, 0.02) everywhere, residual output projections scaled by 1/sqrt(2 * depth)
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, std=0.02)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-        for name, p in self.named_parameters():
-            if name.endswith(("out_proj.weight", "fc2.weight", "w2.weight")):
-                nn.init.normal_(p, std=0.02 / math.sqrt(2 * depth))
+        init_gpt2(self, depth)
 
     def num_params(self, *, non_embedding: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())

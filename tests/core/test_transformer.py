@@ -65,3 +65,17 @@ def test_config_rejects_unknown_choices():
         TransformerConfig(position="sinus")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"dim=30 must be divisible by num_heads=4"):
         TransformerConfig(dim=30, num_heads=4)
+
+
+def test_init_gpt2_scales_residual_projections_and_rejects_bad_depth():
+    from tzoo.core import init_gpt2
+
+    torch.manual_seed(0)
+    dec = Decoder(TransformerConfig(dim=256, depth=8, num_heads=4))
+    init_gpt2(dec, 8)
+    out_std = dec.blocks[0].attn.out_proj.weight.std().item()
+    qkv_std = dec.blocks[0].attn.qkv_proj.weight.std().item()
+    assert abs(qkv_std - 0.02) < 0.002
+    assert abs(out_std - 0.02 / 4) < 0.001  # 0.02 / sqrt(2 * 8)
+    with pytest.raises(ValueError, match=r"depth must be >= 1.*got 0"):
+        init_gpt2(dec, 0)
