@@ -42,6 +42,8 @@ class TaskModule(pl.LightningModule):
     ``super().__init__(lr=..., ...)`` with their optimisation settings."""
 
     task_name: str = ""
+    #: the logged metric a run card reports as this task's result (``tzoo.tasks.run_card``)
+    card_metric: str = "val/loss"
 
     def __init__(
         self,
@@ -90,6 +92,13 @@ class TaskModule(pl.LightningModule):
             return
         for name, value in metrics.items():
             self.log(name, value, prog_bar=name in prog_bar)
+
+    def count_nodes(self, batch: Any) -> int | None:
+        """How many nodes a training batch holds (tokens, patches, frames, trajectory nodes), for the
+        run card's nodes per second. ``None`` (the default) leaves nodes/s off the card. A task that
+        also knows its training FLOPs per node defines ``flops_per_node()`` (or ``flops_per_token()``)
+        and its run card gets a model-FLOPs-utilization figure."""
+        return None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # lets `tzoo` refuse a checkpoint of another task with a clear message
