@@ -4,6 +4,7 @@
     tzoo fit --task NAME [...]        the task's default config (later flags override it)
     tzoo tasks                        registered tasks: name, status, default config, description
     tzoo generate --ckpt FILE ...     sample from a checkpoint of a task that generates (lm)
+    tzoo compare DIR...               run cards (run_card.json, written by every fit) side by side
 
 Model and data are given in subclass mode (``class_path`` / ``init_args``). Values the model needs
 from the data (vocabulary size, number of classes, ...) are linked at instantiation: a datamodule
@@ -26,6 +27,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.cli import LightningCLI
 
 from tzoo.tasks.registry import get_task, list_tasks
+from tzoo.tasks.run_card import RunCard
 
 __all__ = ["TzooCLI", "main"]
 
@@ -117,6 +119,8 @@ def _add_trainer_defaults(trainer: dict[str, Any], task: str) -> None:
         callbacks.append(RichProgressBar())
     if trainer.get("enable_checkpointing") is not False and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
         callbacks.append(ModelCheckpoint(save_last=True))
+    if not any(isinstance(c, RunCard) for c in callbacks):  # run_card.json/.md in the log directory
+        callbacks.append(RunCard())
     trainer["callbacks"] = callbacks
 
 
@@ -170,6 +174,11 @@ def main(args: list[str] | None = None) -> None:
         from tzoo.tasks.generate import generate_main
 
         generate_main(argv[1:])
+        return
+    if argv[:1] == ["compare"]:
+        from tzoo.tasks.run_card import compare_main
+
+        compare_main(argv[1:])
         return
     try:
         argv = _expand_task(argv)

@@ -17,7 +17,7 @@ import importlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -27,7 +27,7 @@ __all__ = ["ENTRY_POINT_GROUP", "Task", "TaskLoadError", "get_task", "list_tasks
 ENTRY_POINT_GROUP = "tzoo.tasks"
 
 # Built-in tasks: name -> module that defines TASK. Imported explicitly, on first use of the registry.
-_BUILTINS = {"lm": "tzoo.tasks.lm.task", "decision": "tzoo.tasks.decision.task", "vision": "tzoo.tasks.vision.task"}
+_BUILTINS = {"lm": "tzoo.tasks.lm.task", "decision": "tzoo.tasks.decision.task", "vision": "tzoo.tasks.vision.task", "speech": "tzoo.tasks.speech.task"}
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,9 @@ class Task:
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
             raise ValueError(f"task name {self.name!r} must be non-empty letters, digits, '-' or '_'")
         if not (isinstance(self.module, type) and issubclass(self.module, pl.LightningModule)):
-            raise TypeError(f"task {self.name!r}: module must be a LightningModule subclass, got {self.module!r}")
+            raise TypeError(
+                f"task {self.name!r}: module must be a LightningModule subclass (a tzoo.tasks.base.TaskModule), got {self.module!r}"
+            )
         if not (isinstance(self.datamodule, type) and issubclass(self.datamodule, pl.LightningDataModule)):
             raise TypeError(f"task {self.name!r}: datamodule must be a LightningDataModule subclass, got {self.datamodule!r}")
 
@@ -84,15 +86,39 @@ def _load() -> None:
     for name, module_name in _BUILTINS.items():
         _register_from(name, f"built-in {module_name}", lambda m=module_name: importlib.import_module(m).TASK)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        _register_from(ep.name, f"entry point {ep.name} = {ep.value}", ep.load)
+        _register_from(ep.name, f"entry point {ep.name} = {ep.value}", lambda ep=ep: _load_entry_point(ep))
+
+
+def _load_entry_point(ep: EntryPoint) -> object:
+    """``ep.load()``, with an error that says what is missing when the module lacks the object."""
+    module = importlib.import_module(ep.module)
+    obj: object = module
+    for part in (ep.attr or "").split("."):
+        if not part:
+            continue
+        if not hasattr(obj, part):
+            tasks = sorted(n for n, v in vars(module).items() if isinstance(v, Task))
+            raise LookupError(
+                f"module {ep.module!r} has no object {ep.attr!r}; the entry point must name a "
+                f"tzoo.tasks.registry.Task in it (or a function returning one), e.g. '{ep.module}:TASK'"
+                + (f" (Task objects there: {', '.join(tasks)})" if tasks else "")
+            )
+        obj = getattr(obj, part)
+    return obj
 
 
 def _register_from(name: str, source: str, load: Callable[[], object]) -> None:
     try:
         obj = load()
+        if isinstance(obj, type):  # a class is not a task, even one that could be called
+            what = "a LightningModule, not a task" if issubclass(obj, pl.LightningModule) else "not a task"
+            raise TypeError(
+                f"it names the class {obj.__module__}.{obj.__qualname__}, {what}; it must name a "
+                f"tzoo.tasks.registry.Task(name, module=<a TaskModule subclass>, datamodule=...) or a function returning one"
+            )
         task = obj() if callable(obj) and not isinstance(obj, Task) else obj
         if not isinstance(task, Task):
-            raise TypeError(f"expected a tzoo.tasks.registry.Task, got {type(task).__name__}")
+            raise TypeError(f"expected a tzoo.tasks.registry.Task (or a function returning one), got {type(task).__name__}: {task!r}")
         if not source.startswith("built-in"):
             task = replace(task, source=source)
         register_task(task)

@@ -1,0 +1,337 @@
+"""Run cards: what a ``fit`` ran and what it got, written into its log directory.
+
+Every ``tzoo fit`` (through ``_add_trainer_defaults``) adds the ``RunCard`` callback, which writes
+``run_card.json`` and a Markdown twin ``run_card.md`` beside the run's logs
+(``runs/<task>/version_N/``) when fitting ends: task, parameter count, nodes per second, peak memory,
+wall time, device, precision, the task's metric and, where the module reports its training FLOPs,
+the model FLOPs utilization (MFU). A run without a logger has no log directory and gets no card.
+
+What a task counts as a node comes from ``TaskModule.count_nodes(batch)``; its headline metric is
+``TaskModule.card_metric``; FLOPs per node from ``flops_per_node()`` (or ``flops_per_token()``).
+MFU divides the achieved training FLOP/s by the peak this device reaches on a large matmul in the
+run's precision, measured once when the card is written (or ``TZOO_PEAK_FLOPS``, FLOP/s, if set).
+
+``tzoo compare DIR...`` prints the cards found in (or under) each directory side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+
+__all__ = ["CARD_JSON", "CARD_MD", "RunCard", "compare", "compare_main", "find_cards", "load_card", "measure_peak_flops"]
+
+CARD_JSON = "run_card.json"
+CARD_MD = "run_card.md"
+_METRIC_PREFIXES = ("val/", "test/", "eval/")
+
+
+class RunCard(Callback):
+    """Collects step times, node counts and peak memory during ``fit`` and writes the run card at
+    its end. ``peak_flops`` (FLOP/s) fixes the MFU denominator; ``None`` measures it."""
+
+    def __init__(self, *, peak_flops: float | None = None) -> None:
+        if peak_flops is not None and peak_flops <= 0:
+            raise ValueError(f"peak_flops must be > 0 FLOP/s (or None to measure it), got {peak_flops}")
+        self.peak_flops = peak_flops
+        self._reset()
+
+    def _reset(self) -> None:
+        self._fit_start = time.perf_counter()
+        self._started = datetime.now(timezone.utc)
+        self._batch_start: float | None = None
+        self._train_time = 0.0
+        self._steps = 0
+        self._nodes: int | None = 0
+
+    # --- collecting ---------------------------------------------------------------------------
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._reset()
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(trainer.strategy.root_device)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._batch_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._batch_start is None:
+            return
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize(trainer.strategy.root_device)  # the step's kernels, not just their launch
+        self._train_time += time.perf_counter() - self._batch_start
+        self._steps += 1
+        count = getattr(pl_module, "count_nodes", None)
+        nodes = count(batch) if callable(count) else None
+        self._nodes = None if nodes is None or self._nodes is None else self._nodes + int(nodes)
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer, pl_module, status="finished")
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._write(trainer, pl_module, status=f"stopped: {type(exception).__name__}")
+
+    def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, status: str) -> None:
+        if not trainer.loggers or not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        log_dir = trainer.log_dir
+        if not log_dir:
+            return
+        card = self.card(trainer, pl_module, status=status)
+        out = Path(log_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CARD_JSON).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        (out / CARD_MD).write_text(to_markdown(card), encoding="utf-8")
+
+    def card(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, status: str = "finished") -> dict[str, Any]:
+        """The card as a dict (what ``run_card.json`` holds)."""
+        device = trainer.strategy.root_device
+        params = sum(p.numel() for p in pl_module.parameters())
+        trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
+        metrics = {
+            name: float(value)
+            for name, value in sorted(trainer.callback_metrics.items())
+            if name.startswith(_METRIC_PREFIXES) and torch.as_tensor(value).numel() == 1
+        }
+        metric_name = getattr(pl_module, "card_metric", "val/loss")
+        nodes_per_s = self._nodes / self._train_time if self._nodes and self._train_time > 0 else None
+        flops_per_node = _flops_per_node(pl_module)
+        achieved = flops_per_node * nodes_per_s if flops_per_node and nodes_per_s else None
+        peak = None
+        if achieved is not None:
+            peak = self.peak_flops or _env_peak_flops() or measure_peak_flops(device, _matmul_dtype(str(trainer.precision)))
+        cls = type(pl_module)
+        return {
+            "task": getattr(pl_module, "task_name", "") or cls.__name__,
+            "model": f"{cls.__module__}.{cls.__qualname__}",
+            "status": status,
+            "run_dir": str(Path(trainer.log_dir or ".").resolve()),
+            "started_utc": self._started.isoformat(timespec="seconds"),
+            "wall_time_s": round(time.perf_counter() - self._fit_start, 3),
+            "train_step_time_s": round(self._train_time, 3),
+            "steps": trainer.global_step,
+            "epochs": trainer.current_epoch,
+            "params": params,
+            "trainable_params": trainable,
+            "nodes": self._nodes if self._nodes else None,
+            "nodes_per_s": _round(nodes_per_s),
+            "peak_memory_bytes": _peak_memory(device),
+            "peak_memory_kind": "CUDA max allocated" if device.type == "cuda" else "process peak RSS",
+            "device": _device_name(device),
+            "precision": str(trainer.precision),
+            "metric": {"name": metric_name, "value": metrics.get(metric_name)},
+            "metrics": metrics,
+            "flops_per_node": _round(flops_per_node),
+            "achieved_flops_per_s": _round(achieved),
+            "peak_flops_per_s": _round(peak),
+            "mfu": _round(achieved / peak) if achieved and peak else None,
+            "versions": {"python": platform.python_version(), "torch": torch.__version__, **_versions("tzoo", "lightning")},
+        }
+
+
+def _round(x: float | None, digits: int = 4) -> float | None:
+    return None if x is None else float(f"{x:.{digits + 2}g}")
+
+
+def _flops_per_node(module: pl.LightningModule) -> float | None:
+    for name in ("flops_per_node", "flops_per_token"):
+        fn = getattr(module, name, None)
+        if callable(fn):
+            value = fn()
+            return float(value) if value else None
+    return None
+
+
+def _env_peak_flops() -> float | None:
+    raw = os.environ.get("TZOO_PEAK_FLOPS")
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"TZOO_PEAK_FLOPS={raw!r} is not a number of FLOP/s (e.g. 3.4e11)") from None
+    if value <= 0:
+        raise ValueError(f"TZOO_PEAK_FLOPS must be > 0 FLOP/s, got {raw!r}")
+    return value
+
+
+def _matmul_dtype(precision: str) -> torch.dtype:
+    if precision.startswith("bf16"):
+        return torch.bfloat16
+    if precision.startswith("16"):
+        return torch.float16
+    if precision.startswith("64"):
+        return torch.float64
+    return torch.float32
+
+
+def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32, *, size: int = 2048, repeats: int = 3) -> float:
+    """FLOP/s of the fastest of ``repeats`` (size x size) @ (size x size) products on ``device``: the
+    practical ceiling a model's matmuls run against (2·size³ FLOPs each)."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    best = float("inf")
+    for i in range(repeats + 1):  # the first is a warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i:
+            best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def _peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)  # bytes on macOS, KiB on Linux
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def _versions(*names: str) -> dict[str, str]:
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "?"
+    return out
+
+
+# --- reading and comparing ----------------------------------------------------------------------
+
+# (label, how to show it from a card)
+_ROWS: list[tuple[str, Any]] = [
+    ("task", lambda c: c.get("task")),
+    ("status", lambda c: c.get("status")),
+    ("metric", lambda c: _metric(c)),
+    ("params", lambda c: _si(c.get("params"))),
+    ("nodes/s", lambda c: _si(c.get("nodes_per_s"))),
+    ("MFU", lambda c: f"{100 * c['mfu']:.1f}%" if c.get("mfu") is not None else None),
+    ("peak memory", lambda c: _bytes(c.get("peak_memory_bytes"))),
+    ("wall time", lambda c: f"{c['wall_time_s']:.1f} s" if c.get("wall_time_s") is not None else None),
+    ("steps", lambda c: c.get("steps")),
+    ("device", lambda c: c.get("device")),
+    ("precision", lambda c: c.get("precision")),
+]
+
+
+def _metric(card: dict[str, Any]) -> str | None:
+    metric = card.get("metric") or {}
+    if metric.get("value") is None:
+        return f"{metric.get('name')} = ?" if metric.get("name") else None
+    return f"{metric['name']} = {metric['value']:.4g}"
+
+
+def _si(x: float | None) -> str | None:
+    if x is None:
+        return None
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.3g}"
+
+
+def _bytes(n: int | None) -> str | None:
+    if n is None:
+        return None
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def to_markdown(card: dict[str, Any]) -> str:
+    """The Markdown twin of a card: a title and a two-column table."""
+    lines = [f"# Run card: {card.get('task')}", "", f"`{card.get('run_dir')}`", "", "| | |", "|---|---|"]
+    for label, show in _ROWS:
+        value = show(card)
+        lines.append(f"| {label} | {'-' if value is None else value} |")
+    for name, value in (card.get("metrics") or {}).items():
+        lines.append(f"| {name} | {value:.4g} |")
+    return "\n".join(lines) + "\n"
+
+
+def find_cards(paths: list[str | Path]) -> list[Path]:
+    """The run cards to compare: each path is a card file, a run directory holding one, or a
+    directory searched for cards below it (``runs/`` or ``runs/<task>/``)."""
+    if not paths:
+        raise ValueError("tzoo compare needs at least one run directory, e.g. `tzoo compare runs/lm/version_0 runs/sort/version_0`")
+    cards: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise FileNotFoundError(f"{str(raw)!r} does not exist; give a run's log directory (runs/<task>/version_N)")
+        if path.is_file():
+            found = [path]
+        elif (path / CARD_JSON).is_file():
+            found = [path / CARD_JSON]
+        else:
+            found = sorted(path.rglob(CARD_JSON))
+        if not found:
+            raise FileNotFoundError(
+                f"no run card ({CARD_JSON}) in {str(raw)!r} or below it; give a directory a `tzoo fit` "
+                f"wrote (runs/<task>/version_N, with a logger on)"
+            )
+        cards += found
+    return cards
+
+
+def load_card(path: Path) -> dict[str, Any]:
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{str(path)!r} is not a run card (not valid JSON: {exc})") from None
+    if not isinstance(card, dict) or "task" not in card:
+        raise ValueError(f"{str(path)!r} is not a run card (a JSON object with a 'task' field, as `tzoo fit` writes)")
+    return card
+
+
+def compare(paths: list[str | Path]) -> str:
+    """The cards under ``paths`` side by side, one column per run, as a text table."""
+    files = find_cards(paths)
+    cards = [load_card(f) for f in files]
+    header = ["", *(_short(f) for f in files)]
+    rows = [header] + [[label, *("-" if (v := show(c)) is None else str(v) for c in cards)] for label, show in _ROWS]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def _short(card_file: Path) -> str:
+    run = card_file.parent
+    return f"{run.parent.name}/{run.name}" if run.parent.name else run.name
+
+
+def compare_main(args: list[str]) -> None:
+    """``tzoo compare DIR...``"""
+    if not args or args[0] in ("-h", "--help"):
+        print("usage: tzoo compare DIR [DIR ...]   (run directories, or folders holding them, e.g. runs/)")
+        if not args:
+            raise SystemExit(2)
+        return
+    try:
+        print(compare(args))
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"tzoo compare: {exc}") from None
