@@ -52,6 +52,23 @@ class TransformerConfig:
         for field, valid in choices.items():
             if getattr(self, field) not in valid:
                 raise ValueError(f"{field}={getattr(self, field)!r} is not one of {valid}")
+        # options that are each valid alone but not together: say which conflicts with which
+        if self.num_kv_heads is not None and (self.num_kv_heads < 1 or self.num_heads % self.num_kv_heads):
+            divisors = [d for d in range(1, self.num_heads + 1) if self.num_heads % d == 0]
+            raise ValueError(
+                f"num_kv_heads={self.num_kv_heads} conflicts with num_heads={self.num_heads}: each key/value head "
+                f"serves a whole group of query heads, so num_kv_heads must divide num_heads (valid: {divisors})"
+            )
+        if self.position == "rope" and self.head_dim % 2:
+            raise ValueError(
+                f"position='rope' conflicts with dim={self.dim} and num_heads={self.num_heads}: RoPE rotates pairs of "
+                f"channels, so the head width dim / num_heads = {self.head_dim} must be even"
+            )
+        if self.feed_forward == "swiglu" and int(2 * self.mlp_ratio * self.dim / 3) < 1:
+            raise ValueError(
+                f"feed_forward='swiglu' conflicts with mlp_ratio={self.mlp_ratio} at dim={self.dim}: "
+                f"its hidden width 2/3 * mlp_ratio * dim rounds to 0 (raise mlp_ratio or dim)"
+            )
 
     @property
     def head_dim(self) -> int:

@@ -5,6 +5,7 @@
     tzoo tasks                        registered tasks: name, status, default config, description
     tzoo generate --ckpt FILE ...     sample from a checkpoint of a task that generates (lm)
     tzoo compare DIR...               run cards (run_card.json, written by every fit) side by side
+    tzoo check --config FILE          build, step and verify a model configuration before a long run
 
 Model and data are given in subclass mode (``class_path`` / ``init_args``). Values the model needs
 from the data (vocabulary size, number of classes, ...) are linked at instantiation: a datamodule
@@ -179,6 +180,11 @@ def main(args: list[str] | None = None) -> None:
         from tzoo.tasks.run_card import compare_main
 
         compare_main(argv[1:])
+        return
+    if argv[:1] == ["check"]:
+        from tzoo.tasks.check import check_main
+
+        check_main(argv[1:])
         return
     try:
         argv = _expand_task(argv)
