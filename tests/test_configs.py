@@ -14,6 +14,12 @@ TINY = {
         "--model.init_args.num_kv_heads=null", "--model.init_args.sample_tokens=4",
         "--data.init_args.block_size=16", "--model.init_args.block_size=16", "--data.init_args.batch_size=2",
     ],
+    "speech": [
+        "--data.init_args.corpus_size=[6,3,3]", "--data.init_args.max_words=2", "--data.init_args.workers=1",
+        "--model.init_args.dim=16", "--model.init_args.encoder_depth=1", "--model.init_args.decoder_depth=1",
+        "--model.init_args.num_heads=2", "--data.init_args.batch_size=3", "--data.init_args.num_workers=0",
+        "--trainer.precision=32-true",
+    ],
     "decision": ["--data.init_args.episodes=10", "--model.init_args.dim=16", "--model.init_args.depth=1", "--model.init_args.eval_episodes=1"],
 }
 
@@ -32,5 +38,7 @@ def test_config_trains_a_few_steps(config, tmp_path, monkeypatch):
         corpus = tmp_path / "input.txt"
         corpus.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 50)
         args.append(f"--data.init_args.corpus={corpus}")
+    if config.name == "librispeech.yaml":  # needs the user's LibriSpeech: use a tiny generated corpus offline
+        args += ["--data.init_args.source=espeak", f"--data.init_args.data_dir={tmp_path / 'speech'}"]
     main(args)
     assert list(tmp_path.rglob("last.ckpt"))

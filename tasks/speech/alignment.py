@@ -1,0 +1,78 @@
+"""The alignment picture: the decoder's cross-attention (text tokens x audio frames) under the
+log-mel spectrogram of the same utterance, captured with the core's ``capture_attention``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from tzoo.core import capture_attention
+from tzoo.tasks.speech.model import SpeechTransformer
+from tzoo.tasks.speech.tokenizer import BOS
+
+__all__ = ["alignment_figure", "cross_attention"]
+
+
+@torch.inference_mode()
+def cross_attention(model: SpeechTransformer, wave: Tensor, ids: list[int], *, layers: list[int] | None = None) -> Tensor:
+    """One waveform (S,) and its token ids -> cross-attention (T + 1, N): for each decoder input
+    (<s> and the tokens) the attention over audio nodes, averaged over heads and ``layers``
+    (default: every decoder layer)."""
+    was_training = model.training
+    model.eval()
+    depth = len(model.decoder.blocks)
+    chosen = list(range(depth)) if layers is None else layers
+    bad = [i for i in chosen if not -depth <= i < depth]
+    if bad:
+        raise ValueError(f"decoder layers {bad} do not exist; the decoder has layers 0..{depth - 1}")
+    names = [f"decoder.blocks.{i % depth}.cross_attn" for i in chosen]
+    memory, mask = model.encode(wave[None], torch.tensor([len(wave)]))
+    tokens = torch.tensor([[BOS, *ids]])
+    with capture_attention(model, names) as maps:
+        model.decode(tokens, memory, None)
+    model.train(was_training)
+    return torch.stack([maps[n][0][0].float().mean(0) for n in names]).mean(0)  # (T + 1, N)
+
+
+def alignment_figure(
+    model: SpeechTransformer,
+    wave: Tensor,
+    ids: list[int],
+    labels: list[str],
+    path: str | os.PathLike[str],
+    *,
+    title: str = "",
+    layers: list[int] | None = None,
+) -> Path:
+    """Draw the log-mel (top) and the cross-attention of each output character over the audio
+    frames (bottom, same time axis) into ``path`` (PNG). ``labels``: the character of each id."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # the row of input <s> c1 .. c_t is where the decoder looked to predict c_{t+1}: label it c_{t+1}
+    attention = cross_attention(model, wave, ids, layers=layers)[: len(ids)]  # (T, N)
+    mel, frames = model.frontend.logmel(wave[None], torch.tensor([len(wave)]))
+    seconds = len(wave) / model.sample_rate
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 2.2 + 0.14 * len(ids)), sharex=True,
+                                      gridspec_kw={"height_ratios": [1, max(1.5, 0.06 * len(ids))]})  # fmt: skip
+    top.imshow(mel[0].numpy(), origin="lower", aspect="auto", extent=(0, seconds, 0, mel.shape[1]), cmap="magma")
+    top.set_ylabel("mel band")
+    top.set_title(title or "log-mel and decoder cross-attention")
+    bottom.imshow(attention.numpy(), aspect="auto", extent=(0, attention.shape[1] * 0.04, len(ids) - 0.5, -0.5),
+                  cmap="viridis", interpolation="nearest")  # fmt: skip
+    bottom.set_yticks(range(len(ids)))
+    bottom.set_yticklabels([repr(c)[1:-1] if c != " " else "␣" for c in labels], fontsize=7, family="monospace")
+    bottom.set_xlabel("time (s)")
+    bottom.set_ylabel("output character")
+    bottom.set_xlim(0, seconds)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

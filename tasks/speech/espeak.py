@@ -1,0 +1,149 @@
+"""eSpeak NG, the speech synthesizer that makes the offline corpus.
+
+The ``espeakng-loader`` wheel bundles ``libespeak-ng`` and its voice data; it is driven through
+ctypes (synchronous mode: the library hands back 16-bit samples through a callback). Without the
+wheel, a system ``espeak-ng`` command is used instead (``--stdout`` writes a WAV). Either way the
+output is mono at the synthesizer's own rate (22,050 Hz).
+
+A voice is ``<accent>+<variant>``, e.g. ``en-US+f3``: the accent picks the pronunciation rules, the
+variant the speaker (formants, pitch range, breathiness).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import io
+import shutil
+import subprocess
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ACCENTS", "VARIANTS", "EspeakUnavailableError", "Synthesizer", "list_variants"]
+
+# Every English accent eSpeak NG ships (en-Shaw is the Shavian alphabet, not an accent).
+ACCENTS = ("en", "en-029", "en-GB-scotland", "en-GB-x-gbclan", "en-GB-x-gbcwmd", "en-GB-x-rp", "en-US", "en-US-nyc")
+
+# Human-sounding voice variants (the robots, whispers and croaks are left out).
+VARIANTS = (
+    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5",
+    "adam", "Alex", "Andy", "Annie", "aunty", "benjamin", "boris", "caleb", "david", "ed", "edward",
+    "Gene", "grandma", "grandpa", "ian", "iven", "john", "linda", "max", "Michael", "norbert",
+    "paul", "quincy", "rob", "robert", "steph", "travis",
+)  # fmt: skip
+
+INSTALL_HINT = "install it with `pip install espeakng-loader` (bundles the library and voices) or `apt-get install espeak-ng`"
+
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_CHARS_UTF8 = 1
+_RATE, _PITCH = 1, 3  # espeak_PARAMETER
+
+
+class EspeakUnavailableError(RuntimeError):
+    """Neither the espeakng-loader wheel nor an ``espeak-ng`` command is available."""
+
+
+def list_variants() -> list[str]:
+    """Every voice variant the installed eSpeak NG data holds (for choosing others than ours)."""
+    from pathlib import Path
+
+    import espeakng_loader
+
+    return sorted(p.name for p in (Path(espeakng_loader.get_data_path()) / "voices" / "!v").iterdir())
+
+
+_LIBRARY: tuple[Any, int, list[np.ndarray]] | None = None
+
+
+def _library() -> tuple[Any, int, list[np.ndarray]]:
+    """The process's one libespeak-ng: (library, sample rate, the list its callback fills).
+
+    The library keeps a single global state (voice, parameters, callback), so it is initialised
+    once per process and every Synthesizer shares it."""
+    global _LIBRARY
+    if _LIBRARY is None:
+        import espeakng_loader
+
+        lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        lib.espeak_Initialize.restype = ctypes.c_int
+        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0)
+        if rate <= 0:
+            raise OSError(f"espeak_Initialize failed (returned {rate})")
+        chunks: list[np.ndarray] = []
+        callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+        def receive(wav: Any, n: int, events: Any) -> int:
+            if wav and n > 0:
+                chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+            return 0  # 0 = go on synthesizing
+
+        lib._tzoo_callback = callback_type(receive)  # kept referenced: the library calls it later
+        lib.espeak_SetSynthCallback(lib._tzoo_callback)
+        _LIBRARY = (lib, rate, chunks)
+    return _LIBRARY
+
+
+class Synthesizer:
+    """Text -> int16 waveform at ``sample_rate`` with a voice, a speed (words per minute) and a pitch
+    (0-99). ``backend``: ``"auto"`` (the wheel, else the command), ``"library"`` or ``"command"``."""
+
+    def __init__(self, backend: str = "auto") -> None:
+        if backend not in ("auto", "library", "command"):
+            raise ValueError(f"backend={backend!r} is not one of ('auto', 'library', 'command')")
+        self._lib: Any = None
+        self._command: str | None = None
+        self._chunks: list[np.ndarray] = []
+        if backend in ("auto", "library"):
+            try:
+                self._open_library()
+            except (ImportError, OSError) as exc:
+                if backend == "library":
+                    raise EspeakUnavailableError(f"cannot load libespeak-ng from espeakng-loader ({exc}); {INSTALL_HINT}") from exc
+        if self._lib is None:
+            self._command = shutil.which("espeak-ng")
+            if self._command is None:
+                raise EspeakUnavailableError(
+                    f"eSpeak NG is not available: no espeakng-loader package and no espeak-ng command on PATH; {INSTALL_HINT}"
+                )
+            self.sample_rate = 22050
+
+    @property
+    def backend(self) -> str:
+        return "library" if self._lib is not None else "command"
+
+    def _open_library(self) -> None:
+        self._lib, self.sample_rate, self._chunks = _library()
+
+    def synthesize(self, text: str, voice: str, *, speed: int = 175, pitch: int = 50) -> np.ndarray:
+        """-> (S,) int16 samples at ``self.sample_rate``."""
+        if not 80 <= speed <= 450:
+            raise ValueError(f"speed must be in [80, 450] words per minute, got {speed}")
+        if not 0 <= pitch <= 99:
+            raise ValueError(f"pitch must be in [0, 99], got {pitch}")
+        if self._lib is None:
+            return self._synthesize_command(text, voice, speed, pitch)
+        lib = self._lib
+        if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise ValueError(f"eSpeak NG has no voice {voice!r} (valid: <accent>+<variant>, accents {ACCENTS}, variants e.g. {VARIANTS[:5]})")
+        lib.espeak_SetParameter(_RATE, int(speed), 0)
+        lib.espeak_SetParameter(_PITCH, int(pitch), 0)
+        self._chunks.clear()
+        data = text.encode("utf-8")
+        status = lib.espeak_Synth(data, len(data) + 1, 0, 1, 0, _CHARS_UTF8, None, None)
+        lib.espeak_Synchronize()
+        if status != 0:
+            raise RuntimeError(f"espeak_Synth failed with status {status} for {text!r} in voice {voice!r}")
+        return np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.int16)
+
+    def _synthesize_command(self, text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
+        import soundfile
+
+        assert self._command is not None
+        done = subprocess.run(
+            [self._command, "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text], capture_output=True, check=False
+        )
+        if done.returncode != 0 or not done.stdout:
+            raise ValueError(f"espeak-ng failed for voice {voice!r}: {done.stderr.decode(errors='replace').strip()}")
+        samples, rate = soundfile.read(io.BytesIO(done.stdout), dtype="int16")
+        self.sample_rate = rate
+        return samples

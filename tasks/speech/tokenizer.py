@@ -1,0 +1,121 @@
+"""Waveforms -> audio-frame nodes, and text -> character ids.
+
+Audio: (B, S) samples -> 80-band log-mel (25 ms windows every 10 ms) normalised per utterance and
+band -> SpecAugment (frequency and time masks, training only) -> two stride-2 convolutions (x4
+fewer frames, 40 ms per node) -> nodes (B, N, D) and a key-padding mask (B, N) from the true lengths.
+
+Text: the LM task's character tokenizer over a fixed alphabet, with three special tokens first:
+``<blank>`` (id 0, the CTC blank), ``<s>`` (1, starts decoding) and ``</s>`` (2, ends it).
+
+Shape legend: B batch, S samples, F mel bands, T mel frames, N nodes (T / 4), D width.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchaudio.transforms as AT
+from torch import Tensor, nn
+
+from tzoo.tasks.lm.tokenizer import CharTokenizer
+
+__all__ = ["BLANK", "BOS", "EOS", "AudioTokenizer", "LogMel", "text_tokenizer"]
+
+BLANK, BOS, EOS = 0, 1, 2
+SPECIAL_TOKENS = ("<blank>", "<s>", "</s>")
+
+
+def text_tokenizer(alphabet: str) -> CharTokenizer:
+    """Character tokenizer: ids 0-2 are <blank>, <s>, </s>; then the alphabet's characters."""
+    if len(set(alphabet)) != len(alphabet) or not alphabet:
+        raise ValueError(f"alphabet must be distinct characters (at least one), got {alphabet!r}")
+    return CharTokenizer(list(alphabet), special_tokens=SPECIAL_TOKENS)
+
+
+class LogMel(nn.Module):
+    """(B, S) waveforms + (B,) sample counts -> (B, F, T) log-mel, (B,) frame counts.
+
+    Samples past each waveform's length are zeroed first, so what a batch pads with never matters.
+    Each utterance is normalised to zero mean and unit variance per band over its real frames
+    (robust to the recording level); padded frames are 0.
+    """
+
+    def __init__(self, sample_rate: int = 16000, n_mels: int = 80, *, win_ms: float = 25.0, hop_ms: float = 10.0) -> None:
+        super().__init__()
+        self.hop = int(sample_rate * hop_ms / 1000)
+        win = int(sample_rate * win_ms / 1000)
+        n_fft = 1 << (win - 1).bit_length()
+        self.mel = AT.MelSpectrogram(sample_rate, n_fft=n_fft, win_length=win, hop_length=self.hop, n_mels=n_mels, center=True)
+
+    def frames(self, lengths: Tensor) -> Tensor:
+        return lengths // self.hop + 1  # center=True: one frame per hop, plus one
+
+    def forward(self, wave: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        S = wave.shape[1]
+        real = torch.arange(S, device=wave.device)[None, :] < lengths[:, None]  # (B, S)
+        wave = wave * real
+        mel = self.mel(wave.float()).clamp_min(1e-6).log()  # (B, F, T)
+        frames = self.frames(lengths)
+        valid = (torch.arange(mel.shape[-1], device=wave.device)[None, :] < frames[:, None])[:, None, :]  # (B, 1, T)
+        count = frames[:, None, None].clamp_min(1)
+        mean = (mel * valid).sum(-1, keepdim=True) / count  # (B, F, 1)
+        var = (((mel - mean) * valid) ** 2).sum(-1, keepdim=True) / count
+        return ((mel - mean) / (var + 1e-5).sqrt()) * valid, frames
+
+
+class AudioTokenizer(nn.Module):
+    """(B, S) waveforms + (B,) lengths -> nodes (B, N, D), key-padding mask (B, N) (True = real).
+
+    ``freq_masks`` masks of up to ``freq_mask_width`` bands and ``time_masks`` masks of up to
+    ``time_mask_width`` frames (each at most ``time_mask_ratio`` of the utterance) are applied in
+    training only (SpecAugment, Park et al. 2019).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        sample_rate: int = 16000,
+        n_mels: int = 80,
+        freq_masks: int = 2,
+        freq_mask_width: int = 15,
+        time_masks: int = 2,
+        time_mask_width: int = 25,
+        time_mask_ratio: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.logmel = LogMel(sample_rate, n_mels)
+        self.freq_masks = nn.ModuleList(AT.FrequencyMasking(freq_mask_width, iid_masks=True) for _ in range(freq_masks))
+        self.time_masks = nn.ModuleList(
+            AT.TimeMasking(time_mask_width, iid_masks=True, p=time_mask_ratio) for _ in range(time_masks)
+        )
+        # x4 in time: 10 ms frames -> 40 ms nodes
+        self.conv1 = nn.Conv1d(n_mels, dim, kernel_size=3, stride=2, padding=1)
+        self.conv2 = nn.Conv1d(dim, dim, kernel_size=3, stride=2, padding=1)
+        self.act = nn.GELU()
+
+    @staticmethod
+    def subsampled(frames: Tensor) -> Tensor:
+        """Node counts after the two stride-2 convolutions (kernel 3, padding 1)."""
+        return (((frames - 1) // 2 + 1) - 1) // 2 + 1
+
+    def num_nodes(self, num_samples: int) -> int:
+        return int(self.subsampled(self.logmel.frames(torch.tensor(num_samples))))
+
+    def forward(self, wave: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        mel, frames = self.logmel(wave, lengths)  # (B, F, T), (B,)
+        return self.from_logmel(mel, frames)
+
+    def from_logmel(self, mel: Tensor, frames: Tensor) -> tuple[Tensor, Tensor]:
+        if self.training:
+            for mask in self.freq_masks:
+                mel = mask(mel)
+            for mask in self.time_masks:
+                mel = mask(mel)
+        valid = torch.arange(mel.shape[-1], device=mel.device)[None, :] < frames[:, None]  # (B, T)
+        x = self.act(self.conv1(mel * valid[:, None]))  # (B, D, T/2)
+        half = (frames - 1) // 2 + 1
+        x = x * (torch.arange(x.shape[-1], device=x.device)[None, :] < half[:, None])[:, None]  # padding stays 0
+        x = self.act(self.conv2(x))  # (B, D, N)
+        nodes = self.subsampled(frames)
+        mask = torch.arange(x.shape[-1], device=x.device)[None, :] < nodes[:, None]  # (B, N)
+        return x.transpose(1, 2), mask  # (B, N, D)

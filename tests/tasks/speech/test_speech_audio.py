@@ -1,0 +1,49 @@
+"""Reading audio: the bad inputs each give a clear error or a note that says what was done."""
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from tzoo.tasks.speech.audio import load_audio
+
+
+def test_reads_a_generated_wav_at_the_model_rate(tiny_corpus):
+    wave = load_audio(tiny_corpus / "train" / "000000.wav")
+    assert wave.dtype == torch.float32 and wave.dim() == 1 and 0 < wave.abs().max() <= 1
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"audio file '.*nothing\.wav' does not exist"):
+        load_audio(tmp_path / "nothing.wav")
+
+
+def test_unreadable_file_is_named(tmp_path):
+    bad = tmp_path / "noise.wav"
+    bad.write_bytes(b"this is not a RIFF file at all")
+    with pytest.raises(ValueError, match=r"cannot read audio file '.*noise\.wav'.*readable: WAV, FLAC"):
+        load_audio(bad)
+
+
+def test_empty_file_is_an_error(tmp_path):
+    empty = tmp_path / "empty.wav"
+    soundfile.write(empty, np.zeros(0, dtype=np.float32), 16000)
+    with pytest.raises(ValueError, match=r"'.*empty\.wav' is empty \(0 samples\)"):
+        load_audio(empty)
+
+
+def test_other_sample_rate_is_resampled_with_a_note(tmp_path):
+    path = tmp_path / "fast.wav"
+    soundfile.write(path, np.sin(np.arange(44100) * 0.05).astype(np.float32) * 0.5, 44100)
+    with pytest.warns(UserWarning, match="sample rate 44100 Hz resampled to the model's 16000 Hz"):
+        wave = load_audio(path, 16000)
+    assert len(wave) == 16000
+
+
+def test_stereo_is_downmixed_with_a_note(tmp_path):
+    path = tmp_path / "stereo.wav"
+    left, right = np.full(1600, 0.5, dtype=np.float32), np.full(1600, -0.25, dtype=np.float32)
+    soundfile.write(path, np.stack([left, right], axis=1), 16000, subtype="FLOAT")
+    with pytest.warns(UserWarning, match="2 channels downmixed to mono"):
+        wave = load_audio(path, 16000)
+    assert wave.shape == (1600,) and torch.allclose(wave, torch.full((1600,), 0.125))
