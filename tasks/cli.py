@@ -29,6 +29,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from tzoo.tasks.registry import get_task, list_tasks
 from tzoo.tasks.run_card import RunCard
+from tzoo.tasks.reliability import add_reliability_defaults, latest_resumable_version, read_checkpoint
 
 __all__ = ["TzooCLI", "main"]
 
@@ -50,6 +51,15 @@ class TzooCLI(LightningCLI):
             **kwargs,
         )
 
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI reads --ckpt_path's hyperparameters (weights_only=True) before the trainer
+        # exists; on failure, read_checkpoint says why (unsafe, truncated, ...) and names the file
+        try:
+            super()._parse_ckpt_path()
+        except Exception:
+            read_checkpoint(self.config[self.config.subcommand]["ckpt_path"])
+            raise
+
     def instantiate_classes(self) -> None:
         config = self.config.get(str(self.subcommand), self.config)
         data = None
@@ -63,7 +73,9 @@ class TzooCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         trainer = self._get(self.config_init, "trainer", default={})
-        _add_trainer_defaults(trainer, getattr(self.model, "task_name", "") or "tzoo")
+        resume_last = self.config.get(str(self.subcommand), self.config).get("ckpt_path") == "last"
+        _add_trainer_defaults(trainer, getattr(self.model, "task_name", "") or "tzoo", resume_last=resume_last)
+        add_reliability_defaults(trainer)
         return super().instantiate_trainer(**kwargs)
 
 
@@ -104,16 +116,20 @@ def _link_data_to_model(data: pl.LightningDataModule, model: Namespace) -> None:
         model.init_args[name] = value
 
 
-def _add_trainer_defaults(trainer: dict[str, Any], task: str) -> None:
+def _add_trainer_defaults(trainer: dict[str, Any], task: str, *, resume_last: bool = False) -> None:
     """Loggers and callbacks a user expects, unless the config chose its own (or turned them off):
     CSV + TensorBoard logs in <default_root_dir>/<task>/version_N (one N for both; left alone the
     two loggers pick their versions independently and can disagree), a learning-rate monitor, a
-    rich progress bar and a checkpoint callback that also keeps ``last.ckpt``."""
+    rich progress bar and a checkpoint callback that also keeps ``last.ckpt``. With ``resume_last``
+    (``--ckpt_path last``) the loggers continue the newest version that has a ``last.ckpt``, which
+    is where Lightning then finds it."""
     callbacks = list(trainer.get("callbacks") or [])
     if trainer.get("logger") in (None, True):
         root = Path(trainer.get("default_root_dir") or RUNS_DIR)
         taken = [p.name.removeprefix("version_") for p in (root / task).glob("version_*")]
-        version = max((int(v) for v in taken if v.isdigit()), default=-1) + 1
+        version = latest_resumable_version(root, task) if resume_last else None
+        if version is None:
+            version = max((int(v) for v in taken if v.isdigit()), default=-1) + 1
         trainer["logger"] = [CSVLogger(root, name=task, version=version), TensorBoardLogger(root, name=task, version=version)]
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):

@@ -35,7 +35,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -246,24 +246,44 @@ class RandomStarts(Sampler[np.ndarray]):
 
     With a ``seed``, every pass draws the same starts (validation: losses compare across
     evaluations). Without, each pass draws fresh ones from torch's global RNG, which
-    ``seed_everything`` seeds. Sampling happens in the main process, so the windows do not
-    depend on the number of workers, and Lightning's distributed sampler wrapper deals each
-    rank different batches.
+    ``seed_everything`` seeds. With a ``position`` (training), batch ``i`` of epoch ``e`` is drawn
+    by an RNG keyed by ``(seed, e, i)`` and a pass starts at the batch ``position()`` names (it
+    returns ``(epoch, batches already done in it)``): a run resumed mid-epoch draws exactly the
+    windows the interrupted run would have drawn. Sampling happens in the main process, so the
+    windows do not depend on the number of workers, and Lightning's distributed sampler wrapper
+    deals each rank different batches.
     """
 
     def __init__(
-        self, start: int, stop: int, *, block_size: int, batch_size: int, num_batches: int, seed: int | None
+        self,
+        start: int,
+        stop: int,
+        *,
+        block_size: int,
+        batch_size: int,
+        num_batches: int,
+        seed: int | tuple[int, ...] | None,
+        position: Callable[[], tuple[int, int]] | None = None,
     ) -> None:
         assert stop - start >= block_size + 1, "the data module checks the split sizes"
+        assert position is None or seed is not None, "keyed batches need a seed"
         self.start, self.stop, self.block_size = start, stop, block_size
-        self.batch_size, self.num_batches, self.seed = batch_size, num_batches, seed
+        self.batch_size, self.num_batches, self.seed, self.position = batch_size, num_batches, seed, position
 
     def __len__(self) -> int:
         return self.num_batches
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        generator = None if self.seed is None else torch.Generator().manual_seed(self.seed)
         high = self.stop - self.block_size  # exclusive: the last window's target ends at stop
+        if self.position is not None:
+            epoch, done = self.position()
+            seed = self.seed if isinstance(self.seed, tuple) else (self.seed,)
+            for i in range(done, self.num_batches):
+                rng = np.random.default_rng([*seed, epoch, i])  # ~10 us: negligible beside a step
+                yield rng.integers(self.start, high, self.batch_size, dtype=np.int64)
+            return
+        assert not isinstance(self.seed, tuple)
+        generator = None if self.seed is None else torch.Generator().manual_seed(self.seed)
         for _ in range(self.num_batches):
             yield torch.randint(self.start, high, (self.batch_size,), generator=generator).numpy()
 
@@ -334,6 +354,7 @@ class TextDataModule(pl.LightningDataModule):
         self._windows: TokenWindows | None = None  # set, with the two samplers, by setup()
         self._train_starts: RandomStarts | None = None
         self._val_starts: RandomStarts | None = None
+        self._passes = 0  # training passes made without a trainer (see _train_position)
 
     # --- what the model needs ---------------------------------------------------------------
 
@@ -375,8 +396,34 @@ class TextDataModule(pl.LightningDataModule):
             )
         self._windows = TokenWindows(entry / "tokens.npy", block_size=self.block_size)
         sizes = dict(block_size=self.block_size, batch_size=self.batch_size)
-        self._train_starts = RandomStarts(0, n_train, num_batches=self.train_batches, seed=None, **sizes)
+        # keyed by the data seed and seed_everything's seed (its PL_GLOBAL_SEED), like the rest of the run
+        train_seed = (self.seed, int(os.environ.get("PL_GLOBAL_SEED", 0)))
+        self._train_starts = RandomStarts(
+            0, n_train, num_batches=self.train_batches, seed=train_seed, position=self._train_position, **sizes
+        )
         self._val_starts = RandomStarts(n_train, n_train + n_val, num_batches=self.val_batches, seed=self.seed, **sizes)
+
+    def _train_position(self) -> tuple[int, int]:
+        """(epoch, training batches already done in it) when a training pass starts.
+
+        Under a trainer this reads its loop progress, which a checkpoint restores: on resume the
+        pass skips the batches the interrupted run trained on. Under data parallelism a resumed
+        epoch restarts from its first batch (each rank's count is of its own share); the windows
+        then differ from an uninterrupted run's for the rest of that epoch only. Without a trainer
+        every pass is a new epoch."""
+        trainer = self.trainer
+        if trainer is None:
+            self._passes += 1
+            return self._passes - 1, 0
+        epoch, done = trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        limit = trainer.limit_train_batches
+        length = self.train_batches
+        length = min(length, limit) if isinstance(limit, int) else max(1, int(length * (limit if limit is not None else 1.0)))
+        if done >= length:  # resumed from a checkpoint taken at the end of an epoch
+            return epoch + 1, 0
+        if trainer.world_size > 1:
+            return epoch, 0
+        return epoch, done
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
@@ -395,8 +442,16 @@ class TextDataModule(pl.LightningDataModule):
         # batch_size=None: each sampled item is a whole batch of starts, gathered with one
         # numpy index, which keeps the per-batch cost to tens of microseconds.
         workers = self.num_workers
+        # Its own generator: otherwise each new iterator draws a worker seed from the global RNG,
+        # and a resumed run (which makes one more iterator) would shift dropout's random stream.
+        generator = torch.Generator().manual_seed(self.seed)
         return DataLoader(
-            self._windows, sampler=sampler, batch_size=None, num_workers=workers, persistent_workers=workers > 0
+            self._windows,
+            sampler=sampler,
+            batch_size=None,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            generator=generator,
         )
 
     # --- preparation ------------------------------------------------------------------------

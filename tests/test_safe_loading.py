@@ -1,0 +1,141 @@
+"""Safe loading: what tzoo writes loads with `weights_only=True` for every task; a planted
+malicious pickle is refused before it runs; a truncated or corrupt checkpoint is an error naming
+the file; tokenizers are JSON."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from tzoo.tasks.cli import main
+from tzoo.tasks.generate import load_module
+from tzoo.tasks.lm.tokenizer import load_tokenizer
+from tzoo.tasks.reliability import SafeCheckpointIO, read_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+LM_TINY = [
+    "--model.init_args.dim=16", "--model.init_args.depth=1", "--model.init_args.num_heads=2",
+    "--model.init_args.sample_tokens=4", "--data.init_args.block_size=16", "--model.init_args.block_size=16",
+    "--data.init_args.batch_size=2", "--data.init_args.val_batches=1",
+]  # fmt: skip
+CORPUS = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 40
+
+
+def _fit(tmp_path: Path, config: str, *extra: str) -> Path:
+    root = tmp_path / "runs"
+    main(["fit", "--config", str(ROOT / "configs" / config), *extra, "--trainer.max_steps=2",
+          "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={root}"])  # fmt: skip
+    (last,) = root.rglob("last.ckpt")
+    return last
+
+
+@pytest.fixture(scope="module")
+def lm_checkpoint(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("lm")
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS)
+    os.environ["TZOO_CACHE"] = str(tmp_path / "cache")
+    try:
+        return _fit(tmp_path, "lm/shakespeare_char.yaml", *LM_TINY, f"--data.init_args.corpus={corpus}")
+    finally:
+        del os.environ["TZOO_CACHE"]
+
+
+class _Payload:
+    """Unpickling this runs a shell command: what a hostile checkpoint would hold."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _plant(tmp_path: Path) -> tuple[Path, Path]:
+    marker, evil = tmp_path / "pwned", tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "tzoo": {"task": "lm"}, "x": _Payload(marker)}, evil)
+    return evil, marker
+
+
+def test_a_malicious_pickle_is_refused_by_every_loader(tmp_path, lm_checkpoint):
+    evil, marker = _plant(tmp_path)
+    message = r"refused to load checkpoint '.*evil\.ckpt': it holds objects that only code execution could rebuild"
+    with pytest.raises(ValueError, match=message):
+        read_checkpoint(evil)
+    with pytest.raises(ValueError, match=message):
+        SafeCheckpointIO().load_checkpoint(evil)
+    with pytest.raises(ValueError, match=r"cannot read checkpoint '.*evil\.ckpt' safely: UnpicklingError"):
+        load_module(evil)
+    with pytest.raises(SystemExit, match=r"cannot read checkpoint '.*evil\.ckpt' safely"):
+        main(["generate", "--ckpt", str(evil)])
+    # resuming a run from it: the trainer reads checkpoints through SafeCheckpointIO
+    config = lm_checkpoint.parents[1] / "config.yaml"
+    with pytest.raises(ValueError, match=message):
+        main(["fit", "--config", str(config), "--ckpt_path", str(evil), f"--trainer.default_root_dir={tmp_path}"])
+    assert not marker.exists()  # the payload never ran
+    torch.load(evil, weights_only=False)  # (check that the planted payload is real)
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_a_damaged_checkpoint_is_an_error_naming_the_file(tmp_path, lm_checkpoint, damage):
+    data = lm_checkpoint.read_bytes()
+    bad = tmp_path / f"{damage}.ckpt"
+    bad.write_bytes({"truncated": data[: len(data) // 2], "garbage": os.urandom(4096), "empty": b""}[damage])
+    with pytest.raises(ValueError, match=rf"checkpoint '.*{damage}\.ckpt' \(\d+ bytes\) is truncated or corrupt"):
+        read_checkpoint(bad)
+    config = lm_checkpoint.parents[1] / "config.yaml"
+    with pytest.raises(ValueError, match=rf"'.*{damage}\.ckpt' .* is truncated or corrupt .* resume from an earlier checkpoint"):
+        main(["fit", "--config", str(config), "--ckpt_path", str(bad), f"--trainer.default_root_dir={tmp_path}"])
+
+
+def test_a_missing_checkpoint_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"checkpoint '.*nothing\.ckpt' is missing"):
+        read_checkpoint(tmp_path / "nothing.ckpt")
+
+
+def test_the_lm_checkpoint_holds_only_safe_values_and_a_json_tokenizer(lm_checkpoint):
+    checkpoint = torch.load(lm_checkpoint, map_location="cpu", weights_only=True)
+    assert checkpoint["tzoo"]["task"] == "lm"
+    json.dumps(checkpoint["tokenizer"])  # plain JSON data, not an object
+    assert checkpoint["tokenizer"]["kind"] == "char"
+    assert "RNGStateCallback" in checkpoint["callbacks"]
+    run_dir = lm_checkpoint.parents[1]
+    assert load_tokenizer(run_dir / "tokenizer.json").vocab_size == checkpoint["hyper_parameters"]["vocab_size"]
+    assert load_module(lm_checkpoint).sample("All:", max_new_tokens=3, seed=0).startswith("All:")
+
+
+def test_a_pickled_tokenizer_file_is_refused(tmp_path):
+    import pickle
+
+    path = tmp_path / "tokenizer.json"
+    path.write_bytes(pickle.dumps({"kind": "char"}))
+    with pytest.raises(ValueError, match=r"tokenizer\.json is not a tzoo tokenizer file \(not JSON"):
+        load_tokenizer(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("config", "extra"),
+    [
+        ("lm/shakespeare_bpe.yaml", [*LM_TINY, "--data.init_args.bpe_vocab_size=300"]),
+        ("vision/digits.yaml", ["--model.init_args.dim=16", "--model.init_args.depth=1", "--model.init_args.attention_images=0"]),
+        ("decision/cartpole.yaml", ["--data.init_args.episodes=10", "--model.init_args.dim=16", "--model.init_args.depth=1",
+                                    "--model.init_args.eval_episodes=1"]),
+    ],
+    ids=["lm-bpe", "vision", "decision"],
+)  # fmt: skip
+def test_every_task_writes_weights_only_checkpoints(tmp_path, monkeypatch, config, extra):
+    monkeypatch.setenv("TZOO_CACHE", str(tmp_path / "cache"))
+    if config.startswith("lm/"):
+        corpus = tmp_path / "corpus.txt"
+        corpus.write_text(CORPUS)
+        extra = [*extra, f"--data.init_args.corpus={corpus}"]
+    if config.startswith("vision/"):
+        extra = [*extra, f"--data.init_args.data_dir={tmp_path}"]
+    last = _fit(tmp_path, config, *extra)
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)  # raises on anything unsafe
+    assert checkpoint["tzoo"]["task"] == config.split("/")[0]
+    assert load_module(last).task_name == checkpoint["tzoo"]["task"]
