@@ -119,7 +119,8 @@ def beam_search(
         hyps = torch.cat([hyps.index_select(0, rows), torch.tensor(keep_tokens, device=device)[:, None]], dim=1)
         scores = torch.tensor(keep_scores, device=device)
         if cache is not None and cross is not None:
-            _reorder(cache, rows)
+            if keep_rows != list(range(len(keep_rows))) or cache[0].k is None or cache[0].k.shape[0] != len(rows):
+                _reorder(cache, rows)
             if cross[0].k is not None and cross[0].k.shape[0] != len(rows):  # the first step: 1 row -> K rows
                 _reorder(cross, torch.zeros(len(rows), dtype=torch.long, device=device))
         if len(finished) >= beam and max(f[0] for f in finished) >= float(scores.max()):

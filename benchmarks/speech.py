@@ -1,0 +1,218 @@
+"""Speech task benchmark: the held-out-speaker error rates of the full run, decoding speed, and the
+KV cache's effect on beam search.
+
+* corpus: the generated eSpeak NG corpus of ``configs/speech/espeak.yaml`` (made once into the cache;
+  its generation time is reported apart from training).
+* train: ``tzoo fit --config configs/speech/espeak.yaml`` run as a user runs it (a subprocess, wall
+  time from launch to exit). Target: <= 30 minutes on this 2-core CPU.
+* eval, on the test split (voice variants never heard in training), from the run's last checkpoint:
+  CER / WER (torchmetrics) with beam search (the config's beam width), attention greedy and CTC
+  greedy. Targets: beam CER <= 5%, WER <= 15%.
+* real-time factor of greedy decoding at batch 1 (log-mel + encoder + greedy decoder with the KV
+  cache, audio already in memory): decoding time / audio time over the test split. Target: <= 0.05.
+* beam search with and without the KV cache on the same utterances: wall time and whether every
+  hypothesis is the same. Target: >= 3x faster, same hypotheses.
+
+    flock /tmp/tzoo_cpu.lock python benchmarks/speech.py                 # both stages
+    flock /tmp/tzoo_cpu.lock python benchmarks/speech.py --stage train   # corpus + training
+    flock /tmp/tzoo_cpu.lock python benchmarks/speech.py --stage eval    # the trained run's numbers
+
+Prints Markdown tables and writes benchmarks/results/speech.json (the train stage writes its part
+first; the eval stage adds to it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TZOO = str(Path(sys.executable).parent / "tzoo")
+CONFIG = REPO / "configs" / "speech" / "espeak.yaml"
+RESULTS = REPO / "benchmarks" / "results" / "speech.json"
+RUNS = REPO / "runs" / "benchmark_speech"
+
+
+def _load_results() -> dict[str, Any]:
+    return json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+
+
+def _save_results(results: dict[str, Any]) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+
+
+def _datamodule():
+    """The config's data module (jsonargparse builds it exactly as the CLI does)."""
+    import yaml
+    from jsonargparse import ArgumentParser, Namespace
+    import lightning.pytorch as pl
+
+    spec = yaml.safe_load(CONFIG.read_text())["data"]
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(pl.LightningDataModule, "data", required=True)
+    return parser.instantiate(parser.parse_object({"data": spec})).data
+
+
+def stage_train(results: dict[str, Any]) -> None:
+    data = _datamodule()
+    start = time.perf_counter()
+    data.prepare_data()
+    info = json.loads((data.root / "corpus.json").read_text())
+    hours = {s: sum(e["duration"] for e in data.split_entries(s)) / 3600 for s in ("train", "val", "test")}
+    results["corpus"] = {
+        "root": str(data.root), "generation_s": info["generation_seconds"], "check_s": round(time.perf_counter() - start, 1),
+        "utterances": {s: len(data.split_entries(s)) for s in ("train", "val", "test")},
+        "hours": {s: round(h, 2) for s, h in hours.items()},
+    }  # fmt: skip
+    print(f"corpus: {results['corpus']}")
+    RUNS.mkdir(parents=True, exist_ok=True)
+    before = set(RUNS.rglob("version_*"))
+    start = time.perf_counter()
+    done = subprocess.run(
+        [TZOO, "fit", "--config", str(CONFIG), "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={RUNS}"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        print(done.stdout[-3000:], done.stderr[-5000:])
+        raise SystemExit("tzoo fit failed")
+    (run,) = set(RUNS.rglob("version_*")) - before
+    card = json.loads((run / "run_card.json").read_text())
+    results["train"] = {"run_dir": str(run), "wall_s": round(wall, 1), "steps": card["steps"], "epochs": card["epochs"],
+                        "train_step_time_s": card["train_step_time_s"], "params": card["params"], "val": card["metrics"]}  # fmt: skip
+    print(f"train: {results['train']}")
+
+
+def _error_rates(hyps: list[str], refs: list[str]) -> dict[str, float]:
+    from torchmetrics.functional.text import char_error_rate, word_error_rate
+
+    return {"cer": float(char_error_rate(hyps, refs)), "wer": float(word_error_rate(hyps, refs))}
+
+
+def _greedy_rtf(module: Any, waves: list[torch.Tensor], threads: int) -> float:
+    """Decoding time / audio time of greedy decoding, one utterance at a time, with ``threads`` threads."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        longest = max(waves, key=len)
+        module.transcribe(longest[None], torch.tensor([len(longest)]), method="greedy")  # warm-up: every cache length
+        seconds = 0.0
+        for wave in waves:
+            start = time.perf_counter()
+            module.transcribe(wave[None], torch.tensor([len(wave)]), method="greedy")
+            seconds += time.perf_counter() - start
+    finally:
+        torch.set_num_threads(previous)
+    return seconds / (sum(len(w) for w in waves) / module.hparams.sample_rate)
+
+
+@torch.inference_mode()
+def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | None = None) -> None:
+    from tzoo.tasks.generate import load_module
+    from tzoo.tasks.speech.audio import load_audio
+    from tzoo.tasks.speech.decoding import beam_search, max_tokens
+
+    run = Path(results["train"]["run_dir"])
+    module = load_module(run / "checkpoints" / "last.ckpt", task="speech")
+    model, beam = module.model, module.beam_size
+    data = _datamodule()
+    entries = data.split_entries("test")[:limit]
+    waves = [load_audio(e["audio"], module.hparams.sample_rate) for e in entries]
+    refs = [e["text"] for e in entries]
+    audio_s = sum(len(w) for w in waves) / module.hparams.sample_rate
+
+    # error rates, one utterance at a time (no padding): beam search, attention greedy, CTC greedy.
+    # Decoding one short utterance is a chain of small matrix products: one thread does it fastest
+    # (two threads spend more on synchronising than they gain), so decoding runs on one thread.
+    torch.set_num_threads(1)
+    hyps: dict[str, list[str]] = {"beam": [], "greedy": [], "ctc": []}
+    start = time.perf_counter()
+    for wave in waves:
+        for method, out in hyps.items():
+            out += module.transcribe(wave[None], torch.tensor([len(wave)]), method=method)
+    eval_s = time.perf_counter() - start
+    quality = {name: _error_rates(h, refs) for name, h in hyps.items()}
+    examples = [{"ref": r, "beam": h} for r, h in list(zip(refs, hyps["beam"]))[:8]]
+    errors = [{"ref": r, "beam": h} for r, h in zip(refs, hyps["beam"]) if r != h][:8]
+    rtf = {threads: _greedy_rtf(module, waves, threads) for threads in (1, 2)}
+
+    # beam search with and without the KV cache on the same utterances: a fixed random sample
+    order = torch.randperm(len(waves), generator=torch.Generator().manual_seed(0))[:speed_utterances].tolist()
+    memories = [model.encode(waves[i][None], torch.tensor([len(waves[i])]))[0] for i in order]
+    timing: dict[bool, float] = {}
+    outs: dict[bool, list[list[int]]] = {}
+    for use_cache in (True, False, True):  # the cached run twice (warm-up), the faster one counts
+        start = time.perf_counter()
+        outs[use_cache] = [
+            beam_search(model, m, beam=beam, max_len=max_tokens(m.shape[1], module.max_text_len), use_cache=use_cache)
+            for m in memories
+        ]
+        timing[use_cache] = min(timing.get(use_cache, float("inf")), time.perf_counter() - start)
+    same = sum(a == b for a, b in zip(outs[True], outs[False]))
+    tokens = sum(len(o) + 1 for o in outs[True])
+
+    results["eval"] = {
+        "test_utterances": len(entries), "test_audio_s": round(audio_s, 1), "beam": beam, "decode_threads": 1,
+        "eval_s": round(eval_s, 1), "quality": quality, "greedy_rtf": rtf[1], "greedy_rtf_2_threads": rtf[2],
+        "cache": {"utterances": len(order), "tokens": tokens, "with_cache_s": timing[True], "without_cache_s": timing[False],
+                  "speedup": timing[False] / timing[True], "same_hypotheses": same},
+        "examples": examples, "errors": errors,
+    }  # fmt: skip
+
+
+def print_tables(results: dict[str, Any]) -> None:
+    c, t = results.get("corpus"), results.get("train")
+    if c and t:
+        print("\n| corpus (generated once) | train | val | test |\n|---|---|---|---|")
+        print(f"| utterances | {c['utterances']['train']} | {c['utterances']['val']} | {c['utterances']['test']} |")
+        print(f"| hours | {c['hours']['train']} | {c['hours']['val']} | {c['hours']['test']} |")
+        print(f"\ncorpus generation: {c['generation_s']:.0f} s; training (`tzoo fit`, launch to exit): {t['wall_s'] / 60:.1f} min, "
+              f"{t['steps']} steps, {t['params'] / 1e6:.2f} M parameters")  # fmt: skip
+    e = results.get("eval")
+    if not e:
+        return
+    print(f"\nHeld-out-speaker test split ({e['test_utterances']} utterances, {e['test_audio_s'] / 60:.1f} min of audio):\n")
+    print("| decoding | CER | WER |\n|---|---|---|")
+    for name, label in (("beam", f"attention beam search (width {e['beam']})"), ("greedy", "attention greedy"), ("ctc", "CTC greedy")):
+        q = e["quality"][name]
+        print(f"| {label} | {100 * q['cer']:.2f}% | {100 * q['wer']:.2f}% |")
+    k = e["cache"]
+    print("\n| speed (CPU, batch 1) | value | target |\n|---|---|---|")
+    print(f"| greedy real-time factor, 1 thread (log-mel + encoder + decoder) | {e['greedy_rtf']:.4f} | <= 0.05 |")
+    print(f"| greedy real-time factor, 2 threads | {e['greedy_rtf_2_threads']:.4f} | |")
+    print(f"| beam search with / without KV cache ({k['utterances']} random test utterances, {k['tokens']} tokens) | "
+          f"{k['with_cache_s']:.2f} s / {k['without_cache_s']:.2f} s = {k['speedup']:.2f}x faster | >= 3x |")  # fmt: skip
+    print(f"| same hypotheses with and without the cache | {k['same_hypotheses']}/{k['utterances']} | all |")
+
+
+def main() -> None:
+    global RESULTS
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stage", choices=("all", "train", "eval"), default="all")
+    parser.add_argument("--speed_utterances", type=int, default=60, help="utterances in the cache comparison")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N test utterances (a quick check)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON file to write (and, for --stage eval, read)")
+    args = parser.parse_args()
+    RESULTS = args.results
+    results = _load_results() if args.stage == "eval" else {}
+    results["machine"] = {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if args.stage in ("all", "train"):
+        stage_train(results)
+        _save_results(results)
+    if args.stage in ("all", "eval"):
+        stage_eval(results, speed_utterances=args.speed_utterances, limit=args.limit)
+        _save_results(results)
+    print_tables(results)
+
+
+if __name__ == "__main__":
+    main()

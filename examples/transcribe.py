@@ -1,0 +1,42 @@
+"""Transcribe audio files with a trained speech checkpoint and draw the alignment of the first one:
+its log-mel spectrogram above the decoder's cross-attention (which audio frames each output
+character looked at).
+
+    python benchmarks/speech.py            # or: tzoo fit --config configs/speech/espeak.yaml
+    python examples/transcribe.py runs/speech/version_0/checkpoints/last.ckpt recording.wav \\
+        --out examples/speech_alignment.png
+
+Any sample rate and channel count is accepted (resampled to the model's rate, downmixed to mono).
+``--method`` picks beam search (default), attention greedy or CTC greedy decoding.
+"""
+
+import argparse
+
+import torch
+
+from tzoo.tasks.generate import load_module
+from tzoo.tasks.speech.audio import load_audio
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint")
+    parser.add_argument("audio", nargs="+", help="WAV / FLAC / OGG files")
+    parser.add_argument("--method", choices=("beam", "greedy", "ctc"), default="beam")
+    parser.add_argument("--reference", default="", help="the first file's true transcript, shown in the figure")
+    parser.add_argument("--out", default="speech_alignment.png", help="alignment figure of the first file (PNG)")
+    args = parser.parse_args()
+
+    module = load_module(args.checkpoint, task="speech")  # weights-only loading
+    rate = module.hparams.sample_rate
+    with torch.inference_mode():
+        for name in args.audio:
+            wave = load_audio(name, rate)
+            (text,) = module.transcribe(wave[None], torch.tensor([len(wave)]), method=args.method)
+            print(f"{name} ({len(wave) / rate:.2f} s): {text}")
+    path = module.draw_alignment(load_audio(args.audio[0], rate), args.out, reference=args.reference)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
