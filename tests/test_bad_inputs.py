@@ -1,0 +1,185 @@
+"""The bad-input catalogue: every input tzoo validates, per task, with the exact error it gives.
+
+Each case is (what is wrong, a call that must fail, the exception type, a regex its message must
+match). Every message names the offending value and what would be valid. The per-task test files
+test the same errors in context; this file is the one list of them (the README's "what tzoo
+validates" table is generated from the ids below).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from tzoo.core import MultiHeadAttention
+from tzoo.tasks.base import TaskModule
+from tzoo.tasks.decision.data import TrajectoryDataModule
+from tzoo.tasks.decision.model import DecisionTransformerModel
+from tzoo.tasks.decision.module import DecisionTransformer
+from tzoo.tasks.decision.tokenizer import TrajectoryTokenizer
+from tzoo.tasks.generate import load_checkpoint
+from tzoo.tasks.lm.data import TextDataModule
+from tzoo.tasks.lm.model import GPT
+from tzoo.tasks.lm.module import LanguageModel
+from tzoo.tasks.lm.tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
+from tzoo.tasks.reliability import NonFiniteLossGuard, read_checkpoint
+from tzoo.tasks.vision.data import ImageDataModule
+from tzoo.tasks.vision.module import VisionClassifier
+from tzoo.tasks.vision.tokenizer import PatchTokenizer, grid_size, unpatchify
+
+CHAR = CharTokenizer.from_text("abc")
+
+
+def _file(tmp_path: Path, name: str, content: str | bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
+def _tokenizer_file(tmp_path: Path, **changes) -> Path:
+    document = {"kind": "char", "version": 1, "chars": ["a"], "special_tokens": ["<|endoftext|>"], **changes}
+    return _file(tmp_path, "tok.json", json.dumps(document))
+
+
+def _short_corpus(tmp_path: Path) -> None:
+    dm = TextDataModule(str(_file(tmp_path, "short.txt", "abcdefghij")), block_size=64, cache_dir=str(tmp_path))
+    dm.setup("fit")
+
+
+Case = tuple[str, Callable[[Path], object], type[BaseException], str]
+
+CASES: list[Case] = [
+    # --- lm: data ------------------------------------------------------------------------------
+    ("lm.data.tokenizer", lambda t: TextDataModule(tokenizer="words"), ValueError, r"tokenizer='words' is not one of \('char', 'bpe'\)"),
+    ("lm.data.bpe_vocab_size", lambda t: TextDataModule(tokenizer="bpe", bpe_vocab_size=200), ValueError,
+     r"bpe_vocab_size=200 is too small for byte-level BPE: it needs >= 257"),
+    ("lm.data.block_size", lambda t: TextDataModule(block_size=0), ValueError, r"block_size must be >= 1, got 0"),
+    ("lm.data.batch_size", lambda t: TextDataModule(batch_size=-2), ValueError, r"batch_size must be >= 1, got -2"),
+    ("lm.data.val_fraction", lambda t: TextDataModule(val_fraction=1.0), ValueError,
+     r"val_fraction must be between 0 and 1 \(exclusive\), got 1.0"),
+    ("lm.data.sha256", lambda t: TextDataModule(sha256="abc"), ValueError, r"sha256 must be 64 hexadecimal digits, got 'abc'"),
+    ("lm.data.num_workers", lambda t: TextDataModule(num_workers=-1), ValueError, r"num_workers must be >= 0, got -1"),
+    ("lm.data.corpus_empty_name", lambda t: TextDataModule(""), ValueError,
+     r"corpus must be a name \['shakespeare', 'python-stdlib', 'tinyshakespeare'\], an http\(s\) URL or a path, got ''"),
+    ("lm.data.corpus_missing", lambda t: TextDataModule(str(t / "nowhere.txt"), cache_dir=str(t)).prepare_data(),
+     FileNotFoundError, r"corpus '.*nowhere\.txt' is not a named corpus \['shakespeare', 'python-stdlib', 'tinyshakespeare'\]"),
+    ("lm.data.corpus_blank", lambda t: TextDataModule(str(_file(t, "blank.txt", " \n\n ")), cache_dir=str(t)).prepare_data(),
+     ValueError, r"corpus '.*blank\.txt' is empty \(no characters other than whitespace\)"),
+    ("lm.data.corpus_not_utf8", lambda t: TextDataModule(str(_file(t, "latin.txt", b"caf\xe9")), cache_dir=str(t)).prepare_data(),
+     ValueError, r"corpus '.*latin\.txt': a file is not UTF-8 text"),
+    ("lm.data.corpus_too_short", _short_corpus, ValueError,
+     r"corpus '.*short\.txt' has 9 train and 1 validation tokens, but block_size=64 needs at least 65 in each"),
+    ("lm.data.sha256_mismatch", lambda t: TextDataModule(str(_file(t, "c.txt", "abc")), sha256="0" * 64, cache_dir=str(t)).prepare_data(),
+     ValueError, r"SHA-256 of .*c\.txt is [0-9a-f]{64}, expected 0{64}"),
+    # --- lm: tokenizers ------------------------------------------------------------------------
+    ("lm.tokenizer.unknown_char", lambda t: CHAR.encode("abz"), ValueError,
+     r"cannot encode character\(s\) 'z': not in this tokenizer's vocabulary of 3 characters"),
+    ("lm.tokenizer.id_out_of_range", lambda t: CHAR.decode([1, 9]), ValueError, r"cannot decode id 9: valid ids are 0\.\.3 \(vocab_size=4\)"),
+    ("lm.tokenizer.negative_id", lambda t: CHAR.decode(torch.tensor([-1])), ValueError, r"cannot decode id -1: valid ids are 0\.\.3"),
+    ("lm.tokenizer.non_integer_id", lambda t: CHAR.decode([1.5]), ValueError,
+     r"decode takes a flat sequence of integer ids, got elements like 1\.5"),
+    ("lm.tokenizer.nested_ids", lambda t: CHAR.decode([[1, 2]]), ValueError, r"decode takes a flat sequence of integer ids, got elements like \[1, 2\]"),
+    ("lm.tokenizer.chars_not_single", lambda t: CharTokenizer(["ab"]), ValueError, r"chars must be single characters, got \['ab'\]"),
+    ("lm.tokenizer.chars_repeat", lambda t: CharTokenizer(["a", "a"]), ValueError, r"chars must not repeat a character"),
+    ("lm.tokenizer.special_tokens", lambda t: CharTokenizer(["a"], special_tokens=()), ValueError,
+     r"special_tokens must be a non-empty sequence of strings \(the first marks end of text\), got \(\)"),
+    ("lm.tokenizer.bpe_vocab_size", lambda t: BPETokenizer.train("abc", vocab_size=100), ValueError,
+     r"vocab_size=100 is too small for a byte-level BPE: it needs at least 256 \(bytes\) \+ 1 \(special tokens\) = 257"),
+    ("lm.tokenizer.file_missing", lambda t: load_tokenizer(t / "none.json"), FileNotFoundError, r"tokenizer file '.*none\.json' does not exist"),
+    ("lm.tokenizer.file_not_json", lambda t: load_tokenizer(_file(t, "tok.json", b"\x80\x04K\x01.")), ValueError,
+     r"tok\.json is not a tzoo tokenizer file \(not JSON"),
+    ("lm.tokenizer.file_kind", lambda t: load_tokenizer(_tokenizer_file(t, kind="wordpiece")), ValueError,
+     r"tok\.json is not a tzoo tokenizer file: its 'kind' is 'wordpiece', not one of \['bpe', 'char'\]"),
+    ("lm.tokenizer.file_version", lambda t: load_tokenizer(_tokenizer_file(t, version=7)), ValueError,
+     r"tok\.json has tokenizer format version 7; this tzoo reads version 1"),
+    ("lm.tokenizer.file_wrong_kind", lambda t: BPETokenizer.load(_tokenizer_file(t)), ValueError,
+     r"tok\.json holds a 'char' tokenizer, not a 'bpe' one: use load_tokenizer\(\)"),
+    # --- lm: model -----------------------------------------------------------------------------
+    ("lm.model.vocab_size_unset", lambda t: LanguageModel(), ValueError, r"vocab_size is not set: the tzoo CLI links it from the data"),
+    ("lm.model.lr", lambda t: LanguageModel(10, lr=0.0), ValueError, r"lr must be > 0, got 0\.0"),
+    ("lm.model.warmup_steps", lambda t: LanguageModel(10, warmup_steps=-1), ValueError, r"warmup_steps must be >= 0, got -1"),
+    ("lm.model.sequence_too_long", lambda t: GPT(10, block_size=4, dim=8, depth=1, num_heads=2)(torch.zeros(1, 5, dtype=torch.long)),
+     ValueError, r"5 tokens at position 0 exceed the model's block_size=4 \(its maximum positions\); crop the input to the last 4 tokens"),
+    # --- vision ----------------------------------------------------------------------------------
+    ("vision.tokenizer.not_4d", lambda t: PatchTokenizer(8, in_channels=3)(torch.zeros(3, 8, 8)), ValueError,
+     r"images must be \(B, C, H, W\), got a tensor of shape \(3, 8, 8\)"),
+    ("vision.tokenizer.channels", lambda t: PatchTokenizer(8, in_channels=3)(torch.zeros(1, 1, 8, 8)), ValueError,
+     r"images have 1 channels but the model takes 3 \(in_channels=3\)"),
+    ("vision.tokenizer.does_not_tile", lambda t: PatchTokenizer(8, patch_size=4, in_channels=1)(torch.zeros(1, 1, 30, 8)), ValueError,
+     r"image height 30 does not tile into patches of 4 with stride 4: valid heights are a multiple of 4 \(e\.g\. 28 or 32\)"),
+    ("vision.tokenizer.smaller_than_patch", lambda t: grid_size(2, 4), ValueError, r"image height 2 does not tile into patches of 4"),
+    ("vision.tokenizer.stride", lambda t: grid_size((8, 9), 4, 2), ValueError,
+     r"image width 9 does not tile into patches of 4 with stride 2: valid widths are 4 \+ a multiple of 2 \(e\.g\. 8 or 10\)"),
+    ("vision.tokenizer.patch_size", lambda t: PatchTokenizer(8, patch_size=0), ValueError,
+     r"patch_size must be a positive int or a \(height, width\) pair of them, got 0"),
+    ("vision.tokenizer.position", lambda t: PatchTokenizer(8, position="rope"), ValueError, r"position='rope' is not one of \('sincos', 'learned'\)"),
+    ("vision.tokenizer.learned_needs_size", lambda t: PatchTokenizer(8, position="learned"), ValueError,
+     r"learned positions need the training image_size \(their grid\); pass image_size="),
+    ("vision.tokenizer.unpatchify_shape", lambda t: unpatchify(torch.zeros(1, 3, 24), (2, 2), (4, 2), 3), ValueError,
+     r"patches of shape \(1, 3, 24\) do not fit a 2x2 grid of 3-channel 4x2 patches: expected \(B, 4, 24\)"),
+    ("vision.model.links_unset", lambda t: VisionClassifier(), ValueError,
+     r"num_classes and in_channels are not set: the tzoo CLI links them from the data"),
+    ("vision.model.size", lambda t: VisionClassifier(10, 8, 1, size="huge"), ValueError, r"size='huge' is not one of \('tiny', 'small', 'base'\)"),
+    ("vision.model.label_smoothing", lambda t: VisionClassifier(10, 8, 1, label_smoothing=1.0), ValueError,
+     r"label_smoothing must be in \[0, 1\), got 1\.0"),
+    ("vision.data.dataset", lambda t: ImageDataModule("imagenet"), ValueError,
+     r"unknown dataset 'imagenet'; valid datasets: digits, mnist, fashion_mnist, cifar10, folder"),
+    ("vision.data.auto_augment", lambda t: ImageDataModule("digits", auto_augment="auto"), ValueError,
+     r"auto_augment='auto' is not one of \(None, 'trivial', 'rand'\)"),
+    ("vision.data.random_erasing", lambda t: ImageDataModule("digits", random_erasing=2), ValueError,
+     r"random_erasing is a probability in \[0, 1\], got 2"),
+    ("vision.data.folder_missing", lambda t: ImageDataModule("folder", data_dir=str(t / "nowhere"), image_size=8).num_classes,
+     FileNotFoundError, r"image folder '.*nowhere' does not exist"),
+    # --- decision --------------------------------------------------------------------------------
+    ("decision.tokenizer.obs_dim", lambda t: TrajectoryTokenizer(0, 2, discrete=True, dim=8, max_timestep=10), ValueError,
+     r"obs_dim must be >= 1, got 0"),
+    ("decision.model.context_length", lambda t: DecisionTransformerModel(4, 3, discrete=True, context_length=0), ValueError,
+     r"context_length \(K\) must be >= 1 step, got 0"),
+    ("decision.model.links_unset", lambda t: DecisionTransformer(), ValueError,
+     r"obs_dim, act_dim, discrete, env_id, max_timestep, context_length not set: the tzoo CLI links them"),
+    ("decision.data.context_length", lambda t: TrajectoryDataModule(context_length=0), ValueError,
+     r"context_length \(K\) must be >= 1 step, got 0"),
+    ("decision.data.random_rate", lambda t: TrajectoryDataModule(random_rate=(0.5, 0.1)), ValueError,
+     r"random_rate must be \(low, high\) with 0 <= low <= high <= 1, got \(0\.5, 0\.1\)"),
+    ("decision.data.env_id", lambda t: TrajectoryDataModule(env_id="CartPol-v1", data_dir=str(t)).prepare_data(), ValueError,
+     r"unknown environment id 'CartPol-v1'.*did you mean CartPole-v1"),
+    # --- core ------------------------------------------------------------------------------------
+    ("core.attention.heads", lambda t: MultiHeadAttention(10, 3), ValueError, r"dim=10 must be divisible by num_heads=3 \(num_heads >= 1\)"),
+    # --- checkpoints, training -------------------------------------------------------------------
+    ("checkpoint.missing", lambda t: read_checkpoint(t / "gone.ckpt"), FileNotFoundError, r"checkpoint '.*gone\.ckpt' is missing"),
+    ("checkpoint.truncated", lambda t: read_checkpoint(_file(t, "cut.ckpt", b"PK\x03\x04" + b"\0" * 50)), ValueError,
+     r"checkpoint '.*cut\.ckpt' \(54 bytes\) is truncated or corrupt and cannot be read"),
+    ("checkpoint.generate_not_lightning", lambda t: load_checkpoint(_torch_file(t, {"weights": torch.zeros(1)})), ValueError,
+     r"'.*plain\.pt' is not a Lightning checkpoint \(no 'state_dict'\)"),
+    ("training.guard_action", lambda t: NonFiniteLossGuard("ignore"), ValueError, r"action='ignore' is not one of \('stop', 'skip'\)"),
+]  # fmt: skip
+
+
+def _torch_file(tmp_path: Path, obj: object) -> Path:
+    path = tmp_path / "plain.pt"
+    torch.save(obj, path)
+    return path
+
+
+@pytest.mark.parametrize(("call", "error", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input(tmp_path, call, error, message):
+    with pytest.raises(error) as info:
+        call(tmp_path)
+    assert type(info.value) is error  # the documented type itself, not a subclass standing in for it
+    assert re.search(message, str(info.value)), f"{str(info.value)!r} does not match {message!r}"
+
+
+def test_every_task_is_in_the_catalogue():
+    from tzoo.tasks.registry import list_tasks
+
+    tasks, _ = list_tasks()
+    covered = {case[0].split(".")[0] for case in CASES}
+    # speech keeps its catalogue in tests/tasks/speech (it was built alongside this file)
+    missing = {t.name for t in tasks} - covered - {"speech"} - {t.name for t in tasks if not t.module.__module__.startswith("tzoo.")}
+    assert not missing, f"tasks without bad-input cases: {sorted(missing)}"
+    assert issubclass(LanguageModel, TaskModule)
