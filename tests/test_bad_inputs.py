@@ -99,6 +99,8 @@ CASES: list[Case] = [
      r"tok\.json has tokenizer format version 7; this tzoo reads version 1"),
     ("lm.tokenizer.file_wrong_kind", lambda t: BPETokenizer.load(_tokenizer_file(t)), ValueError,
      r"tok\.json holds a 'char' tokenizer, not a 'bpe' one: use load_tokenizer\(\)"),
+    ("lm.tokenizer.bpe_lone_surrogate", lambda t: BPETokenizer.train("abc", vocab_size=260).encode("a\ud800"), ValueError,
+     r"cannot encode '\\ud800' at index 1: a lone surrogate is not valid Unicode text"),
     # --- lm: model -----------------------------------------------------------------------------
     ("lm.model.vocab_size_unset", lambda t: LanguageModel(), ValueError, r"vocab_size is not set: the tzoo CLI links it from the data"),
     ("lm.model.lr", lambda t: LanguageModel(10, lr=0.0), ValueError, r"lr must be > 0, got 0\.0"),
@@ -110,6 +112,8 @@ CASES: list[Case] = [
      r"images must be \(B, C, H, W\), got a tensor of shape \(3, 8, 8\)"),
     ("vision.tokenizer.channels", lambda t: PatchTokenizer(8, in_channels=3)(torch.zeros(1, 1, 8, 8)), ValueError,
      r"images have 1 channels but the model takes 3 \(in_channels=3\)"),
+    ("vision.tokenizer.dtype", lambda t: PatchTokenizer(8, in_channels=1)(torch.zeros(1, 1, 8, 8, dtype=torch.uint8)), ValueError,
+     r"images must be a floating-point tensor, got torch.uint8; convert them first \(e.g. uint8 pixels: images.float\(\) / 255"),
     ("vision.tokenizer.does_not_tile", lambda t: PatchTokenizer(8, patch_size=4, in_channels=1)(torch.zeros(1, 1, 30, 8)), ValueError,
      r"image height 30 does not tile into patches of 4 with stride 4: valid heights are a multiple of 4 \(e\.g\. 28 or 32\)"),
     ("vision.tokenizer.smaller_than_patch", lambda t: grid_size(2, 4), ValueError, r"image height 2 does not tile into patches of 4"),

@@ -204,9 +204,13 @@ class BPETokenizer:
         # Chunks are encoded in parallel; they are cut where the pre-tokenizer would split
         # anyway, so the ids equal those of encoding the whole text in one piece.
         chunks = list(_chunks(text))
-        if len(chunks) <= 1:
-            return self._hf.encode(text).ids
-        return [i for encoding in self._hf.encode_batch(chunks) for i in encoding.ids]
+        try:
+            if len(chunks) <= 1:
+                return self._hf.encode(text).ids
+            return [i for encoding in self._hf.encode_batch(chunks) for i in encoding.ids]
+        except TypeError:  # HF's "TextInputSequence must be str" for text that is not valid UTF-8
+            _check_encodable(text)
+            raise
 
     def decode(self, ids: Any) -> str:
         ids = _as_id_list(ids)
@@ -302,6 +306,20 @@ def _chunks(text: str, size: int = 1 << 16) -> Iterator[str]:
         end = match.end() if match else len(text)
         yield text[start:end]
         start = end
+
+
+def _check_encodable(text: str) -> None:
+    """A Python str can hold a lone surrogate (e.g. from ``bytes.decode(errors="surrogateescape")``),
+    which is not Unicode text and has no UTF-8 bytes for a byte-level tokenizer to encode."""
+    if not isinstance(text, str):
+        raise ValueError(f"encode takes a str, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"cannot encode {text[err.start]!r} at index {err.start}: a lone surrogate is not valid Unicode text "
+            f"(decode the bytes with errors='replace' instead)"
+        ) from None
 
 
 def _as_id_list(ids: Any) -> list[int]:

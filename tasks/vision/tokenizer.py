@@ -10,6 +10,12 @@ h, w grid rows and columns (h = (H - p) / s + 1), N = h*w patch nodes, P prefix 
 
 Images must tile exactly: an image whose size leaves a remainder past the last patch is an error
 (no padding, which would invent pixels the model never saw in training).
+
+``stem="conv"`` replaces the one-matmul patch projection by a small convolutional stem (Xiao et
+al. 2021, "Early Convolutions Help Transformers See Better"): log2(p) 3x3 stride-2 convolutions
+with batch norm and ReLU, widths doubling up to D, then a 1x1 convolution to D. The nodes and the
+grid are the same as ``stem="patch"`` with stride p; it trains much faster from scratch on small
+datasets, for ~10% more compute at patch 4.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from torch import Tensor, nn
 
 from tzoo.core import SinCos2DPositionalEncoding
 
-__all__ = ["PatchTokenizer", "grid_size", "patchify", "unpatchify"]
+__all__ = ["ConvStem", "PatchTokenizer", "grid_size", "patchify", "unpatchify"]
 
 Size = int | tuple[int, int]
 
@@ -72,6 +78,29 @@ def unpatchify(patches: Tensor, grid: tuple[int, int], patch_size: Size, channel
     return rearrange(patches, "b (h w) (c ph pw) -> b c (h ph) (w pw)", h=h, w=w, c=channels, ph=ph, pw=pw)
 
 
+class ConvStem(nn.Sequential):
+    """(B, C, H, W) -> (B, D, H/p, W/p) with log2(p) 3x3 stride-2 convolutions (BN, ReLU), widths
+    doubling up to D, and a final 1x1 convolution to D. p must be a power of two >= 2."""
+
+    def __init__(self, in_channels: int, dim: int, patch_size: tuple[int, int]) -> None:
+        p = patch_size[0]
+        if patch_size[0] != patch_size[1] or p < 2 or p & (p - 1):
+            raise ValueError(
+                f"stem='conv' needs a square power-of-two patch size (2, 4, 8, 16, ...), got {patch_size}; "
+                f"use stem='patch' for other patch sizes"
+            )
+        depth = p.bit_length() - 1
+        widths = [max(dim >> (depth - i), 8) for i in range(1, depth + 1)]  # e.g. p=4, D=96: 48, 96
+        layers: list[nn.Module] = []
+        c = in_channels
+        for w in widths:
+            layers += [nn.Conv2d(c, w, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            c = w
+        layers.append(nn.Conv2d(c, dim, 1))
+        super().__init__(*layers)
+        self.kernel_size = self.stride = patch_size  # read like the patch projection's
+
+
 class PatchTokenizer(nn.Module):
     """(B, C, H, W) images -> ((B, P + N, D) nodes, (h, w) grid).
 
@@ -92,6 +121,7 @@ class PatchTokenizer(nn.Module):
         position: Literal["sincos", "learned"] = "sincos",
         class_token: bool = True,
         num_registers: int = 0,
+        stem: Literal["patch", "conv"] = "patch",
     ) -> None:
         super().__init__()
         self.patch_size = _pair(patch_size, "patch_size")
@@ -102,11 +132,21 @@ class PatchTokenizer(nn.Module):
             raise ValueError(f"num_registers must be >= 0, got {num_registers}")
         if position not in ("sincos", "learned"):
             raise ValueError(f"position={position!r} is not one of ('sincos', 'learned')")
-        self.dim, self.in_channels, self.position = dim, in_channels, position
+        if stem not in ("patch", "conv"):
+            raise ValueError(f"stem={stem!r} is not one of ('patch', 'conv')")
+        if stem == "conv" and self.stride != self.patch_size:
+            raise ValueError(
+                f"stem='conv' makes disjoint patches: stride {self.stride} must equal patch_size {self.patch_size} (or be left unset)"
+            )
+        self.dim, self.in_channels, self.position, self.stem = dim, in_channels, position, stem
         self.image_size = _pair(image_size, "image_size") if image_size is not None else None
         self.grid = grid_size(self.image_size, self.patch_size, self.stride) if self.image_size else None
         # a kernel-p, stride-s convolution is a linear map applied to every patch
-        self.proj = nn.Conv2d(in_channels, dim, kernel_size=self.patch_size, stride=self.stride)
+        self.proj: nn.Module = (
+            nn.Conv2d(in_channels, dim, kernel_size=self.patch_size, stride=self.stride)
+            if stem == "patch"
+            else ConvStem(in_channels, dim, self.patch_size)
+        )
         self.cls = nn.Parameter(torch.zeros(1, 1, dim)) if class_token else None
         self.registers = nn.Parameter(torch.zeros(1, num_registers, dim)) if num_registers else None
         self.sincos: SinCos2DPositionalEncoding | None = None
@@ -136,7 +176,14 @@ class PatchTokenizer(nn.Module):
                 f"images have {images.shape[1]} channels but the model takes {self.in_channels} "
                 f"(in_channels={self.in_channels}); convert them (e.g. grayscale <-> RGB) first"
             )
+        if not images.is_floating_point():
+            raise ValueError(
+                f"images must be a floating-point tensor, got {images.dtype}; convert them first "
+                f"(e.g. uint8 pixels: images.float() / 255, then the dataset's normalisation)"
+            )
         grid = grid_size(tuple(images.shape[-2:]), self.patch_size, self.stride)
+        if images.dtype != self.proj.weight.dtype and not torch.is_autocast_enabled(images.device.type):
+            images = images.to(self.proj.weight.dtype)  # float64 / float16 input to a float32 model
         x = self.proj(images).flatten(2).transpose(1, 2)  # (B, D, h, w) -> (B, N, D)
         x = self.sincos(x, grid) if self.sincos is not None else x + self.learned_positions(grid)
         prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls, self.registers) if t is not None]
