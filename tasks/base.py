@@ -62,9 +62,20 @@ class TaskModule(pl.LightningModule):
         self.lr, self.weight_decay, self.betas, self.warmup_steps = lr, weight_decay, tuple(betas), warmup_steps
         self.min_lr = lr / 10 if min_lr is None else min_lr
 
+    def configure_model(self) -> None:
+        """Under Lightning's ``ModelParallelStrategy`` (FSDP2), shard the model over the device
+        mesh's data-parallel dimension (see ``tzoo.tasks.parallel``); other strategies have no mesh."""
+        if self.device_mesh is not None:
+            from tzoo.tasks.parallel import fully_shard_blocks
+
+            fully_shard_blocks(self, self.device_mesh["data_parallel"])
+
     def configure_optimizers(self) -> Any:
         # the fused kernel (CPU and CUDA) is one call per step instead of several per tensor
         fused = all(p.device.type in ("cpu", "cuda") for p in self.parameters())
+        # Lightning's mixed-precision plugin refuses to clip the gradients of a fused optimizer
+        # (it assumes the optimizer unscales them itself, as under 16-bit loss scaling)
+        fused = fused and "mixed" not in str(getattr(self._trainer, "precision", ""))
         optimizer = torch.optim.AdamW(param_groups(self, self.weight_decay), lr=self.lr, betas=self.betas, fused=fused)
         total = self._total_steps()
         ratio = self.min_lr / self.lr

@@ -37,17 +37,18 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from tzoo.tasks.lm.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
 
 __all__ = [
     "NAMED_CORPORA",
+    "KeyedStarts",
     "RandomStarts",
     "TextDataModule",
     "TokenWindows",
@@ -246,12 +247,47 @@ class RandomStarts(Sampler[np.ndarray]):
 
     With a ``seed``, every pass draws the same starts (validation: losses compare across
     evaluations). Without, each pass draws fresh ones from torch's global RNG, which
-    ``seed_everything`` seeds. With a ``position`` (training), batch ``i`` of epoch ``e`` is drawn
-    by an RNG keyed by ``(seed, e, i)`` and a pass starts at the batch ``position()`` names (it
-    returns ``(epoch, batches already done in it)``): a run resumed mid-epoch draws exactly the
-    windows the interrupted run would have drawn. Sampling happens in the main process, so the
-    windows do not depend on the number of workers, and Lightning's distributed sampler wrapper
-    deals each rank different batches.
+    ``seed_everything`` seeds. Sampling happens in the main process, so the windows do not
+    depend on the number of workers, and Lightning's distributed sampler wrapper deals each
+    rank different batches.
+    """
+
+    def __init__(
+        self, start: int, stop: int, *, block_size: int, batch_size: int, num_batches: int, seed: int | None
+    ) -> None:
+        assert stop - start >= block_size + 1, "the data module checks the split sizes"
+        self.start, self.stop, self.block_size = start, stop, block_size
+        self.batch_size, self.num_batches, self.seed = batch_size, num_batches, seed
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        high = self.stop - self.block_size  # exclusive: the last window's target ends at stop
+        generator = None if self.seed is None else torch.Generator().manual_seed(self.seed)
+        for _ in range(self.num_batches):
+            yield torch.randint(self.start, high, (self.batch_size,), generator=generator).numpy()
+
+
+class Position(NamedTuple):
+    """Where a training pass starts: the epoch, the batches already done in it, and this
+    process's data-parallel rank among ``world`` ranks."""
+
+    epoch: int
+    done: int
+    rank: int = 0
+    world: int = 1
+
+
+class KeyedStarts(RandomStarts, DistributedSampler):
+    """Training window starts, resumable and rank-aware.
+
+    Batch ``i`` of epoch ``e`` is drawn by an RNG keyed by ``(*seed, e, i)``, and a pass starts at
+    the batch ``position()`` names: a run resumed mid-epoch draws exactly the windows the
+    interrupted run would have. Under data parallelism each step draws ``world * batch_size``
+    starts and rank ``r`` takes the ``r``-th slice, so the ranks together train on the batch a
+    single process with ``world * batch_size`` would. It is a ``DistributedSampler`` only so that
+    Lightning does not wrap it in one: it deals the ranks their shares itself.
     """
 
     def __init__(
@@ -262,30 +298,21 @@ class RandomStarts(Sampler[np.ndarray]):
         block_size: int,
         batch_size: int,
         num_batches: int,
-        seed: int | tuple[int, ...] | None,
-        position: Callable[[], tuple[int, int]] | None = None,
+        seed: tuple[int, ...],
+        position: Callable[[], Position],
     ) -> None:
-        assert stop - start >= block_size + 1, "the data module checks the split sizes"
-        assert position is None or seed is not None, "keyed batches need a seed"
-        self.start, self.stop, self.block_size = start, stop, block_size
-        self.batch_size, self.num_batches, self.seed, self.position = batch_size, num_batches, seed, position
-
-    def __len__(self) -> int:
-        return self.num_batches
+        RandomStarts.__init__(
+            self, start, stop, block_size=block_size, batch_size=batch_size, num_batches=num_batches, seed=None
+        )
+        self.key, self.position = tuple(seed), position
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        high = self.stop - self.block_size  # exclusive: the last window's target ends at stop
-        if self.position is not None:
-            epoch, done = self.position()
-            seed = self.seed if isinstance(self.seed, tuple) else (self.seed,)
-            for i in range(done, self.num_batches):
-                rng = np.random.default_rng([*seed, epoch, i])  # ~10 us: negligible beside a step
-                yield rng.integers(self.start, high, self.batch_size, dtype=np.int64)
-            return
-        assert not isinstance(self.seed, tuple)
-        generator = None if self.seed is None else torch.Generator().manual_seed(self.seed)
-        for _ in range(self.num_batches):
-            yield torch.randint(self.start, high, (self.batch_size,), generator=generator).numpy()
+        epoch, done, rank, world = self.position()
+        high = self.stop - self.block_size
+        b = self.batch_size
+        for i in range(done, self.num_batches):
+            rng = np.random.default_rng([*self.key, epoch, i])  # ~10 us: negligible beside a step
+            yield rng.integers(self.start, high, b * world, dtype=np.int64)[rank * b : (rank + 1) * b]
 
 
 # --- the data module ----------------------------------------------------------------------------
@@ -398,32 +425,30 @@ class TextDataModule(pl.LightningDataModule):
         sizes = dict(block_size=self.block_size, batch_size=self.batch_size)
         # keyed by the data seed and seed_everything's seed (its PL_GLOBAL_SEED), like the rest of the run
         train_seed = (self.seed, int(os.environ.get("PL_GLOBAL_SEED", 0)))
-        self._train_starts = RandomStarts(
+        self._train_starts = KeyedStarts(
             0, n_train, num_batches=self.train_batches, seed=train_seed, position=self._train_position, **sizes
         )
         self._val_starts = RandomStarts(n_train, n_train + n_val, num_batches=self.val_batches, seed=self.seed, **sizes)
 
-    def _train_position(self) -> tuple[int, int]:
-        """(epoch, training batches already done in it) when a training pass starts.
+    def _train_position(self) -> Position:
+        """Where a training pass starts (see ``KeyedStarts``).
 
         Under a trainer this reads its loop progress, which a checkpoint restores: on resume the
-        pass skips the batches the interrupted run trained on. Under data parallelism a resumed
-        epoch restarts from its first batch (each rank's count is of its own share); the windows
-        then differ from an uninterrupted run's for the rest of that epoch only. Without a trainer
-        every pass is a new epoch."""
+        pass skips the batches the interrupted run trained on. Without a trainer every pass is a
+        new epoch."""
         trainer = self.trainer
         if trainer is None:
             self._passes += 1
-            return self._passes - 1, 0
+            return Position(self._passes - 1, 0)
         epoch, done = trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
         limit = trainer.limit_train_batches
         length = self.train_batches
         length = min(length, limit) if isinstance(limit, int) else max(1, int(length * (limit if limit is not None else 1.0)))
         if done >= length:  # resumed from a checkpoint taken at the end of an epoch
-            return epoch + 1, 0
-        if trainer.world_size > 1:
-            return epoch, 0
-        return epoch, done
+            epoch, done = epoch + 1, 0
+        # DDP and ModelParallelStrategy both say which data-parallel rank this process is
+        ranks = getattr(trainer.strategy, "distributed_sampler_kwargs", None) or {}
+        return Position(epoch, done, ranks.get("rank", 0), ranks.get("num_replicas", 1))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

@@ -1,0 +1,74 @@
+"""Precision and compile on CPU: `bf16-mixed` trains every task's tiny config; the LM's opt-in
+`torch.compile` trains and writes the plain model's state-dict keys; attention masks take the
+form SDPA's fused kernels accept."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tzoo.tasks.cli import main
+from tzoo.tasks.reliability import read_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n\n" * 30
+LM = ["--model.init_args.dim=32", "--model.init_args.depth=1", "--model.init_args.num_heads=2",
+      "--model.init_args.sample_tokens=4", "--data.init_args.block_size=16", "--model.init_args.block_size=16",
+      "--data.init_args.batch_size=4", "--data.init_args.val_batches=1"]  # fmt: skip
+
+
+def _fit(tmp_path: Path, config: str, *extra: str) -> dict:
+    root = tmp_path / "runs"
+    # the run card's peak-FLOP/s probe (a 2048^2 matmul in the run's dtype) takes minutes in bf16 on a CPU
+    card = ["--trainer.callbacks+=tzoo.tasks.run_card.RunCard", "--trainer.callbacks.peak_flops=1e11"]
+    main(["fit", "--config", str(ROOT / "configs" / config), *extra, *card, "--trainer.max_steps=3",
+          "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={root}"])  # fmt: skip
+    (last,) = root.rglob("last.ckpt")
+    return read_checkpoint(last)
+
+
+def _lm(tmp_path: Path) -> list[str]:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS)
+    return [*LM, f"--data.init_args.corpus={corpus}"]
+
+
+@pytest.mark.parametrize("task", ["lm", "vision"])
+def test_bf16_mixed_trains_on_cpu(tmp_path, monkeypatch, task):
+    monkeypatch.setenv("TZOO_CACHE", str(tmp_path / "cache"))
+    if task == "lm":
+        checkpoint = _fit(tmp_path, "lm/shakespeare_char.yaml", *_lm(tmp_path), "--trainer.precision=bf16-mixed")
+    else:
+        checkpoint = _fit(tmp_path, "vision/digits.yaml", "--model.init_args.dim=16", "--model.init_args.depth=1",
+                          "--model.init_args.attention_images=0", f"--data.init_args.data_dir={tmp_path}",
+                          "--trainer.precision=bf16-mixed")  # fmt: skip
+    weights = checkpoint["state_dict"]
+    assert all(w.dtype == torch.float32 for w in weights.values() if w.is_floating_point())  # fp32 master weights
+    assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+
+
+@pytest.mark.slow
+def test_compiled_lm_trains_and_saves_plain_keys(tmp_path, monkeypatch):
+    monkeypatch.setenv("TZOO_CACHE", str(tmp_path / "cache"))
+    torch._dynamo.reset()
+    checkpoint = _fit(tmp_path, "lm/shakespeare_char.yaml", *_lm(tmp_path), "--model.init_args.compile=true")
+    assert not any("_orig_mod" in key for key in checkpoint["state_dict"])  # loads into an uncompiled model
+    assert all(torch.isfinite(w).all() for w in checkpoint["state_dict"].values())
+
+
+def test_masks_reach_sdpa_as_booleans_or_as_its_causal_flag(monkeypatch):
+    """The core hands SDPA either ``is_causal=True`` without a mask (the flash kernel's form) or a
+    boolean mask; never a float mask built per call."""
+    from tzoo.tasks.lm.model import GPT
+
+    calls = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, **kw):
+        calls.append((None if attn_mask is None else attn_mask.dtype, is_causal))
+        return real(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, **kw)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    GPT(20, block_size=16, dim=16, depth=1, num_heads=2)(torch.zeros(2, 16, dtype=torch.long))
+    assert calls and all(dtype in (None, torch.bool) for dtype, _ in calls)
+    assert all(causal for dtype, causal in calls if dtype is None)
