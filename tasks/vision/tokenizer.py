@@ -182,8 +182,9 @@ class PatchTokenizer(nn.Module):
                 f"(e.g. uint8 pixels: images.float() / 255, then the dataset's normalisation)"
             )
         grid = grid_size(tuple(images.shape[-2:]), self.patch_size, self.stride)
-        if images.dtype != self.proj.weight.dtype and not torch.is_autocast_enabled(images.device.type):
-            images = images.to(self.proj.weight.dtype)  # float64 / float16 input to a float32 model
+        dtype = next(self.proj.parameters()).dtype
+        if images.dtype != dtype and not torch.is_autocast_enabled(images.device.type):
+            images = images.to(dtype)  # float64 / float16 input to a float32 model
         x = self.proj(images).flatten(2).transpose(1, 2)  # (B, D, h, w) -> (B, N, D)
         x = self.sincos(x, grid) if self.sincos is not None else x + self.learned_positions(grid)
         prefix = [t.expand(x.shape[0], -1, -1) for t in (self.cls, self.registers) if t is not None]

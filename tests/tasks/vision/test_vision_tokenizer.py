@@ -129,3 +129,28 @@ def test_bad_settings():
         PatchTokenizer(16, patch_size=0)
     with pytest.raises(ValueError, match=r"pool='max' is not one of \('cls', 'mean'\)"):
         ViT(10, pool="max")  # type: ignore[arg-type]
+
+
+def test_conv_stem_gives_the_same_grid_and_nodes_as_the_patch_projection():
+    torch.manual_seed(0)
+    images = torch.randn(2, 1, 28, 20)
+    patch = PatchTokenizer(32, patch_size=4, in_channels=1, class_token=True)
+    conv = PatchTokenizer(32, patch_size=4, in_channels=1, class_token=True, stem="conv")
+    (xp, gp), (xc, gc) = patch(images), conv(images)
+    assert gp == gc == (7, 5) and xp.shape == xc.shape == (2, 1 + 35, 32)
+    # each node sees only its own patch's receptive field: changing pixels of patch (0, 0) leaves far nodes alone
+    moved = images.clone()
+    moved[:, :, :4, :4] += 1.0
+    conv.eval()
+    far = conv(moved)[0][:, 1 + 2 * 5 + 3:] - conv(images)[0][:, 1 + 2 * 5 + 3:]
+    assert far.abs().max() < 1e-6
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    (dict(patch_size=6, stem="conv"), r"stem='conv' needs a square power-of-two patch size.*\(6, 6\)"),
+    (dict(patch_size=4, stride=2, stem="conv"), r"stride \(2, 2\) must equal patch_size \(4, 4\)"),
+    (dict(patch_size=4, stem="conv3"), r"stem='conv3' is not one of \('patch', 'conv'\)"),
+])
+def test_conv_stem_bad_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        PatchTokenizer(32, in_channels=1, **kwargs)
