@@ -48,6 +48,7 @@ class ViT(nn.Module):
         drop_path: float = 0.0,
         layer_scale: float | None = None,
         head_dropout: float = 0.0,
+        stem: Literal["patch", "conv"] = "patch",
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -64,6 +65,7 @@ class ViT(nn.Module):
             position=position,
             class_token=pool == "cls",
             num_registers=num_registers,
+            stem=stem,
         )
         self.drop = nn.Dropout(dropout) if dropout else None
         config = TransformerConfig(
@@ -90,8 +92,9 @@ class ViT(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
         proj = self.tokenizer.proj
-        nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
-        nn.init.zeros_(proj.bias)
+        if isinstance(proj, nn.Conv2d):
+            nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
+            nn.init.zeros_(proj.bias)
 
     @property
     def num_prefix(self) -> int:

@@ -22,12 +22,14 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from tzoo.tasks.base import TaskModule
 from tzoo.tasks.vision.model import SIZES, ViT
+from tzoo.tasks.vision.tokenizer import grid_size
 
 __all__ = ["PredictionWriter", "VisionClassifier"]
 
 
 class VisionClassifier(TaskModule):
     task_name = "vision"
+    card_metric = "val/acc"
 
     def __init__(
         self,
@@ -45,6 +47,7 @@ class VisionClassifier(TaskModule):
         pool: Literal["cls", "mean"] = "cls",
         position: Literal["sincos", "learned"] = "sincos",
         num_registers: int = 0,
+        stem: Literal["patch", "conv"] = "patch",
         dropout: float = 0.0,
         attn_dropout: float = 0.0,
         drop_path: float = 0.1,
@@ -60,7 +63,8 @@ class VisionClassifier(TaskModule):
         """``num_classes``, ``image_size`` and ``in_channels`` are linked from the data by the tzoo
         CLI; pass them when building by hand. ``size`` names a ViT size (tiny, small, base);
         ``dim`` / ``depth`` / ``num_heads`` override its values. ``attention_images``: how many
-        validation images the attention figure shows (0: none)."""
+        validation images the attention figure shows (0: none). ``stem="conv"``: a convolutional
+        stem instead of the patch projection (see ``tzoo.tasks.vision.tokenizer``)."""
         super().__init__(lr=lr, min_lr=min_lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps)
         if num_classes is None or in_channels is None:
             raise ValueError(
@@ -83,6 +87,7 @@ class VisionClassifier(TaskModule):
             pool=pool,
             position=position,
             num_registers=num_registers,
+            stem=stem,
             dropout=dropout,
             attn_dropout=attn_dropout,
             drop_path=drop_path,
@@ -137,6 +142,18 @@ class VisionClassifier(TaskModule):
         if self._step_start is not None:
             self.log_train_metrics({"train/images_per_s": len(batch[0]) / (time.perf_counter() - self._step_start)})
 
+    def count_nodes(self, batch: tuple[Tensor, Tensor]) -> int:
+        """Patch nodes (plus class/register nodes) in a training batch, for the run card's nodes/s."""
+        tok, size = self.model.tokenizer, tuple(batch[0].shape[-2:])
+        h, w = grid_size(size, tok.patch_size, tok.stride)
+        self._card_image = (size, h * w + self.model.num_prefix)  # (H, W), nodes per image
+        return len(batch[0]) * self._card_image[1]
+
+    def flops_per_node(self) -> float | None:
+        """Training FLOPs per node at the image size last counted (run card MFU)."""
+        image = getattr(self, "_card_image", None)
+        return None if image is None else self.model.flops_per_image(image[0]) / image[1]
+
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         images, target = batch
         logits = self.model(images)
@@ -166,7 +183,8 @@ class VisionClassifier(TaskModule):
 
     def on_validation_epoch_end(self) -> None:
         trainer = self.trainer
-        if self.attention_images <= 0 or trainer.sanity_checking or not trainer.is_global_zero or trainer.log_dir is None:
+        if self.attention_images <= 0 or trainer.sanity_checking or not trainer.is_global_zero or not trainer.loggers:
+            # (without a logger Lightning's log_dir is the working directory: write nowhere)
             return
         data = getattr(trainer, "datamodule", None)
         if data is None or not hasattr(data, "example_images"):
