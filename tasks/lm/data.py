@@ -348,7 +348,11 @@ class TextDataModule(pl.LightningDataModule):
     ) -> None:
         """``bpe_vocab_size`` is the BPE vocabulary to train (ignored for ``char``); ``sha256`` checks
         a URL or single-file corpus; ``train_batches`` is the length of a training epoch (windows
-        are drawn at random, so an epoch is only a unit of progress)."""
+        are drawn at random, so an epoch is only a unit of progress). ``batch_size`` is per process:
+        under data parallelism with W processes a step trains on the W * batch_size windows one
+        process with that batch size would draw, and an epoch is ``train_batches`` steps at any W.
+        The training windows are keyed by ``seed`` and ``seed_everything``'s seed, so a resumed run
+        draws the same ones as an uninterrupted run (see ``KeyedStarts``)."""
         super().__init__()
         if not isinstance(corpus, str) or not corpus:
             raise ValueError(f"corpus must be a name {list(NAMED_CORPORA)}, an http(s) URL or a path, got {corpus!r}")

@@ -1,0 +1,187 @@
+"""Resume exactly: a `tzoo fit` killed with SIGKILL mid-run and restarted with `--ckpt_path last`
+ends with the same weights as an uninterrupted run (LM mid-epoch, vision from an epoch-end
+checkpoint); a kill during a checkpoint save never leaves a broken `last.ckpt`."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tzoo.tasks.reliability import atomic_torch_save, read_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 40
+
+# A callback that slows each step down, so that the test's SIGKILL lands mid-run (the kill
+# itself comes from the test, at whatever point the child has reached).
+THROTTLE = textwrap.dedent(
+    """\
+    import time
+    from lightning.pytorch.callbacks import Callback
+
+    class Throttle(Callback):
+        def __init__(self, seconds: float = 0.05) -> None:
+            self.seconds = seconds
+
+        def on_train_batch_end(self, *args, **kwargs) -> None:
+            time.sleep(self.seconds)
+    """
+)
+
+
+def _lm_args(tmp_path: Path) -> list[str]:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS)
+    config = tmp_path / "lm.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            seed_everything: 7
+            trainer:
+              max_steps: 20
+              limit_val_batches: 2
+              log_every_n_steps: 1
+              enable_progress_bar: false
+              deterministic: true
+              callbacks:
+                - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+                  init_args: {{every_n_train_steps: 3, save_last: true, save_top_k: 0}}
+                - class_path: throttle.Throttle
+            model:
+              class_path: tzoo.tasks.lm.module.LanguageModel
+              init_args: {{block_size: 16, dim: 16, depth: 1, num_heads: 2, sample_tokens: 4, dropout: 0.1, warmup_steps: 5}}
+            data:
+              class_path: tzoo.tasks.lm.data.TextDataModule
+              init_args:
+                corpus: {corpus}
+                block_size: 16
+                batch_size: 4
+                train_batches: 7
+                cache_dir: {tmp_path / "cache"}
+            """
+        )
+    )
+    return ["--config", str(config)]
+
+
+def _vision_args(tmp_path: Path) -> list[str]:
+    return [
+        "--config", str(ROOT / "configs/vision/digits.yaml"),
+        "--model.init_args.dim=16", "--model.init_args.depth=1", "--model.init_args.num_heads=2",
+        "--model.init_args.attention_images=0", "--model.init_args.warmup_steps=5",
+        "--data.init_args.batch_size=128", f"--data.init_args.data_dir={tmp_path}",
+        "--trainer.max_epochs=5", "--trainer.check_val_every_n_epoch=2", "--trainer.limit_val_batches=1",
+        "--trainer.enable_progress_bar=false", "--trainer.deterministic=true",
+        "--trainer.callbacks+=throttle.Throttle",
+    ]  # fmt: skip
+
+
+def _start(args: list[str], root: Path, helpers: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(helpers), "OMP_NUM_THREADS": "1", "TZOO_CACHE": str(root / "cache")}
+    cmd = [sys.executable, "-m", "tzoo.tasks.cli", "fit", *args, f"--trainer.default_root_dir={root}", *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _finish(proc: subprocess.Popen) -> str:
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def _progress(last: Path, key: str) -> int:
+    """The step or epoch of a last.ckpt that the child may be replacing right now (it writes
+    atomically, so any file under the name is whole)."""
+    if not last.is_file():
+        return -1
+    return int(read_checkpoint(last)[key])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("task", "make_args", "key", "kill_at"),
+    [("lm", _lm_args, "global_step", 7), ("vision", _vision_args, "epoch", 1)],
+    ids=["lm-mid-epoch", "vision-epoch-end"],
+)
+def test_killed_run_resumes_to_the_same_weights(tmp_path, task, make_args, key, kill_at):
+    helpers = tmp_path / "helpers"
+    helpers.mkdir()
+    (helpers / "throttle.py").write_text(THROTTLE)
+    args = make_args(tmp_path)
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    reference = _start(args, straight, helpers)  # runs alongside the interrupted one
+    victim = _start(args, killed, helpers)
+    last = killed / task / "version_0" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 180
+    while _progress(last, key) < kill_at:
+        assert victim.poll() is None, f"the run ended before it could be killed:\n{victim.communicate()[0][-3000:]}"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert victim.returncode == -signal.SIGKILL
+    interrupted_at = _progress(last, key)
+    out = _finish(_start(args, killed, helpers, "--ckpt_path", "last"))
+    assert "Restoring states from the checkpoint path" in out and "version_0" in out
+    assert not (killed / task / "version_1").exists()  # the resumed run continues version_0's logs
+    _finish(reference)
+
+    a = read_checkpoint(straight / task / "version_0" / "checkpoints" / "last.ckpt")
+    b = read_checkpoint(last)
+    assert b[key] > interrupted_at and a["global_step"] == b["global_step"]
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for name, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][name], value, rtol=0, atol=0, msg=f"{name} differs after resume")
+
+
+_SAVER = textwrap.dedent(
+    """\
+    import sys, torch
+    from tzoo.tasks.reliability import atomic_torch_save
+    path = sys.argv[1]
+    big = {"state_dict": {"w": torch.zeros(4_000_000)}}
+    i = 0
+    print("ready", flush=True)
+    while True:
+        i += 1
+        big["step"] = i
+        atomic_torch_save(big, path)
+    """
+)
+
+
+def test_a_kill_during_checkpoint_saves_never_leaves_a_broken_file(tmp_path):
+    path = tmp_path / "last.ckpt"
+    atomic_torch_save({"step": 0, "state_dict": {"w": torch.zeros(4_000_000)}}, path)
+    steps = []
+    for delay in (0.05, 0.13, 0.21, 0.37):  # land at different points of a ~16 MB write
+        proc = subprocess.Popen([sys.executable, "-c", _SAVER, str(path)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        steps.append(read_checkpoint(path)["step"])  # whole: the old file or a new one
+    assert max(steps) > 0  # the saves did replace the file
+
+
+def test_keyed_windows_resume_mid_epoch_and_split_across_ranks():
+    import numpy as np
+
+    from tzoo.tasks.lm.data import KeyedStarts, Position
+
+    def starts(position: Position, batch_size: int) -> list:
+        sampler = KeyedStarts(0, 1000, block_size=8, batch_size=batch_size, num_batches=5, seed=(1, 2), position=lambda: position)
+        return list(sampler)
+
+    full = starts(Position(epoch=3, done=0), 8)
+    assert len(full) == 5 and all(len(s) == 8 for s in full)
+    resumed = starts(Position(epoch=3, done=2), 8)  # after 2 batches: the same last 3
+    assert len(resumed) == 3 and all(np.array_equal(a, b) for a, b in zip(full[2:], resumed))
+    rank0, rank1 = starts(Position(3, 0, rank=0, world=2), 4), starts(Position(3, 0, rank=1, world=2), 4)
+    assert all(np.array_equal(np.concatenate([a, b]), f) for a, b, f in zip(rank0, rank1, full))  # one global batch
+    assert not np.array_equal(starts(Position(4, 0), 8)[0], full[0])  # another epoch, other windows
