@@ -2,7 +2,8 @@
 
 Audio: (B, S) samples -> 80-band log-mel (25 ms windows every 10 ms) normalised per utterance and
 band -> SpecAugment (frequency and time masks, training only) -> two stride-2 convolutions (x4
-fewer frames, 40 ms per node) -> nodes (B, N, D) and a key-padding mask (B, N) from the true lengths.
+fewer frames, 40 ms per node) -> LayerNorm -> nodes (B, N, D) and a key-padding mask (B, N) from the
+true lengths.
 
 Text: the LM task's character tokenizer over a fixed alphabet, with three special tokens first:
 ``<blank>`` (id 0, the CTC blank), ``<s>`` (1, starts decoding) and ``</s>`` (2, ends it).
@@ -92,6 +93,9 @@ class AudioTokenizer(nn.Module):
         self.conv1 = nn.Conv1d(n_mels, dim, kernel_size=3, stride=2, padding=1)
         self.conv2 = nn.Conv1d(dim, dim, kernel_size=3, stride=2, padding=1)
         self.act = nn.GELU()
+        # unit-scale nodes: at initialisation the convolutions' output is ~0.2 per channel, which
+        # positional encodings added next (~0.7) would drown
+        self.norm = nn.LayerNorm(dim)
 
     @staticmethod
     def subsampled(frames: Tensor) -> Tensor:
@@ -118,4 +122,4 @@ class AudioTokenizer(nn.Module):
         x = self.act(self.conv2(x))  # (B, D, N)
         nodes = self.subsampled(frames)
         mask = torch.arange(x.shape[-1], device=x.device)[None, :] < nodes[:, None]  # (B, N)
-        return x.transpose(1, 2), mask  # (B, N, D)
+        return self.norm(x.transpose(1, 2)), mask  # (B, N, D)
