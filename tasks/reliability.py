@@ -192,6 +192,9 @@ class RNGStateCallback(Callback):
     stays loadable with ``weights_only=True``. Under data parallelism rank 0's states are saved and
     every rank gets them back (seed_everything gives every rank the same seed anyway)."""
 
+    def __init__(self) -> None:
+        self._restored: dict[str, Any] | None = None
+
     def state_dict(self) -> dict[str, Any]:
         kind, keys, pos, has_gauss, gauss = np.random.get_state()
         return {
@@ -202,6 +205,22 @@ class RNGStateCallback(Callback):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._apply(state_dict)
+        self._restored = state_dict
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Resuming from an end-of-epoch checkpoint, Lightning makes the train iterator once when
+        # it sets up the data (drawing from the RNGs: a loader's worker seed, a shuffle's seed,
+        # the first batch's augmentations) and then again for the next epoch; the uninterrupted
+        # run made only the second. Restoring again here puts the streams where that run had them.
+        if self._restored is not None:
+            self._apply(self._restored)
+            self._restored = None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._restored = None  # resumed mid-epoch: the restored state is in use already
+
+    def _apply(self, state_dict: dict[str, Any]) -> None:
         torch.set_rng_state(state_dict["torch"])
         cuda = state_dict.get("cuda") or []
         if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():

@@ -88,7 +88,10 @@ class RunCard(Callback):
     def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *, status: str) -> None:
         if not trainer.loggers or not trainer.is_global_zero or trainer.sanity_checking:
             return
-        log_dir = trainer.log_dir
+        # the logger's own directory: Trainer.log_dir broadcasts from rank 0, a collective that
+        # hangs or fails when only rank 0 gets here (DDP, at the end of fit)
+        logger = trainer.loggers[0]
+        log_dir = getattr(logger, "log_dir", None) or logger.save_dir
         if not log_dir:
             return
         card = self.card(trainer, pl_module, status=status)
@@ -119,7 +122,7 @@ class RunCard(Callback):
             "task": getattr(pl_module, "task_name", "") or cls.__name__,
             "model": f"{cls.__module__}.{cls.__qualname__}",
             "status": status,
-            "run_dir": str(Path(trainer.log_dir or ".").resolve()),
+            "run_dir": str(Path(getattr(trainer.loggers[0], "log_dir", None) or ".").resolve()) if trainer.loggers else None,
             "started_utc": self._started.isoformat(timespec="seconds"),
             "wall_time_s": round(time.perf_counter() - self._fit_start, 3),
             "train_step_time_s": round(self._train_time, 3),
