@@ -6,7 +6,11 @@
 - Fully sharded (FSDP2): ``--trainer.strategy lightning.pytorch.strategies.ModelParallelStrategy``.
   Lightning builds a device mesh and calls ``configure_model``; ``TaskModule.configure_model``
   then shards every transformer block, and the rest of the model, with ``fully_shard`` over the
-  mesh's data-parallel dimension (works on CPU over gloo as well as on GPUs).
+  mesh's data-parallel dimension (works on CPU over gloo as well as on GPUs). Set
+  ``--trainer.strategy.data_parallel_size N --trainer.strategy.tensor_parallel_size 1`` for FSDP
+  alone: Lightning's "auto" makes each node's devices a tensor-parallel group (data parallel
+  across nodes only), so on one node nothing would be sharded and every rank would see the
+  same data.
 """
 
 from __future__ import annotations
