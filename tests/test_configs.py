@@ -1,5 +1,6 @@
 """Every example config trains for a couple of steps with tiny sizes, so none of them rots."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,9 @@ def test_config_trains_a_few_steps(config, tmp_path, monkeypatch):
         args += ["--data.init_args.source=espeak", f"--data.init_args.data_dir={tmp_path / 'speech'}"]
     main(args)
     assert list(tmp_path.rglob("last.ckpt"))
+    card = json.loads(next(tmp_path.rglob("run_card.json")).read_text())  # every fit writes a run card
+    assert card["steps"] == 2 and card["params"] > 0
+    if task in ("lm", "vision", "decision"):  # these count their nodes
+        assert card["nodes_per_s"] > 0, card
+    if card["metrics"]:  # validation ran: the task's own metric is among them
+        assert card["metric"]["value"] is not None, card

@@ -33,6 +33,7 @@ _STATISTICS = ("state_mean", "state_std", "return_scale")
 
 class DecisionTransformer(TaskModule):
     task_name = "decision"
+    card_metric = "eval/normalized_return"
 
     def __init__(
         self,
@@ -128,6 +129,10 @@ class DecisionTransformer(TaskModule):
             return F.cross_entropy(pred[mask], batch["actions"][mask])
         target = self.model.tokenizer.normalize_action(batch["actions"])  # (B, K, A) in [-1, 1]
         return F.mse_loss(pred[mask], target[mask])
+
+    def count_nodes(self, batch: dict[str, Tensor]) -> int:
+        """Real (return-to-go, state, action) nodes in a training batch: 3 per unpadded step."""
+        return 3 * int(batch["mask"].sum())
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         loss = self._loss(batch)

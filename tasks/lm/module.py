@@ -26,6 +26,7 @@ __all__ = ["LanguageModel"]
 
 class LanguageModel(TaskModule):
     task_name = "lm"
+    card_metric = "val/ppl"
 
     def __init__(
         self,
@@ -209,6 +210,10 @@ class LanguageModel(TaskModule):
                 path = Path(tmp) / "tokenizer.json"
                 path.write_text(json.dumps(checkpoint["tokenizer"]), encoding="utf-8")
                 self.tokenizer = load_tokenizer(path)
+
+    def count_nodes(self, batch: tuple[Tensor, Tensor]) -> int:
+        """Token nodes in a training batch (the run card's nodes/s)."""
+        return batch[0].numel()
 
     def flops_per_token(self) -> float:
         """Training FLOPs per token (forward + backward), PaLM appendix B: 6N + 12 L D T."""
