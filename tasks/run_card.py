@@ -16,6 +16,7 @@ run's precision, measured once when the card is written (or ``TZOO_PEAK_FLOPS``,
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -182,9 +183,19 @@ def _matmul_dtype(precision: str) -> torch.dtype:
     return torch.float32
 
 
-def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32, *, size: int = 2048, repeats: int = 3) -> float:
+def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32, *, size: int | None = None, repeats: int = 3) -> float:
     """FLOP/s of the fastest of ``repeats`` (size x size) @ (size x size) products on ``device``: the
-    practical ceiling a model's matmuls run against (2·size³ FLOPs each)."""
+    practical ceiling a model's matmuls run against (2·size³ FLOPs each). Measured once per process
+    for each (device, dtype, size). ``size`` defaults to 2048, or 512 for 16-bit types on a CPU (which
+    may emulate them: a 2048 product in bf16 takes minutes on a CPU without bf16 instructions)."""
+    if size is None:
+        size = 512 if device.type == "cpu" and dtype in (torch.bfloat16, torch.float16) else 2048
+    return _measure_peak_flops(str(device), dtype, size, repeats)
+
+
+@functools.lru_cache(maxsize=None)
+def _measure_peak_flops(device_name: str, dtype: torch.dtype, size: int, repeats: int) -> float:
+    device = torch.device(device_name)
     a = torch.randn(size, size, device=device).to(dtype)
     b = torch.randn(size, size, device=device).to(dtype)
     best = float("inf")
