@@ -98,8 +98,6 @@ class ConvStem(nn.Sequential):
             c = w
         layers.append(nn.Conv2d(c, dim, 1))
         super().__init__(*layers)
-        self.kernel_size = self.stride = patch_size  # read like the patch projection's
-
 
 class PatchTokenizer(nn.Module):
     """(B, C, H, W) images -> ((B, P + N, D) nodes, (h, w) grid).
