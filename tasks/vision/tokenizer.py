@@ -99,6 +99,7 @@ class ConvStem(nn.Sequential):
         layers.append(nn.Conv2d(c, dim, 1))
         super().__init__(*layers)
 
+
 class PatchTokenizer(nn.Module):
     """(B, C, H, W) images -> ((B, P + N, D) nodes, (h, w) grid).
 
