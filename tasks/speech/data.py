@@ -67,10 +67,15 @@ def collate(items: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, Ten
 
 
 class LengthBucketSampler(Sampler[list[int]]):
-    """Batches of similar durations, in a new random order every epoch."""
+    """Batches of similar durations, in a new random order every epoch; with ``shortest_first`` the
+    first epoch goes from the shortest batches to the longest (SortaGrad, Amodei et al. 2016: the
+    short utterances teach CTC its alignments sooner)."""
 
-    def __init__(self, durations: Sequence[float], batch_size: int, *, seed: int = 0, pool: int = 50) -> None:
+    def __init__(
+        self, durations: Sequence[float], batch_size: int, *, seed: int = 0, pool: int = 50, shortest_first: bool = False
+    ) -> None:
         self.durations, self.batch_size, self.seed, self.pool = list(durations), batch_size, seed, pool
+        self.shortest_first = shortest_first
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -87,6 +92,8 @@ class LengthBucketSampler(Sampler[list[int]]):
             chunk = sorted(order[start : start + size], key=lambda i: self.durations[i])
             batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
         rng.shuffle(batches)
+        if self.shortest_first and self.epoch == 1:
+            batches.sort(key=lambda batch: max(self.durations[i] for i in batch))
         return iter(batches)
 
 
@@ -97,7 +104,8 @@ class SpeechDataModule(pl.LightningDataModule):
     ``max_words``, ``digit_fraction``, ``speed`` (words/minute), ``pitch``, ``snr_db`` and
     ``noise_files`` shape it (see ``corpus.CorpusSpec``); ``workers`` processes generate it.
     ``alphabet``: the characters transcripts may hold (after lower-casing); a transcript with any
-    other is an error that names its manifest line.
+    other is an error that names its manifest line. ``shortest_first``: the first training epoch
+    from the shortest batches to the longest (SortaGrad), later ones shuffled.
     """
 
     model_links = ("alphabet", "sample_rate")
@@ -124,6 +132,7 @@ class SpeechDataModule(pl.LightningDataModule):
         val_subset: str = "dev-clean",
         test_subset: str = "test-clean",
         predict_files: list[str] | None = None,
+        shortest_first: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -134,6 +143,7 @@ class SpeechDataModule(pl.LightningDataModule):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.source, self.batch_size, self.num_workers, self.seed = source, batch_size, num_workers, seed
+        self.shortest_first = shortest_first
         self.alphabet, self.sample_rate, self.workers = alphabet, sample_rate, workers
         self.subsets = {"train": train_subset, "val": val_subset, "test": test_subset}
         self.predict_files = list(predict_files or [])
@@ -180,7 +190,7 @@ class SpeechDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         data = self._dataset("train")
         durations = [e.get("duration") or 0.0 for e in data.entries]
-        sampler = LengthBucketSampler(durations, self.batch_size, seed=self.seed)
+        sampler = LengthBucketSampler(durations, self.batch_size, seed=self.seed, shortest_first=self.shortest_first)
         return DataLoader(data, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)  # fmt: skip
 

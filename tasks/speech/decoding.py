@@ -11,13 +11,14 @@ Shape legend: B batch, N audio nodes, T tokens, V vocabulary, K beam width, D wi
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from tzoo.core import KVCache
 from tzoo.tasks.speech.model import SpeechTransformer
 from tzoo.tasks.speech.tokenizer import BLANK, BOS, EOS
 
-__all__ = ["beam_search", "ctc_greedy", "greedy", "max_tokens"]
+__all__ = ["beam_search", "ctc_greedy", "ctc_log_likelihood", "greedy", "max_tokens"]
 
 
 def ctc_greedy(logits: Tensor, mask: Tensor) -> list[list[int]]:
@@ -35,9 +36,23 @@ def ctc_greedy(logits: Tensor, mask: Tensor) -> list[list[int]]:
     return out
 
 
+def ctc_log_likelihood(logits: Tensor, hypotheses: list[list[int]]) -> Tensor:
+    """One utterance's CTC logits (N, V) and K token sequences -> (K,) log P_ctc(sequence | audio),
+    summed over every alignment (-inf where no alignment fits in N nodes)."""
+    K, N = len(hypotheses), logits.shape[0]
+    log_probs = logits.float().log_softmax(-1)[:, None].expand(N, K, -1)  # (N, K, V)
+    lengths = torch.tensor([len(h) for h in hypotheses], dtype=torch.long)
+    targets = torch.zeros(K, max(1, int(lengths.max()) if K else 1), dtype=torch.long)
+    for i, h in enumerate(hypotheses):
+        targets[i, : len(h)] = torch.tensor(h, dtype=torch.long)
+    nll = F.ctc_loss(log_probs, targets.to(logits.device), torch.full((K,), N, dtype=torch.long), lengths,
+                     blank=BLANK, reduction="none", zero_infinity=False)  # fmt: skip
+    return -nll
+
+
 def max_tokens(num_nodes: int, limit: int) -> int:
-    """How many tokens decoding may produce for N audio nodes (40 ms each): at most one character per
-    node (25 per second, faster than anyone speaks) plus a margin, and never more than ``limit``."""
+    """How many tokens decoding may produce for N audio nodes (20 or 40 ms each): at most one character
+    per node (25 or 50 per second, faster than anyone speaks) plus a margin, and never more than ``limit``."""
     return min(limit, num_nodes + 10)
 
 
@@ -76,7 +91,14 @@ def _reorder(caches: list[KVCache], rows: Tensor) -> None:
 
 @torch.inference_mode()
 def beam_search(
-    model: SpeechTransformer, memory: Tensor, *, beam: int = 4, max_len: int = 200, use_cache: bool = True
+    model: SpeechTransformer,
+    memory: Tensor,
+    *,
+    beam: int = 4,
+    max_len: int = 200,
+    use_cache: bool = True,
+    ctc_logits: Tensor | None = None,
+    ctc_weight: float = 0.0,
 ) -> list[int]:
     """One utterance's encoder output (1, N, D) -> the most probable token sequence found by a beam
     of width ``beam`` (scores: summed log-probabilities).
@@ -84,9 +106,15 @@ def beam_search(
     Each step extends every live hypothesis by every token, keeps the ``beam`` best that do not end
     and sets aside those that do. The search stops when ``beam`` hypotheses have ended and none of the
     live ones can still beat the best ended one (log-probabilities only fall), or at ``max_len``.
+
+    With ``ctc_logits`` (N, V) and ``ctc_weight`` w > 0 the ended hypotheses are ranked by
+    (1 - w) * log P_attention + w * log P_ctc: the CTC head, which must account for every audio
+    node, vetoes the decoder's typical failures (words repeated, or an early end).
     """
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
+    if not 0.0 <= ctc_weight <= 1.0:
+        raise ValueError(f"ctc_weight must be in [0, 1] (the CTC share of the hypothesis score), got {ctc_weight}")
     if memory.dim() != 3 or memory.shape[0] != 1:
         raise ValueError(f"beam_search takes one utterance's encoder output (1, N, D), got {tuple(memory.shape)}")
     device = memory.device
@@ -127,4 +155,7 @@ def beam_search(
             break
     if not finished:  # nothing ended within max_len: the best live hypothesis
         finished = [(float(s), h[1:]) for s, h in zip(scores.tolist(), hyps.tolist())]
+    if ctc_logits is not None and ctc_weight > 0:
+        ctc = ctc_log_likelihood(ctc_logits, [f[1] for f in finished]).tolist()
+        finished = [((1 - ctc_weight) * score + ctc_weight * c, ids) for (score, ids), c in zip(finished, ctc)]
     return max(finished, key=lambda f: f[0])[1]

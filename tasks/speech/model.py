@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from tzoo.core import Decoder, Encoder, KVCache, SinusoidalPositionalEncoding, TransformerConfig, init_gpt2
+from tzoo.core import Decoder, Encoder, KVCache, Linear, SinusoidalPositionalEncoding, TransformerConfig, init_gpt2
 from tzoo.tasks.speech.tokenizer import AudioTokenizer
 
 __all__ = ["SpeechTransformer"]
@@ -22,7 +22,8 @@ class SpeechTransformer(nn.Module):
     characters (RoPE) cross-attending to the encoder output, with the padded audio nodes masked out;
     a CTC head on the encoder. The decoder's output projection is tied to its token embedding.
 
-    ``max_frames``: the most audio nodes (40 ms each) the encoder takes; longer audio is an error.
+    ``max_frames``: the most audio nodes (40 ms each, 20 ms at ``subsampling=2``) the encoder takes;
+    longer audio is an error.
     """
 
     def __init__(
@@ -41,6 +42,7 @@ class SpeechTransformer(nn.Module):
         max_frames: int = 750,
         freq_masks: int = 2,
         time_masks: int = 2,
+        subsampling: int = 4,
     ) -> None:
         super().__init__()
         if vocab_size < 4:
@@ -50,7 +52,8 @@ class SpeechTransformer(nn.Module):
         if max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {max_frames}")
         self.vocab_size, self.max_frames, self.sample_rate = vocab_size, max_frames, sample_rate
-        self.frontend = AudioTokenizer(dim, sample_rate=sample_rate, n_mels=n_mels, freq_masks=freq_masks, time_masks=time_masks)
+        self.frontend = AudioTokenizer(dim, sample_rate=sample_rate, n_mels=n_mels, freq_masks=freq_masks, time_masks=time_masks,
+                                       subsampling=subsampling)
         self.enc_pos = SinusoidalPositionalEncoding(dim, max_len=max_frames) if encoder_position == "sinusoidal" else None
         common = dict(dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout)
         self.encoder = Encoder(
@@ -59,7 +62,7 @@ class SpeechTransformer(nn.Module):
         self.ctc_head = nn.Linear(dim, vocab_size)
         self.embed = nn.Embedding(vocab_size, dim)
         self.decoder = Decoder(TransformerConfig(depth=decoder_depth, position="rope", **common), cross_attention=True)
-        self.head = nn.Linear(dim, vocab_size, bias=False)
+        self.head = Linear(dim, vocab_size, bias=False)
         init_gpt2(self, encoder_depth + decoder_depth)
         self.head.weight = self.embed.weight
 
@@ -71,10 +74,10 @@ class SpeechTransformer(nn.Module):
     def encode_nodes(self, nodes: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         N = nodes.shape[1]
         if N > self.max_frames:
-            seconds = N * 0.04
+            step = self.frontend.node_seconds
             raise ValueError(
-                f"audio of {N} frames (~{seconds:.1f} s) is longer than the model's maximum of {self.max_frames} "
-                f"frames (~{self.max_frames * 0.04:.1f} s); split it into shorter pieces (it is not chunked automatically)"
+                f"audio of {N} frames (~{N * step:.1f} s) is longer than the model's maximum of {self.max_frames} "
+                f"frames (~{self.max_frames * step:.1f} s); split it into shorter pieces (it is not chunked automatically)"
             )
         if self.enc_pos is not None:
             nodes = self.enc_pos(nodes)

@@ -52,9 +52,11 @@ class SpeechRecognizer(TaskModule):
         max_frames: int = 750,
         freq_masks: int = 2,
         time_masks: int = 2,
+        subsampling: int = 4,
         ctc_weight: float = 0.3,
         label_smoothing: float = 0.1,
         beam_size: int = 4,
+        ctc_rescore: float = 0.3,
         max_text_len: int = 300,
         examples: int = 4,
         lr: float = 1e-3,
@@ -64,21 +66,25 @@ class SpeechRecognizer(TaskModule):
         warmup_steps: int = 300,
     ) -> None:
         """``alphabet`` and ``sample_rate`` are linked from the data by the tzoo CLI. ``beam_size``:
-        the beam width of test and predict decoding; ``examples``: reference/hypothesis pairs
+        the beam width of test and predict decoding; ``ctc_rescore``: the CTC head's weight in the
+        score of the beam's ended hypotheses (0: the decoder's alone); ``examples``: reference/hypothesis pairs
         written after each validation (0: none, and no alignment picture)."""
         super().__init__(lr=lr, min_lr=min_lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps)
         if not 0.0 <= ctc_weight <= 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1] (the CTC share of the loss), got {ctc_weight}")
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
+        if not 0.0 <= ctc_rescore <= 1.0:
+            raise ValueError(f"ctc_rescore must be in [0, 1] (the CTC share of a hypothesis' score), got {ctc_rescore}")
         self.save_hyperparameters()
         self.tokenizer = text_tokenizer(alphabet)
         self.model = SpeechTransformer(
             self.tokenizer.vocab_size, sample_rate=sample_rate, dim=dim, encoder_depth=encoder_depth,
             decoder_depth=decoder_depth, num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout,
             encoder_position=encoder_position, max_frames=max_frames, freq_masks=freq_masks, time_masks=time_masks,
+            subsampling=subsampling,
         )  # fmt: skip
-        self.ctc_weight, self.label_smoothing, self.beam_size = ctc_weight, label_smoothing, beam_size
+        self.ctc_weight, self.label_smoothing, self.beam_size, self.ctc_rescore = ctc_weight, label_smoothing, beam_size, ctc_rescore
         self.max_text_len, self.examples = max_text_len, examples
         self.val_cer, self.val_wer = CharErrorRate(), WordErrorRate()
         self.test_cer, self.test_wer, self.test_cer_ctc = CharErrorRate(), WordErrorRate(), CharErrorRate()
@@ -145,7 +151,9 @@ class SpeechRecognizer(TaskModule):
         out = []
         for i in range(len(wave)):
             n = int(mask[i].sum())
-            out.append(self.text(beam_search(self.model, memory[i : i + 1, :n], beam=self.beam_size, max_len=max_tokens(n, self.max_text_len))))
+            ids = beam_search(self.model, memory[i : i + 1, :n], beam=self.beam_size, max_len=max_tokens(n, self.max_text_len),
+                              ctc_logits=self.model.ctc_head(memory[i, :n]), ctc_weight=self.ctc_rescore)  # fmt: skip
+            out.append(self.text(ids))
         return out
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> None:
@@ -203,7 +211,8 @@ class SpeechRecognizer(TaskModule):
         with torch.inference_mode():
             memory, _ = self.model.encode(wave[None], torch.tensor([len(wave)], device=wave.device))
             n = memory.shape[1]
-            ids = beam_search(self.model, memory, beam=self.beam_size, max_len=max_tokens(n, self.max_text_len))
+            ids = beam_search(self.model, memory, beam=self.beam_size, max_len=max_tokens(n, self.max_text_len),
+                              ctc_logits=self.model.ctc_head(memory[0]), ctc_weight=self.ctc_rescore)  # fmt: skip
         self.train(was_training)
         hyp = self.text(ids)
         title = f"hypothesis: {hyp!r}" + (f"\nreference: {reference!r}" if reference else "")

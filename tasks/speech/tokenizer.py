@@ -1,14 +1,14 @@
 """Waveforms -> audio-frame nodes, and text -> character ids.
 
 Audio: (B, S) samples -> 80-band log-mel (25 ms windows every 10 ms) normalised per utterance and
-band -> SpecAugment (frequency and time masks, training only) -> two stride-2 convolutions (x4
-fewer frames, 40 ms per node) -> LayerNorm -> nodes (B, N, D) and a key-padding mask (B, N) from the
-true lengths.
+band -> SpecAugment (frequency and time masks, training only) -> two convolutions subsampling x4
+(both stride 2: 40 ms per node) or x2 (stride 1 then 2, as Whisper: 20 ms per node) -> LayerNorm ->
+nodes (B, N, D) and a key-padding mask (B, N) from the true lengths.
 
 Text: the LM task's character tokenizer over a fixed alphabet, with three special tokens first:
 ``<blank>`` (id 0, the CTC blank), ``<s>`` (1, starts decoding) and ``</s>`` (2, ends it).
 
-Shape legend: B batch, S samples, F mel bands, T mel frames, N nodes (T / 4), D width.
+Shape legend: B batch, S samples, F mel bands, T mel frames, N nodes (T / subsampling), D width.
 """
 
 from __future__ import annotations
@@ -68,7 +68,9 @@ class AudioTokenizer(nn.Module):
 
     ``freq_masks`` masks of up to ``freq_mask_width`` bands and ``time_masks`` masks of up to
     ``time_mask_width`` frames (each at most ``time_mask_ratio`` of the utterance) are applied in
-    training only (SpecAugment, Park et al. 2019).
+    training only (SpecAugment, Park et al. 2019). ``subsampling`` (4 or 2): mel frames per node.
+    Character CTC needs a node per character and one between doubled letters: at x4 (25 nodes/s)
+    fast speech (~20 characters/s) leaves it little room; x2 doubles the nodes and the encoder's cost.
     """
 
     def __init__(
@@ -82,25 +84,30 @@ class AudioTokenizer(nn.Module):
         time_masks: int = 2,
         time_mask_width: int = 25,
         time_mask_ratio: float = 0.1,
+        subsampling: int = 4,
     ) -> None:
         super().__init__()
+        if subsampling not in (2, 4):
+            raise ValueError(f"subsampling={subsampling!r} is not one of (2, 4) (mel frames per node)")
         self.logmel = LogMel(sample_rate, n_mels)
         self.freq_masks = nn.ModuleList(AT.FrequencyMasking(freq_mask_width, iid_masks=True) for _ in range(freq_masks))
         self.time_masks = nn.ModuleList(
             AT.TimeMasking(time_mask_width, iid_masks=True, p=time_mask_ratio) for _ in range(time_masks)
         )
-        # x4 in time: 10 ms frames -> 40 ms nodes
-        self.conv1 = nn.Conv1d(n_mels, dim, kernel_size=3, stride=2, padding=1)
+        # x4 in time: 10 ms frames -> 40 ms nodes (x2: 20 ms nodes)
+        self.subsampling = subsampling
+        self.stride1 = 2 if subsampling == 4 else 1
+        self.node_seconds = subsampling * self.logmel.hop / sample_rate
+        self.conv1 = nn.Conv1d(n_mels, dim, kernel_size=3, stride=self.stride1, padding=1)
         self.conv2 = nn.Conv1d(dim, dim, kernel_size=3, stride=2, padding=1)
         self.act = nn.GELU()
         # unit-scale nodes: at initialisation the convolutions' output is ~0.2 per channel, which
         # positional encodings added next (~0.7) would drown
         self.norm = nn.LayerNorm(dim)
 
-    @staticmethod
-    def subsampled(frames: Tensor) -> Tensor:
-        """Node counts after the two stride-2 convolutions (kernel 3, padding 1)."""
-        return (((frames - 1) // 2 + 1) - 1) // 2 + 1
+    def subsampled(self, frames: Tensor) -> Tensor:
+        """Node counts after the two convolutions (kernel 3, padding 1; the second stride 2)."""
+        return ((frames - 1) // self.stride1 + 1 - 1) // 2 + 1
 
     def num_nodes(self, num_samples: int) -> int:
         return int(self.subsampled(self.logmel.frames(torch.tensor(num_samples))))
@@ -116,9 +123,9 @@ class AudioTokenizer(nn.Module):
             for mask in self.time_masks:
                 mel = mask(mel)
         valid = torch.arange(mel.shape[-1], device=mel.device)[None, :] < frames[:, None]  # (B, T)
-        x = self.act(self.conv1(mel * valid[:, None]))  # (B, D, T/2)
-        half = (frames - 1) // 2 + 1
-        x = x * (torch.arange(x.shape[-1], device=x.device)[None, :] < half[:, None])[:, None]  # padding stays 0
+        x = self.act(self.conv1(mel * valid[:, None]))  # (B, D, T / stride1)
+        first = (frames - 1) // self.stride1 + 1
+        x = x * (torch.arange(x.shape[-1], device=x.device)[None, :] < first[:, None])[:, None]  # padding stays 0
         x = self.act(self.conv2(x))  # (B, D, N)
         nodes = self.subsampled(frames)
         mask = torch.arange(x.shape[-1], device=x.device)[None, :] < nodes[:, None]  # (B, N)

@@ -123,3 +123,22 @@ def test_noise_files_from_the_config_are_mixed_in(tmp_path):
     root = generate_corpus(tmp_path / "c", CorpusSpec(train=2, val=1, test=1, max_words=2, noise_files=[str(noise)]))
     assert json.loads((root / "corpus.json").read_text())["spec"]["noise_files"] == [str(noise)]
     assert len(read_manifest(root / "train.jsonl")) == 2
+
+
+def test_length_buckets_cover_every_utterance_once_and_sortagrad_orders_only_the_first_epoch():
+    import random
+
+    from tzoo.tasks.speech.data import LengthBucketSampler
+
+    durations = [random.Random(i).uniform(0.5, 6.0) for i in range(500)]
+    sampler = LengthBucketSampler(durations, 16, seed=3, pool=4, shortest_first=True)
+    first, second = list(sampler), list(sampler)
+    for epoch in (first, second):
+        assert sorted(i for batch in epoch for i in batch) == list(range(500))
+        assert all(len(batch) <= 16 for batch in epoch)
+    longest = [max(durations[i] for i in batch) for batch in first]
+    assert longest == sorted(longest)  # epoch 1: shortest batches first
+    later = [max(durations[i] for i in batch) for batch in second]
+    assert later != sorted(later)  # then shuffled
+    plain = list(LengthBucketSampler(durations, 16, seed=3, pool=4))
+    assert [max(durations[i] for i in b) for b in plain] != sorted(max(durations[i] for i in b) for b in plain)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tzoo.tasks.speech.alignment import alignment_figure, cross_attention
-from tzoo.tasks.speech.decoding import beam_search, ctc_greedy, greedy
+from tzoo.tasks.speech.decoding import beam_search, ctc_greedy, ctc_log_likelihood, greedy
 from tzoo.tasks.speech.model import SpeechTransformer
 from tzoo.tasks.speech.tokenizer import BLANK, BOS, EOS, AudioTokenizer, LogMel, text_tokenizer
 
@@ -26,9 +26,24 @@ def test_logmel_and_subsampling_shapes_and_masks():
     tok = AudioTokenizer(24).eval()
     nodes, mask = tok(wave, lengths)
     assert nodes.shape == (3, 26, 24)  # 101 frames -> 51 -> 26 nodes: x4 in time
-    assert mask.sum(-1).tolist() == [26, 13, 2] == AudioTokenizer.subsampled(frames).tolist()
+    assert mask.sum(-1).tolist() == [26, 13, 2] == tok.subsampled(frames).tolist()
     assert tok.num_nodes(8000) == 13
 
+
+
+def test_subsampling_by_two_keeps_twice_the_nodes_and_padding_never_matters():
+    lengths = torch.tensor([16000, 8000, 1234])
+    wave = torch.randn(3, 16000)
+    tok = AudioTokenizer(24, subsampling=2).eval()
+    nodes, mask = tok(wave, lengths)
+    assert nodes.shape == (3, 51, 24)  # 101 frames -> 51 nodes: x2 in time, 20 ms per node
+    assert mask.sum(-1).tolist() == [51, 26, 4] == tok.subsampled(torch.tensor([101, 51, 8])).tolist()
+    assert tok.node_seconds == pytest.approx(0.02)
+    noisy = wave.clone()
+    noisy[1, 8000:] = 100.0  # what pads the shorter waveform never reaches its nodes
+    assert torch.allclose(tok(noisy, lengths)[0][1, :26], nodes[1, :26], atol=1e-5)
+    with pytest.raises(ValueError, match=r"subsampling=3 is not one of \(2, 4\)"):
+        AudioTokenizer(24, subsampling=3)
 
 def test_specaugment_masks_only_in_training():
     tok = AudioTokenizer(16, time_mask_ratio=0.5)
@@ -79,6 +94,39 @@ def test_beam_search_finds_at_least_the_greedy_score():
     first = greedy(model, memory, torch.ones(1, memory.shape[1], dtype=torch.bool), max_len=8)[0]
     if len(first) < 8:  # greedy ended within max_len: a complete hypothesis the beam also saw
         assert score(best) >= score(first) - 1e-5
+
+
+def test_ctc_log_likelihood_sums_every_alignment():
+    import itertools
+    import math
+
+    torch.manual_seed(0)
+    logits = torch.randn(4, 3)  # 4 nodes, blank + 2 tokens
+    logp = logits.log_softmax(-1)
+    hyps = [[1], [1, 2], [2, 2], [], [1, 2, 1, 2, 1]]  # the last cannot fit in 4 nodes
+    expected = []
+    for hyp in hyps:
+        total = 0.0
+        for path in itertools.product(range(3), repeat=4):
+            if ctc_greedy(torch.nn.functional.one_hot(torch.tensor([path]), 3).float(), torch.ones(1, 4, dtype=torch.bool))[0] == hyp:
+                total += math.exp(sum(logp[t, c].item() for t, c in enumerate(path)))
+        expected.append(math.log(total) if total else float("-inf"))
+    got = ctc_log_likelihood(logits, hyps).tolist()
+    assert got[:4] == pytest.approx(expected[:4], abs=1e-4)
+    assert got[4] == float("-inf") == expected[4]
+
+
+def test_ctc_rescoring_picks_among_the_ended_hypotheses():
+    model = _model()
+    memory, _ = model.encode(torch.randn(1, 8000), torch.tensor([8000]))
+    ctc_logits = model.ctc_head(memory[0])
+    plain = beam_search(model, memory, beam=4, max_len=8)
+    assert beam_search(model, memory, beam=4, max_len=8, ctc_logits=ctc_logits, ctc_weight=0.0) == plain
+    rescored = beam_search(model, memory, beam=4, max_len=8, ctc_logits=ctc_logits, ctc_weight=1.0)
+    # with weight 1 the CTC head alone ranks the hypotheses the beam ended: none of them beats the pick
+    assert ctc_log_likelihood(ctc_logits, [rescored]).item() >= ctc_log_likelihood(ctc_logits, [plain]).item() - 1e-5
+    with pytest.raises(ValueError, match=r"ctc_weight must be in \[0, 1\].*got 1.5"):
+        beam_search(model, memory, ctc_logits=ctc_logits, ctc_weight=1.5)
 
 
 def test_cross_attention_ignores_padded_frames():
