@@ -30,7 +30,10 @@ def config(tmp_path):
     return path
 
 
-def test_a_good_config_passes(config, capsys):
+def test_a_good_config_passes(config, capsys, tmp_path, monkeypatch):
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
     model, checks = run_checks(["--config", str(config)])
     assert [c.name for c in checks] == ["config", "kv cache", "causality", "train step", "memory"]
     assert all(c.ok for c in checks), checks
@@ -39,6 +42,7 @@ def test_a_good_config_passes(config, capsys):
     assert "at batch 8" in checks[4].detail
     main(["check", "--config", str(config)])
     assert "all checks passed" in capsys.readouterr().out
+    assert list(workdir.iterdir()) == []  # nothing written where it was run (a task's pictures go to a scratch folder)
 
 
 def test_a_broken_kv_cache_fails_the_check(config, monkeypatch, capsys):
