@@ -21,6 +21,7 @@ TINY = {
         "--model.init_args.num_heads=2", "--data.init_args.batch_size=3", "--data.init_args.num_workers=0",
         "--trainer.precision=32-true",
     ],
+    "vision": ["--model.init_args.compile=false"],  # compiling is tested apart (test_precision.py)
     "decision": ["--data.init_args.episodes=10", "--model.init_args.dim=16", "--model.init_args.depth=1", "--model.init_args.eval_episodes=1"],
 }
 

@@ -56,6 +56,18 @@ def test_compiled_lm_trains_and_saves_plain_keys(tmp_path, monkeypatch):
     assert all(torch.isfinite(w).all() for w in checkpoint["state_dict"].values())
 
 
+def test_vision_compile_option_compiles_the_model_in_place_for_fit_only():
+    from tzoo.tasks.vision.module import VisionClassifier
+
+    plain = VisionClassifier(10, 8, 1, dim=16, depth=1, num_heads=2, patch_size=4)
+    module = VisionClassifier(10, 8, 1, dim=16, depth=1, num_heads=2, patch_size=4, compile=True)
+    module.setup("validate")
+    assert module.model._compiled_call_impl is None  # only training compiles
+    module.setup("fit")
+    assert module.model._compiled_call_impl is not None
+    assert list(module.state_dict()) == list(plain.state_dict())  # checkpoints keep the plain keys
+
+
 def test_masks_reach_sdpa_as_booleans_or_as_its_causal_flag(monkeypatch):
     """The core hands SDPA either ``is_causal=True`` without a mask (the flash kernel's form) or a
     boolean mask; never a float mask built per call."""

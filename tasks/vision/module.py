@@ -59,12 +59,14 @@ class VisionClassifier(TaskModule):
         betas: tuple[float, float] = (0.9, 0.999),
         warmup_steps: int = 100,
         attention_images: int = 4,
+        compile: bool = False,
     ) -> None:
         """``num_classes``, ``image_size`` and ``in_channels`` are linked from the data by the tzoo
         CLI; pass them when building by hand. ``size`` names a ViT size (tiny, small, base);
         ``dim`` / ``depth`` / ``num_heads`` override its values. ``attention_images``: how many
         validation images the attention figure shows (0: none). ``stem="conv"``: a convolutional
-        stem instead of the patch projection (see ``tzoo.tasks.vision.tokenizer``)."""
+        stem instead of the patch projection (see ``tzoo.tasks.vision.tokenizer``). ``compile``:
+        ``torch.compile`` the model for training (in place: checkpoints keep the plain keys)."""
         super().__init__(lr=lr, min_lr=min_lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps)
         if num_classes is None or in_channels is None:
             raise ValueError(
@@ -95,7 +97,7 @@ class VisionClassifier(TaskModule):
             **overrides,
         )
         self.num_classes, self.in_channels, self.label_smoothing = num_classes, in_channels, label_smoothing
-        self.attention_images = attention_images
+        self.attention_images, self.compile_model = attention_images, compile
         self.class_names: tuple[str, ...] | None = None
         top5 = num_classes >= 5
         self.val_acc = MulticlassAccuracy(num_classes, top_k=1, average="micro")
@@ -107,6 +109,8 @@ class VisionClassifier(TaskModule):
     # --- set-up -------------------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
+        if self.compile_model and stage == "fit":
+            self.model.compile()  # in place: state_dict keys stay those of the plain model
         data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if data is None:
             return
