@@ -11,7 +11,6 @@ if __name__ != "tzoo.core":  # imported as a bare `core` from the repository roo
 
 from tzoo.core.attention import KVCache, MultiHeadAttention, capture_attention
 from tzoo.core.blocks import MLP, DropPath, LayerScale, SwiGLU, TransformerBlock
-from tzoo.core.layers import Linear, gelu
 from tzoo.core.positional import (
     ALiBi,
     LearnedPositionalEmbedding,
@@ -32,7 +31,6 @@ __all__ = [
     "KVCache",
     "LayerScale",
     "LearnedPositionalEmbedding",
-    "Linear",
     "MLP",
     "MultiHeadAttention",
     "RelativePosition",
@@ -43,7 +41,6 @@ __all__ = [
     "TransformerBlock",
     "TransformerConfig",
     "capture_attention",
-    "gelu",
     "init_gpt2",
     "sincos_1d",
     "sincos_2d",

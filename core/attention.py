@@ -24,7 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tzoo.core.layers import Linear
 from tzoo.core.positional import RelativePosition
 
 __all__ = ["KVCache", "MultiHeadAttention", "capture_attention"]
@@ -124,15 +123,15 @@ class MultiHeadAttention(nn.Module):
         # q, k and v projections stored as one (D + 2·Hkv·Dh, D) matrix, rows [q; k; v], when keys
         # come from nodes of the same width: self-attention then takes one matmul, and
         # cross-attention uses the q rows and the k, v rows separately (views, no copies).
-        self.qkv_proj: Linear | None = None
-        self.q_proj: Linear | None = None
-        self.kv_proj: Linear | None = None
+        self.qkv_proj: nn.Linear | None = None
+        self.q_proj: nn.Linear | None = None
+        self.kv_proj: nn.Linear | None = None
         if context_dim is None or context_dim == dim:
-            self.qkv_proj = Linear(dim, dim + 2 * kv_dim, bias=bias)
+            self.qkv_proj = nn.Linear(dim, dim + 2 * kv_dim, bias=bias)
         else:
-            self.q_proj = Linear(dim, dim, bias=bias)
-            self.kv_proj = Linear(context_dim, 2 * kv_dim, bias=bias)
-        self.out_proj = Linear(dim, dim, bias=bias)
+            self.q_proj = nn.Linear(dim, dim, bias=bias)
+            self.kv_proj = nn.Linear(context_dim, 2 * kv_dim, bias=bias)
+        self.out_proj = nn.Linear(dim, dim, bias=bias)
         self.memory = nn.Parameter(torch.randn(2, num_kv_heads, num_memory, self.head_dim) * 0.02) if num_memory else None
         # Set by `capture_attention`: a list that receives this layer's attention weights.
         self.captured: list[Tensor] | None = None

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tzoo.core.attention import KVCache, MultiHeadAttention
-from tzoo.core.layers import Linear, gelu
 
 __all__ = ["DropPath", "LayerScale", "MLP", "SwiGLU", "TransformerBlock"]
 
@@ -22,12 +21,12 @@ class MLP(nn.Module):
 
     def __init__(self, dim: int, hidden_dim: int, *, dropout: float = 0.0, bias: bool = True) -> None:
         super().__init__()
-        self.fc1 = Linear(dim, hidden_dim, bias=bias)
-        self.fc2 = Linear(hidden_dim, dim, bias=bias)
+        self.fc1 = nn.Linear(dim, hidden_dim, bias=bias)
+        self.fc2 = nn.Linear(hidden_dim, dim, bias=bias)
         self.dropout = nn.Dropout(dropout) if dropout else None
 
     def forward(self, x: Tensor) -> Tensor:
-        h = gelu(self.fc1(x))  # (B, N, F)
+        h = F.gelu(self.fc1(x))  # (B, N, F)
         return self.fc2(self.dropout(h) if self.dropout is not None else h)
 
 
@@ -39,9 +38,9 @@ class SwiGLU(nn.Module):
 
     def __init__(self, dim: int, hidden_dim: int, *, dropout: float = 0.0, bias: bool = False) -> None:
         super().__init__()
-        self.w1 = Linear(dim, hidden_dim, bias=bias)
-        self.w3 = Linear(dim, hidden_dim, bias=bias)
-        self.w2 = Linear(hidden_dim, dim, bias=bias)
+        self.w1 = nn.Linear(dim, hidden_dim, bias=bias)
+        self.w3 = nn.Linear(dim, hidden_dim, bias=bias)
+        self.w2 = nn.Linear(hidden_dim, dim, bias=bias)
         self.dropout = nn.Dropout(dropout) if dropout else None
 
     def forward(self, x: Tensor) -> Tensor:

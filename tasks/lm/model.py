@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tzoo.core import Decoder, KVCache, LearnedPositionalEmbedding, Linear, TransformerConfig, init_gpt2
+from tzoo.core import Decoder, KVCache, LearnedPositionalEmbedding, TransformerConfig, init_gpt2
 
 __all__ = ["GPT", "filter_logits", "sample_next"]
 
@@ -58,7 +58,7 @@ class GPT(nn.Module):
             position="rope" if position == "rope" else "none",
         )
         self.decoder = Decoder(config)
-        self.head = Linear(dim, vocab_size, bias=False)
+        self.head = nn.Linear(dim, vocab_size, bias=False)
         self.head.weight = self.embed.weight  # tied (Press & Wolf 2017)
         init_gpt2(self, depth)
 

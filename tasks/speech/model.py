@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from tzoo.core import Decoder, Encoder, KVCache, Linear, SinusoidalPositionalEncoding, TransformerConfig, init_gpt2
+from tzoo.core import Decoder, Encoder, KVCache, SinusoidalPositionalEncoding, TransformerConfig, init_gpt2
 from tzoo.tasks.speech.tokenizer import AudioTokenizer
 
 __all__ = ["SpeechTransformer"]
@@ -62,7 +62,7 @@ class SpeechTransformer(nn.Module):
         self.ctc_head = nn.Linear(dim, vocab_size)
         self.embed = nn.Embedding(vocab_size, dim)
         self.decoder = Decoder(TransformerConfig(depth=decoder_depth, position="rope", **common), cross_attention=True)
-        self.head = Linear(dim, vocab_size, bias=False)
+        self.head = nn.Linear(dim, vocab_size, bias=False)
         init_gpt2(self, encoder_depth + decoder_depth)
         self.head.weight = self.embed.weight
 
