@@ -47,6 +47,8 @@ RUNS = {
     "nanoGPT recipe": dict(position="learned", lr=1e-3, min_lr=1e-4),
     "learned positions, lr 2e-3": dict(position="learned", lr=2e-3, min_lr=2e-4),
     "rotary positions, lr 2e-3": dict(position="rope", lr=2e-3, min_lr=2e-4),
+    # torch.compile (inductor's C++ kernels on CPU): the median step excludes the compiling first steps, wall time does not
+    "learned positions, lr 2e-3, compiled": dict(position="learned", lr=2e-3, min_lr=2e-4, compile=True),
 }
 
 
