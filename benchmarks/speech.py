@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -78,14 +77,13 @@ def stage_train(results: dict[str, Any]) -> None:
     RUNS.mkdir(parents=True, exist_ok=True)
     before = set(RUNS.rglob("version_*"))
     start = time.perf_counter()
-    # The environment as it is. On a quiet machine OMP_WAIT_POLICY=PASSIVE (threads sleep between
-    # parallel regions) costs 1.7x: 234 training steps in 45 s against 400 with the default (measured
-    # here); on a machine shared with other busy processes it can be the other way round (spinning
-    # threads made a step 20x slower once), so set it yourself there.
-    env = dict(os.environ)
+    # The environment as it is (no OMP_WAIT_POLICY forced): on the quiet machine PASSIVE (threads
+    # sleep between parallel regions) cost 1.7x in training steps (234 against 400 in 45 s of the
+    # probe loop); on a machine shared with busy processes spinning threads once made a step 20x
+    # slower, so set OMP_WAIT_POLICY=PASSIVE yourself there.
     done = subprocess.run(
         [TZOO, "fit", "--config", str(CONFIG), "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={RUNS}"],
-        capture_output=True, text=True, env=env,
+        capture_output=True, text=True,
     )  # fmt: skip
     wall = time.perf_counter() - start
     if done.returncode != 0:

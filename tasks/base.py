@@ -11,6 +11,7 @@ schedule, pass ``--optimizer`` / ``--lr_scheduler`` to the CLI: LightningCLI the
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -53,7 +54,10 @@ class TaskModule(pl.LightningModule):
         weight_decay: float = 0.1,
         betas: tuple[float, float] = (0.9, 0.95),
         warmup_steps: int = 100,
+        compile: bool = False,
     ) -> None:
+        """``compile``: ``torch.compile`` the task's ``self.model`` for training (in place, so
+        checkpoints keep the plain model's state-dict keys)."""
         super().__init__()
         if lr <= 0:
             raise ValueError(f"lr must be > 0, got {lr}")
@@ -61,6 +65,18 @@ class TaskModule(pl.LightningModule):
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
         self.lr, self.weight_decay, self.betas, self.warmup_steps = lr, weight_decay, tuple(betas), warmup_steps
         self.min_lr = lr / 10 if min_lr is None else min_lr
+        self.compile_model = compile
+
+    def setup(self, stage: str) -> None:
+        if self.compile_model and stage == "fit":
+            self.model.compile()  # in place: state_dict keys stay those of the plain model
+
+    def run_dir(self) -> Path | None:
+        """The folder for a run's pictures and side files: the logger's run directory, or ``None``
+        without a logger (Lightning's ``log_dir`` is then the working directory, which must not
+        collect stray files). Call it on every rank: ``log_dir`` is a collective under DDP."""
+        trainer = self.trainer
+        return Path(trainer.log_dir) if trainer.loggers and trainer.log_dir else None
 
     def configure_model(self) -> None:
         """Under Lightning's ``ModelParallelStrategy`` (FSDP2), shard the model over the device

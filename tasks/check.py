@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import sys
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -191,10 +190,7 @@ def _train_step(model: pl.LightningModule, data: pl.LightningDataModule | None, 
         return t
 
     probe = _StepProbe()
-    # whatever the task writes beside its logs (pictures, examples) goes to a scratch folder, not the cwd
-    scratch = tempfile.TemporaryDirectory(prefix="tzoo-check-")
     trainer = pl.Trainer(
-        default_root_dir=scratch.name,
         fast_dev_run=1,
         accelerator=trainer_cfg.get("accelerator") or "auto",
         devices=1,
@@ -205,7 +201,7 @@ def _train_step(model: pl.LightningModule, data: pl.LightningDataModule | None, 
         enable_model_summary=False,
         callbacks=[probe],
     )
-    with scratch, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         trainer.fit(model, datamodule=data)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.as_tensor(v).numel() == 1}
     if probe.loss is not None:

@@ -52,7 +52,7 @@ class LanguageModel(TaskModule):
         compile: bool = False,
     ) -> None:
         """``vocab_size`` is linked from the data by the ``tzoo`` CLI; pass it when building by hand."""
-        super().__init__(lr=lr, min_lr=min_lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps)
+        super().__init__(lr=lr, min_lr=min_lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps, compile=compile)
         if vocab_size is None:
             raise ValueError(
                 "vocab_size is not set: the tzoo CLI links it from the data; "
@@ -72,7 +72,6 @@ class LanguageModel(TaskModule):
             feed_forward=feed_forward,
             norm=norm,
         )
-        self.compile_model = compile
         self.sample_prompt, self.sample_tokens = sample_prompt, sample_tokens
         self.tokenizer: Any = None
         self._val_losses: list[Tensor] = []
@@ -81,6 +80,7 @@ class LanguageModel(TaskModule):
     # --- set-up -------------------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if datamodule is not None and hasattr(datamodule, "tokenizer"):
             block = getattr(datamodule, "block_size", None)
@@ -91,8 +91,6 @@ class LanguageModel(TaskModule):
                 )
             if self.tokenizer is None:
                 self.tokenizer = datamodule.tokenizer
-        if self.compile_model and stage == "fit":
-            self.model.compile()  # in place: state_dict keys stay those of the plain model
 
     # --- steps --------------------------------------------------------------------------------
 
@@ -183,12 +181,10 @@ class LanguageModel(TaskModule):
     # --- checkpoints --------------------------------------------------------------------------
 
     def on_fit_start(self) -> None:
-        # Only beside a logger's run directory: without a logger Lightning's log_dir is the working
-        # directory, which must not collect stray tokenizer files.
-        log_dir = self.trainer.log_dir if self.trainer.loggers else None
-        if self.tokenizer is not None and log_dir and self.trainer.is_global_zero:
-            Path(log_dir).mkdir(parents=True, exist_ok=True)
-            self.tokenizer.save(Path(log_dir) / "tokenizer.json")
+        folder = self.run_dir()  # none without a logger: no stray tokenizer files in the working directory
+        if self.tokenizer is not None and folder is not None and self.trainer.is_global_zero:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.tokenizer.save(folder / "tokenizer.json")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)

@@ -148,13 +148,15 @@ class SpeechRecognizer(TaskModule):
         limit = max_tokens(int(mask.sum(-1).max()), self.max_text_len)
         if method == "greedy":
             return [self.text(ids) for ids in greedy(self.model, memory, mask, max_len=limit)]
-        out = []
-        for i in range(len(wave)):
-            n = int(mask[i].sum())
-            ids = beam_search(self.model, memory[i : i + 1, :n], beam=self.beam_size, max_len=max_tokens(n, self.max_text_len),
-                              ctc_logits=self.model.ctc_head(memory[i, :n]), ctc_weight=self.ctc_rescore)  # fmt: skip
-            out.append(self.text(ids))
-        return out
+        return [self.text(self._beam(memory[i : i + 1, : int(mask[i].sum())])) for i in range(len(wave))]
+
+    def _beam(self, memory: Tensor) -> list[int]:
+        """One utterance's unpadded encoder output (1, N, D) -> token ids by beam search, its ended
+        hypotheses rescored with the CTC head (weight ``ctc_rescore``)."""
+        n = memory.shape[1]
+        ctc = self.model.ctc_head(memory[0]) if self.ctc_rescore > 0 else None
+        return beam_search(self.model, memory, beam=self.beam_size, max_len=max_tokens(n, self.max_text_len),
+                           ctc_logits=ctc, ctc_weight=self.ctc_rescore)  # fmt: skip
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> None:
         loss, _, _ = self._losses(batch)
@@ -185,9 +187,11 @@ class SpeechRecognizer(TaskModule):
 
     def on_validation_epoch_end(self) -> None:
         trainer = self.trainer
-        if self.examples <= 0 or trainer.sanity_checking or not trainer.is_global_zero or trainer.log_dir is None:
+        if self.examples <= 0 or trainer.sanity_checking:
             return
-        folder = Path(trainer.log_dir)
+        folder = self.run_dir()  # on every rank: log_dir is a collective under DDP
+        if folder is None or not trainer.is_global_zero:
+            return
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "examples.txt", "a", encoding="utf-8") as f:
             f.write(f"step {self.global_step}\n")
@@ -210,9 +214,7 @@ class SpeechRecognizer(TaskModule):
         self.eval()
         with torch.inference_mode():
             memory, _ = self.model.encode(wave[None], torch.tensor([len(wave)], device=wave.device))
-            n = memory.shape[1]
-            ids = beam_search(self.model, memory, beam=self.beam_size, max_len=max_tokens(n, self.max_text_len),
-                              ctc_logits=self.model.ctc_head(memory[0]), ctc_weight=self.ctc_rescore)  # fmt: skip
+            ids = self._beam(memory)
         self.train(was_training)
         hyp = self.text(ids)
         title = f"hypothesis: {hyp!r}" + (f"\nreference: {reference!r}" if reference else "")

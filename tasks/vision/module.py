@@ -67,7 +67,7 @@ class VisionClassifier(TaskModule):
         validation images the attention figure shows (0: none). ``stem="conv"``: a convolutional
         stem instead of the patch projection (see ``tzoo.tasks.vision.tokenizer``). ``compile``:
         ``torch.compile`` the model for training (in place: checkpoints keep the plain keys)."""
-        super().__init__(lr=lr, min_lr=min_lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps)
+        super().__init__(lr=lr, min_lr=min_lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps, compile=compile)
         if num_classes is None or in_channels is None:
             raise ValueError(
                 "num_classes and in_channels are not set: the tzoo CLI links them from the data; when building "
@@ -97,7 +97,7 @@ class VisionClassifier(TaskModule):
             **overrides,
         )
         self.num_classes, self.in_channels, self.label_smoothing = num_classes, in_channels, label_smoothing
-        self.attention_images, self.compile_model = attention_images, compile
+        self.attention_images = attention_images
         self.class_names: tuple[str, ...] | None = None
         top5 = num_classes >= 5
         self.val_acc = MulticlassAccuracy(num_classes, top_k=1, average="micro")
@@ -109,8 +109,7 @@ class VisionClassifier(TaskModule):
     # --- set-up -------------------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
-        if self.compile_model and stage == "fit":
-            self.model.compile()  # in place: state_dict keys stay those of the plain model
+        super().setup(stage)
         data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if data is None:
             return
@@ -187,8 +186,10 @@ class VisionClassifier(TaskModule):
 
     def on_validation_epoch_end(self) -> None:
         trainer = self.trainer
-        if self.attention_images <= 0 or trainer.sanity_checking or not trainer.is_global_zero or not trainer.loggers:
-            # (without a logger Lightning's log_dir is the working directory: write nowhere)
+        if self.attention_images <= 0 or trainer.sanity_checking:
+            return
+        folder = self.run_dir()  # on every rank: log_dir is a collective under DDP
+        if folder is None or not trainer.is_global_zero:
             return
         data = getattr(trainer, "datamodule", None)
         if data is None or not hasattr(data, "example_images"):
@@ -196,7 +197,7 @@ class VisionClassifier(TaskModule):
         from tzoo.tasks.vision.attention_maps import attention_figure
 
         images, labels = data.example_images(self.attention_images)
-        path = Path(trainer.log_dir) / "attention" / f"step_{self.global_step:06d}.png"
+        path = folder / "attention" / f"step_{self.global_step:06d}.png"
         attention_figure(self.model, images.to(self.device), path, mean=data.mean, std=data.std, labels=labels, class_names=self.class_names)
 
     # --- checkpoints --------------------------------------------------------------------------

@@ -42,7 +42,7 @@ def test_a_good_config_passes(config, capsys, tmp_path, monkeypatch):
     assert "at batch 8" in checks[4].detail
     main(["check", "--config", str(config)])
     assert "all checks passed" in capsys.readouterr().out
-    assert list(workdir.iterdir()) == []  # nothing written where it was run (a task's pictures go to a scratch folder)
+    assert list(workdir.iterdir()) == []  # nothing written where it was run
 
 
 def test_a_broken_kv_cache_fails_the_check(config, monkeypatch, capsys):

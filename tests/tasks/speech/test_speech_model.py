@@ -116,15 +116,27 @@ def test_ctc_log_likelihood_sums_every_alignment():
     assert got[4] == float("-inf") == expected[4]
 
 
-def test_ctc_rescoring_picks_among_the_ended_hypotheses():
+def test_ctc_rescoring_picks_among_the_ended_hypotheses(monkeypatch):
+    from tzoo.tasks.speech import decoding
+
     model = _model()
     memory, _ = model.encode(torch.randn(1, 8000), torch.tensor([8000]))
     ctc_logits = model.ctc_head(memory[0])
+    seen = []
+
+    def spy(logits, hypotheses):
+        scores = ctc_log_likelihood(logits, hypotheses)
+        seen.append((hypotheses, scores))
+        return scores
+
+    monkeypatch.setattr(decoding, "ctc_log_likelihood", spy)
     plain = beam_search(model, memory, beam=4, max_len=8)
     assert beam_search(model, memory, beam=4, max_len=8, ctc_logits=ctc_logits, ctc_weight=0.0) == plain
+    assert not seen  # weight 0: the decoder's score alone, CTC never computed
     rescored = beam_search(model, memory, beam=4, max_len=8, ctc_logits=ctc_logits, ctc_weight=1.0)
-    # with weight 1 the CTC head alone ranks the hypotheses the beam ended: none of them beats the pick
-    assert ctc_log_likelihood(ctc_logits, [rescored]).item() >= ctc_log_likelihood(ctc_logits, [plain]).item() - 1e-5
+    ((hypotheses, scores),) = seen
+    assert plain in hypotheses and len(hypotheses) > 1  # the ended hypotheses, the plain pick among them
+    assert rescored == hypotheses[int(scores.argmax())]  # weight 1: the CTC head alone ranks them
     with pytest.raises(ValueError, match=r"ctc_weight must be in \[0, 1\].*got 1.5"):
         beam_search(model, memory, ctc_logits=ctc_logits, ctc_weight=1.5)
 

@@ -51,6 +51,16 @@ def test_fit_logs_error_rates_examples_and_alignment(fitted):
     assert list((run / "alignment").glob("step_*.png"))
 
 
+def test_without_a_logger_validation_writes_nothing_in_the_working_directory(fitted, tmp_path, monkeypatch):
+    # Without a logger Lightning's log_dir is the default root (the working directory unless set):
+    # examples and alignment pictures then go nowhere (as `tzoo check` runs it)
+    config, _, ckpt = fitted
+    monkeypatch.chdir(tmp_path)
+    main(["validate", "--config", str(config), "--ckpt_path", str(ckpt), "--trainer.logger=false",
+          f"--trainer.default_root_dir={tmp_path / 'root'}"])  # fmt: skip
+    assert not [p for p in tmp_path.rglob("*") if p.name in ("examples.txt", "alignment")]
+
+
 def test_test_and_predict_on_a_wav_from_the_checkpoint(fitted, tiny_corpus, tmp_path):
     config, _, ckpt = fitted
     main(["test", "--config", str(config), "--ckpt_path", str(ckpt), f"--trainer.default_root_dir={tmp_path / 't'}"])
