@@ -6,12 +6,13 @@ KV cache's effect on beam search.
 * train: ``tzoo fit --config configs/speech/espeak.yaml`` run as a user runs it (a subprocess, wall
   time from launch to exit). Target: <= 30 minutes on this 2-core CPU.
 * eval, on the test split (voice variants never heard in training), from the run's last checkpoint:
-  CER / WER (torchmetrics) with beam search (the config's beam width), attention greedy and CTC
-  greedy. Targets: beam CER <= 5%, WER <= 15%.
+  CER / WER (torchmetrics) with joint CTC/attention beam search (the config's beam width and CTC
+  weight), the same beam without the CTC head, attention greedy and CTC greedy. Targets: beam CER
+  <= 5%, WER <= 15%.
 * real-time factor of greedy decoding at batch 1 (log-mel + encoder + greedy decoder with the KV
   cache, audio already in memory): decoding time / audio time over the test split. Target: <= 0.05.
-* beam search with and without the KV cache on the same utterances: wall time and whether every
-  hypothesis is the same. Target: >= 3x faster, same hypotheses.
+* beam search (as the module runs it: joint with CTC) with and without the KV cache on the same
+  utterances: wall time and whether every hypothesis is the same. Target: >= 3x faster, same hypotheses.
 
     flock /tmp/tzoo_cpu.lock python benchmarks/speech.py                 # both stages
     flock /tmp/tzoo_cpu.lock python benchmarks/speech.py --stage train   # corpus + training
@@ -144,31 +145,47 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
         for method, out in hyps.items():
             out += module.transcribe(wave[None], torch.tensor([len(wave)]), method=method)
     eval_s = time.perf_counter() - start
+    hyps["beam_attention"] = []  # the same beam without the CTC head's prefix scores
+    for wave in waves:
+        memory, _ = model.encode(wave[None], torch.tensor([len(wave)]))
+        hyps["beam_attention"].append(module.text(beam_search(model, memory, beam=beam, max_len=max_tokens(memory.shape[1], module.max_text_len))))
     quality = {name: _error_rates(h, refs) for name, h in hyps.items()}
+    variants = sorted({e.get("voice", "?").split("+")[-1] for e in entries})  # the held-out speakers
+    by_voice = {
+        v: _error_rates(*zip(*[(h, r) for h, r, e in zip(hyps["beam"], refs, entries) if e.get("voice", "?").split("+")[-1] == v]))
+        for v in variants
+    }
     examples = [{"ref": r, "beam": h} for r, h in list(zip(refs, hyps["beam"]))[:8]]
     errors = [{"ref": r, "beam": h} for r, h in zip(refs, hyps["beam"]) if r != h][:8]
     rtf = {threads: _greedy_rtf(module, waves, threads) for threads in (1, 2)}
 
     # beam search with and without the KV cache on the same utterances: a fixed random sample
     order = torch.randperm(len(waves), generator=torch.Generator().manual_seed(0))[:speed_utterances].tolist()
+    # twice: the attention beam alone (all of its work is the decoder's) and the joint search the
+    # module runs (its CTC prefix scores are the same work with or without the cache)
     memories = [model.encode(waves[i][None], torch.tensor([len(waves[i])]))[0] for i in order]
-    timing: dict[bool, float] = {}
-    outs: dict[bool, list[list[int]]] = {}
-    for use_cache in (True, False, True):  # the cached run twice (warm-up), the faster one counts
-        start = time.perf_counter()
-        outs[use_cache] = [
-            beam_search(model, m, beam=beam, max_len=max_tokens(m.shape[1], module.max_text_len), use_cache=use_cache)
-            for m in memories
-        ]
-        timing[use_cache] = min(timing.get(use_cache, float("inf")), time.perf_counter() - start)
-    same = sum(a == b for a, b in zip(outs[True], outs[False]))
-    tokens = sum(len(o) + 1 for o in outs[True])
+    ctc_logits = [model.ctc_head(m[0]) for m in memories]
+    weight = module.beam_ctc_weight
+    cache = {}
+    for name, w in (("attention", 0.0), ("joint", weight)):
+        timing: dict[bool, float] = {}
+        outs: dict[bool, list[list[int]]] = {}
+        for use_cache in (True, False, True):  # the cached run twice (warm-up), the faster one counts
+            start = time.perf_counter()
+            outs[use_cache] = [
+                beam_search(model, m, beam=beam, max_len=max_tokens(m.shape[1], module.max_text_len), use_cache=use_cache,
+                            ctc_logits=c, ctc_weight=w)
+                for m, c in zip(memories, ctc_logits)
+            ]
+            timing[use_cache] = min(timing.get(use_cache, float("inf")), time.perf_counter() - start)
+        cache[name] = {"utterances": len(order), "tokens": sum(len(o) + 1 for o in outs[True]), "ctc_weight": w,
+                       "with_cache_s": timing[True], "without_cache_s": timing[False], "speedup": timing[False] / timing[True],
+                       "same_hypotheses": sum(a == b for a, b in zip(outs[True], outs[False]))}  # fmt: skip
 
     results["eval"] = {
-        "test_utterances": len(entries), "test_audio_s": round(audio_s, 1), "beam": beam, "decode_threads": 1,
-        "eval_s": round(eval_s, 1), "quality": quality, "greedy_rtf": rtf[1], "greedy_rtf_2_threads": rtf[2],
-        "cache": {"utterances": len(order), "tokens": tokens, "with_cache_s": timing[True], "without_cache_s": timing[False],
-                  "speedup": timing[False] / timing[True], "same_hypotheses": same},
+        "test_utterances": len(entries), "test_audio_s": round(audio_s, 1), "beam": beam, "beam_ctc_weight": weight, "decode_threads": 1,
+        "eval_s": round(eval_s, 1), "quality": quality, "beam_by_voice": by_voice, "greedy_rtf": rtf[1], "greedy_rtf_2_threads": rtf[2],
+        "cache": cache,
         "examples": examples, "errors": errors,
     }  # fmt: skip
 
@@ -186,16 +203,27 @@ def print_tables(results: dict[str, Any]) -> None:
         return
     print(f"\nHeld-out-speaker test split ({e['test_utterances']} utterances, {e['test_audio_s'] / 60:.1f} min of audio):\n")
     print("| decoding | CER | WER |\n|---|---|---|")
-    for name, label in (("beam", f"attention beam search (width {e['beam']})"), ("greedy", "attention greedy"), ("ctc", "CTC greedy")):
+    rows = (("beam", f"joint CTC/attention beam search (width {e['beam']}, CTC weight {e.get('beam_ctc_weight', 0)})"),
+            ("beam_attention", f"attention beam search (width {e['beam']})"), ("greedy", "attention greedy"), ("ctc", "CTC greedy"))
+    for name, label in rows:
+        if name not in e["quality"]:
+            continue
         q = e["quality"][name]
         print(f"| {label} | {100 * q['cer']:.2f}% | {100 * q['wer']:.2f}% |")
-    k = e["cache"]
+    if "beam_by_voice" in e:
+        print("\n| held-out voice variant (joint beam) | " + " | ".join(e["beam_by_voice"]) + " |")
+        print("|---|" + "---|" * len(e["beam_by_voice"]))
+        for m in ("cer", "wer"):
+            print(f"| {m.upper()} | " + " | ".join(f"{100 * q[m]:.2f}%" for q in e["beam_by_voice"].values()) + " |")
     print("\n| speed (CPU, batch 1) | value | target |\n|---|---|---|")
     print(f"| greedy real-time factor, 1 thread (log-mel + encoder + decoder) | {e['greedy_rtf']:.4f} | <= 0.05 |")
     print(f"| greedy real-time factor, 2 threads | {e['greedy_rtf_2_threads']:.4f} | |")
-    print(f"| beam search with / without KV cache ({k['utterances']} random test utterances, {k['tokens']} tokens) | "
-          f"{k['with_cache_s']:.2f} s / {k['without_cache_s']:.2f} s = {k['speedup']:.2f}x faster | >= 3x |")  # fmt: skip
-    print(f"| same hypotheses with and without the cache | {k['same_hypotheses']}/{k['utterances']} | all |")
+    caches = e["cache"] if "attention" in e["cache"] else {"attention": e["cache"]}  # older results: one entry
+    for name, k in caches.items():
+        what = "attention beam" if name == "attention" else f"joint CTC/attention beam (CTC weight {k['ctc_weight']})"
+        print(f"| {what} with / without KV cache ({k['utterances']} random test utterances, {k['tokens']} tokens) | "
+              f"{k['with_cache_s']:.2f} s / {k['without_cache_s']:.2f} s = {k['speedup']:.2f}x faster | >= 3x |")  # fmt: skip
+        print(f"| same hypotheses with and without the cache | {k['same_hypotheses']}/{k['utterances']} | all |")
 
 
 def main() -> None:

@@ -139,3 +139,13 @@ def test_every_task_writes_weights_only_checkpoints(tmp_path, monkeypatch, confi
     checkpoint = torch.load(last, map_location="cpu", weights_only=True)  # raises on anything unsafe
     assert checkpoint["tzoo"]["task"] == config.split("/")[0]
     assert load_module(last).task_name == checkpoint["tzoo"]["task"]
+
+
+def test_a_setting_an_older_version_had_is_ignored_with_a_warning_naming_it(tmp_path, lm_checkpoint):
+    checkpoint = torch.load(lm_checkpoint, weights_only=True)
+    checkpoint["hyper_parameters"]["retired_setting"] = 0.3  # e.g. renamed since the checkpoint was written
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+    with pytest.warns(UserWarning, match=r"no longer takes, ignored: \['retired_setting'\]"):
+        module = load_module(old)
+    assert module.sample("All:", max_new_tokens=3, seed=0) == load_module(lm_checkpoint).sample("All:", max_new_tokens=3, seed=0)

@@ -1,4 +1,5 @@
-"""Turning model outputs into token ids: CTC greedy, attention greedy and attention beam search.
+"""Turning model outputs into token ids: CTC greedy, attention greedy and attention beam search
+(alone, or joint with the CTC head's prefix scores).
 
 The attention decoders use the core KV cache by default: the decoder's self-attention keeps the
 keys/values of the tokens so far and each step feeds one new token, and cross-attention computes
@@ -18,7 +19,7 @@ from tzoo.core import KVCache
 from tzoo.tasks.speech.model import SpeechTransformer
 from tzoo.tasks.speech.tokenizer import BLANK, BOS, EOS
 
-__all__ = ["beam_search", "ctc_greedy", "ctc_log_likelihood", "greedy", "max_tokens"]
+__all__ = ["CTCPrefixScorer", "beam_search", "ctc_greedy", "ctc_log_likelihood", "greedy", "max_tokens"]
 
 
 def ctc_greedy(logits: Tensor, mask: Tensor) -> list[list[int]]:
@@ -89,6 +90,57 @@ def _reorder(caches: list[KVCache], rows: Tensor) -> None:
         cache.k, cache.v = cache.k.index_select(0, rows), cache.v.index_select(0, rows)
 
 
+class CTCPrefixScorer:
+    """The CTC head's probability that the transcript *begins* with a prefix, for every one-token
+    extension of the beam's hypotheses at once (the prefix score of hybrid CTC/attention decoding,
+    Watanabe et al. 2017, "Hybrid CTC/Attention Architecture for End-to-End Speech Recognition").
+
+    For a prefix g the state is r (2, N): log-probabilities that the first t+1 nodes' path collapses
+    to exactly g, ending in a non-blank (r[0, t]) or a blank (r[1, t]). Extending g by a token c:
+
+        phi_t   = r_b(g)_t + (r_n(g)_t if c != last(g) else 0)
+        r_n(h)_t = (r_n(h)_{t-1} + phi_{t-1}) x_t(c),   r_b(h)_t = (r_b(h)_{t-1} + r_n(h)_{t-1}) x_t(blank)
+        psi(h)  = r_n(h)_0 + sum_t phi_{t-1} x_t(c)     (P(the transcript starts with h))
+
+    Both recurrences are first-order linear, so each is solved for every node at once with a
+    cumulative log-sum-exp instead of a loop over the N nodes. Computed in float64. The prefix score
+    of g + </s> is P_ctc(g | audio), summed over every alignment.
+    """
+
+    def __init__(self, logits: Tensor) -> None:
+        if logits.dim() != 2 or logits.shape[0] < 1:
+            raise ValueError(f"CTCPrefixScorer takes one utterance's CTC logits (N, V) with N >= 1, got {tuple(logits.shape)}")
+        logp = logits.double().log_softmax(-1).T.contiguous()  # (V, N)
+        self.logp = logp
+        self.cum = logp.cumsum(-1)  # (V, N): log of x_0(c) ... x_t(c)
+        self.num_nodes, self.vocab_size = logp.shape[1], logp.shape[0]
+
+    def initial(self) -> Tensor:
+        """The state of the empty prefix (2, N): no token yet, so only blanks."""
+        return torch.stack([torch.full_like(self.cum[BLANK], float("-inf")), self.cum[BLANK]])
+
+    def extend(self, state: Tensor, last: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """States (K, 2, N) of K prefixes, their last tokens (K,) (-1 for the empty prefix) and C
+        candidate tokens for each (K, C) -> the candidates' prefix scores (K, C) and states (K, C, 2, N).
+
+        For ``EOS`` the score is log P_ctc(prefix); ``BLANK`` and ``BOS`` are never emitted (-inf)."""
+        rn, rb = state[:, 0, None, :], state[:, 1, None, :]  # (K, 1, N)
+        x, cum = self.logp[tokens], self.cum[tokens]  # (K, C, N)
+        repeat = (tokens == last[:, None])[..., None]  # (K, C, 1): repeating a token needs a blank between
+        phi = torch.where(repeat, rb, torch.logaddexp(rn, rb))  # (K, C, N)
+        start = torch.where((last < 0)[:, None], x[..., 0], float("-inf"))  # (K, C): r_n(h)_0
+        u = torch.cat([(start - cum[..., 0])[..., None], phi[..., :-1] - cum[..., :-1]], dim=-1)
+        new_rn = cum + torch.logcumsumexp(u, dim=-1)  # (K, C, N)
+        psi = torch.logsumexp(u + cum, dim=-1)  # (K, C): u_t + cum_t = phi_{t-1} + log x_t(c), u_0 + cum_0 = r_n(h)_0
+        cum_b = self.cum[BLANK]  # (N,)
+        w = torch.cat([torch.full_like(start, float("-inf"))[..., None], new_rn[..., :-1] - cum_b[:-1]], dim=-1)
+        new_rb = cum_b + torch.logcumsumexp(w, dim=-1)
+        ended = torch.logaddexp(rn[:, 0, -1], rb[:, 0, -1])[:, None].expand_as(psi)  # (K, C)
+        psi = torch.where(tokens == EOS, ended, psi)
+        psi = psi.masked_fill((tokens == BLANK) | (tokens == BOS), float("-inf"))
+        return psi, torch.stack([new_rn, new_rb], dim=2)
+
+
 @torch.inference_mode()
 def beam_search(
     model: SpeechTransformer,
@@ -99,17 +151,23 @@ def beam_search(
     use_cache: bool = True,
     ctc_logits: Tensor | None = None,
     ctc_weight: float = 0.0,
+    pre_beam: int | None = None,
 ) -> list[int]:
     """One utterance's encoder output (1, N, D) -> the most probable token sequence found by a beam
-    of width ``beam`` (scores: summed log-probabilities).
+    of width ``beam``.
 
     Each step extends every live hypothesis by every token, keeps the ``beam`` best that do not end
     and sets aside those that do. The search stops when ``beam`` hypotheses have ended and none of the
-    live ones can still beat the best ended one (log-probabilities only fall), or at ``max_len``.
+    live ones can still beat the best ended one (scores only fall as a hypothesis grows), or at ``max_len``.
 
-    With ``ctc_logits`` (N, V) and ``ctc_weight`` w > 0 the ended hypotheses are ranked by
-    (1 - w) * log P_attention + w * log P_ctc: the CTC head, which must account for every audio
-    node, vetoes the decoder's typical failures (words repeated, or an early end).
+    Scores are the decoder's summed log-probabilities. With ``ctc_logits`` (N, V) and ``ctc_weight``
+    w > 0 the search is joint: every hypothesis h, live or ended, scores
+    (1 - w) * log P_attention(h) + w * log P_ctc(h...), the CTC head's prefix score
+    (:class:`CTCPrefixScorer`; for an ended one, its full CTC likelihood). The CTC head must account
+    for every audio node in order, so it vetoes the decoder's typical failures (words repeated or
+    skipped, an early end) while they are still in the beam. Only the decoder's ``pre_beam`` best
+    tokens per hypothesis (default 1.5 x ``beam``, as in ESPnet) are scored and may extend it; with
+    w = 1 the decoder has no say and every token is scored.
     """
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
@@ -119,7 +177,17 @@ def beam_search(
         raise ValueError(f"beam_search takes one utterance's encoder output (1, N, D), got {tuple(memory.shape)}")
     device = memory.device
     hyps = torch.full((1, 1), BOS, dtype=torch.long, device=device)  # (K, 1 + t)
-    scores = torch.zeros(1, device=device)  # (K,)
+    att = torch.zeros(1, device=device)  # (K,) summed decoder log-probabilities
+    scorer = CTCPrefixScorer(ctc_logits.cpu()) if ctc_logits is not None and ctc_weight > 0 else None
+    if scorer is not None:
+        state = scorer.initial()[None]  # (K, 2, N) CTC states of the live hypotheses
+        if ctc_weight == 1.0:
+            pre_beam = None
+        elif pre_beam is None:
+            pre_beam = max(1, int(1.5 * beam))
+        elif pre_beam < 1:
+            raise ValueError(f"pre_beam must be >= 1 (tokens scored per hypothesis), got {pre_beam}")
+    scores = att  # (K,) what ranks the live hypotheses
     finished: list[tuple[float, list[int]]] = []
     cache = model.decoder.make_cache(max_len + 1) if use_cache else None
     cross = model.decoder.make_cache() if use_cache else None
@@ -130,10 +198,22 @@ def beam_search(
             logits = model.decode(hyps, memory.expand(len(hyps), -1, -1), None)
         logp = logits[:, -1].float().log_softmax(-1)  # (K, V)
         V = logp.shape[-1]
-        candidates = (scores[:, None] + logp).view(-1)  # (K * V,)
-        top_scores, top_index = candidates.topk(min(2 * beam, candidates.numel()))
+        extended = att[:, None] + logp  # (K, V)
+        if scorer is not None:
+            # the CTC prefix score of the decoder's best few tokens per hypothesis (ESPnet's pre-beam)
+            last = hyps[:, -1].cpu() if hyps.shape[1] > 1 else torch.full((len(hyps),), -1)
+            candidates = logp.topk(min(V, pre_beam or V), dim=-1).indices.cpu()  # (K, C)
+            psi, states = scorer.extend(state, last, candidates)  # (K, C), (K, C, 2, N)
+            joint = torch.full_like(extended, float("-inf")).scatter_(
+                1, candidates.to(device), (1 - ctc_weight) * extended.gather(1, candidates.to(device)) + ctc_weight * psi.to(extended)
+            )  # (K, V)
+        else:
+            joint = extended
+        top_scores, top_index = joint.view(-1).topk(min(2 * beam, joint.numel()))
         keep_rows, keep_tokens, keep_scores = [], [], []
         for score, index in zip(top_scores.tolist(), top_index.tolist()):
+            if score == float("-inf"):
+                break
             row, token = divmod(index, V)
             if token == EOS:
                 finished.append((score, hyps[row, 1:].tolist()))
@@ -143,9 +223,14 @@ def beam_search(
                     break
         if not keep_rows:
             break
-        rows = torch.tensor(keep_rows, device=device)
-        hyps = torch.cat([hyps.index_select(0, rows), torch.tensor(keep_tokens, device=device)[:, None]], dim=1)
+        rows, tokens = torch.tensor(keep_rows, device=device), torch.tensor(keep_tokens, device=device)
+        hyps = torch.cat([hyps.index_select(0, rows), tokens[:, None]], dim=1)
+        att = extended[rows, tokens]
         scores = torch.tensor(keep_scores, device=device)
+        if scorer is not None:
+            source = rows.cpu()
+            column = (candidates[source] == tokens.cpu()[:, None]).int().argmax(-1)  # each kept token's slot
+            state = states[source, column]
         if cache is not None and cross is not None:
             if keep_rows != list(range(len(keep_rows))) or cache[0].k is None or cache[0].k.shape[0] != len(rows):
                 _reorder(cache, rows)
@@ -155,7 +240,4 @@ def beam_search(
             break
     if not finished:  # nothing ended within max_len: the best live hypothesis
         finished = [(float(s), h[1:]) for s, h in zip(scores.tolist(), hyps.tolist())]
-    if ctc_logits is not None and ctc_weight > 0:
-        ctc = ctc_log_likelihood(ctc_logits, [f[1] for f in finished]).tolist()
-        finished = [((1 - ctc_weight) * score + ctc_weight * c, ids) for (score, ids), c in zip(finished, ctc)]
     return max(finished, key=lambda f: f[0])[1]

@@ -52,11 +52,12 @@ class SpeechRecognizer(TaskModule):
         max_frames: int = 750,
         freq_masks: int = 2,
         time_masks: int = 2,
+        freq_warp: float = 0.0,
         subsampling: int = 4,
         ctc_weight: float = 0.3,
         label_smoothing: float = 0.1,
         beam_size: int = 4,
-        ctc_rescore: float = 0.3,
+        beam_ctc_weight: float = 0.5,
         max_text_len: int = 300,
         examples: int = 4,
         lr: float = 1e-3,
@@ -66,25 +67,26 @@ class SpeechRecognizer(TaskModule):
         warmup_steps: int = 300,
     ) -> None:
         """``alphabet`` and ``sample_rate`` are linked from the data by the tzoo CLI. ``beam_size``:
-        the beam width of test and predict decoding; ``ctc_rescore``: the CTC head's weight in the
-        score of the beam's ended hypotheses (0: the decoder's alone); ``examples``: reference/hypothesis pairs
+        the beam width of test and predict decoding; ``beam_ctc_weight``: the CTC head's weight in
+        the beam's joint CTC/attention scores (0: the decoder's alone); ``examples``: reference/hypothesis pairs
         written after each validation (0: none, and no alignment picture)."""
         super().__init__(lr=lr, min_lr=min_lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps)
         if not 0.0 <= ctc_weight <= 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1] (the CTC share of the loss), got {ctc_weight}")
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
-        if not 0.0 <= ctc_rescore <= 1.0:
-            raise ValueError(f"ctc_rescore must be in [0, 1] (the CTC share of a hypothesis' score), got {ctc_rescore}")
+        if not 0.0 <= beam_ctc_weight <= 1.0:
+            raise ValueError(f"beam_ctc_weight must be in [0, 1] (the CTC share of a hypothesis' score), got {beam_ctc_weight}")
         self.save_hyperparameters()
         self.tokenizer = text_tokenizer(alphabet)
         self.model = SpeechTransformer(
             self.tokenizer.vocab_size, sample_rate=sample_rate, dim=dim, encoder_depth=encoder_depth,
             decoder_depth=decoder_depth, num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout,
             encoder_position=encoder_position, max_frames=max_frames, freq_masks=freq_masks, time_masks=time_masks,
-            subsampling=subsampling,
+            subsampling=subsampling, freq_warp=freq_warp,
         )  # fmt: skip
-        self.ctc_weight, self.label_smoothing, self.beam_size, self.ctc_rescore = ctc_weight, label_smoothing, beam_size, ctc_rescore
+        self.ctc_weight, self.label_smoothing, self.beam_size = ctc_weight, label_smoothing, beam_size
+        self.beam_ctc_weight = beam_ctc_weight
         self.max_text_len, self.examples = max_text_len, examples
         self.val_cer, self.val_wer = CharErrorRate(), WordErrorRate()
         self.test_cer, self.test_wer, self.test_cer_ctc = CharErrorRate(), WordErrorRate(), CharErrorRate()
@@ -151,12 +153,12 @@ class SpeechRecognizer(TaskModule):
         return [self.text(self._beam(memory[i : i + 1, : int(mask[i].sum())])) for i in range(len(wave))]
 
     def _beam(self, memory: Tensor) -> list[int]:
-        """One utterance's unpadded encoder output (1, N, D) -> token ids by beam search, its ended
-        hypotheses rescored with the CTC head (weight ``ctc_rescore``)."""
+        """One utterance's unpadded encoder output (1, N, D) -> token ids by beam search, joint with
+        the CTC head's prefix scores (weight ``beam_ctc_weight``)."""
         n = memory.shape[1]
-        ctc = self.model.ctc_head(memory[0]) if self.ctc_rescore > 0 else None
+        ctc = self.model.ctc_head(memory[0]) if self.beam_ctc_weight > 0 else None
         return beam_search(self.model, memory, beam=self.beam_size, max_len=max_tokens(n, self.max_text_len),
-                           ctc_logits=ctc, ctc_weight=self.ctc_rescore)  # fmt: skip
+                           ctc_logits=ctc, ctc_weight=self.beam_ctc_weight)  # fmt: skip
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> None:
         loss, _, _ = self._losses(batch)

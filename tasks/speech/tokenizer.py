@@ -32,6 +32,28 @@ def text_tokenizer(alphabet: str) -> CharTokenizer:
     return CharTokenizer(list(alphabet), special_tokens=SPECIAL_TOKENS)
 
 
+def vtlp_warp(spec: Tensor, alpha: Tensor, sample_rate: int, boundary_hz: float = 4800.0) -> Tensor:
+    """Vocal tract length perturbation (Jaitly & Hinton 2013): (B, F, T) power spectra (F linear
+    bins up to Nyquist) and (B,) warp factors -> spectra whose frequencies are scaled by alpha.
+
+    A formant at f moves to alpha * f below ``boundary_hz`` * min(alpha, 1); above it a second line
+    maps the rest onto the band up to Nyquist, so nothing is pushed out of (or missing from) the
+    band. Built by reading each output bin from its (fractional) source bin, linearly interpolated.
+    """
+    B, F, _ = spec.shape
+    nyquist = sample_rate / 2
+    out_hz = torch.linspace(0, nyquist, F, device=spec.device, dtype=torch.float32)[None, :]  # (1, F)
+    a = alpha.to(torch.float32)[:, None]  # (B, 1)
+    knee = boundary_hz * a.clamp(max=1.0)  # (B, 1): where the warped axis changes slope
+    high = nyquist - (nyquist - out_hz) * (nyquist - knee / a) / (nyquist - knee)
+    src = torch.where(out_hz <= knee, out_hz / a, high) * ((F - 1) / nyquist)  # (B, F) source bins
+    src = src.clamp(0, F - 1)
+    low = src.floor().long().clamp(max=F - 2)
+    frac = (src - low)[..., None].to(spec.dtype)  # (B, F, 1)
+    index = low[..., None].expand(-1, -1, spec.shape[-1])
+    return spec.gather(1, index) * (1 - frac) + spec.gather(1, index + 1) * frac
+
+
 class LogMel(nn.Module):
     """(B, S) waveforms + (B,) sample counts -> (B, F, T) log-mel, (B,) frame counts.
 
@@ -42,7 +64,7 @@ class LogMel(nn.Module):
 
     def __init__(self, sample_rate: int = 16000, n_mels: int = 80, *, win_ms: float = 25.0, hop_ms: float = 10.0) -> None:
         super().__init__()
-        self.hop = int(sample_rate * hop_ms / 1000)
+        self.hop, self.sample_rate = int(sample_rate * hop_ms / 1000), sample_rate
         win = int(sample_rate * win_ms / 1000)
         n_fft = 1 << (win - 1).bit_length()
         self.mel = AT.MelSpectrogram(sample_rate, n_fft=n_fft, win_length=win, hop_length=self.hop, n_mels=n_mels, center=True)
@@ -50,11 +72,15 @@ class LogMel(nn.Module):
     def frames(self, lengths: Tensor) -> Tensor:
         return lengths // self.hop + 1  # center=True: one frame per hop, plus one
 
-    def forward(self, wave: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, wave: Tensor, lengths: Tensor, warp: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``warp`` (B,): optional VTLP factors (:func:`vtlp_warp`), 1 = none."""
         S = wave.shape[1]
         real = torch.arange(S, device=wave.device)[None, :] < lengths[:, None]  # (B, S)
         wave = wave * real
-        mel = self.mel(wave.float()).clamp_min(1e-6).log()  # (B, F, T)
+        spec = self.mel.spectrogram(wave.float())  # (B, n_fft / 2 + 1, T) power
+        if warp is not None:
+            spec = vtlp_warp(spec, warp, self.sample_rate)
+        mel = self.mel.mel_scale(spec).clamp_min(1e-6).log()  # (B, F, T)
         frames = self.frames(lengths)
         valid = (torch.arange(mel.shape[-1], device=wave.device)[None, :] < frames[:, None])[:, None, :]  # (B, 1, T)
         count = frames[:, None, None].clamp_min(1)
@@ -68,7 +94,9 @@ class AudioTokenizer(nn.Module):
 
     ``freq_masks`` masks of up to ``freq_mask_width`` bands and ``time_masks`` masks of up to
     ``time_mask_width`` frames (each at most ``time_mask_ratio`` of the utterance) are applied in
-    training only (SpecAugment, Park et al. 2019). ``subsampling`` (4 or 2): mel frames per node.
+    training only (SpecAugment, Park et al. 2019); ``freq_warp`` w > 0 also scales each training
+    utterance's frequencies by a factor drawn from [1 - w, 1 + w] (VTLP, :func:`vtlp_warp`: other
+    vocal tract lengths, i.e. other speakers' formants). ``subsampling`` (4 or 2): mel frames per node.
     Character CTC needs a node per character and one between doubled letters: at x4 (25 nodes/s)
     fast speech (~20 characters/s) leaves it little room; x2 doubles the nodes and the encoder's cost.
     """
@@ -85,10 +113,14 @@ class AudioTokenizer(nn.Module):
         time_mask_width: int = 25,
         time_mask_ratio: float = 0.1,
         subsampling: int = 4,
+        freq_warp: float = 0.0,
     ) -> None:
         super().__init__()
         if subsampling not in (2, 4):
             raise ValueError(f"subsampling={subsampling!r} is not one of (2, 4) (mel frames per node)")
+        if not 0.0 <= freq_warp < 0.5:
+            raise ValueError(f"freq_warp must be in [0, 0.5) (the largest relative VTLP warp; 0 = off), got {freq_warp}")
+        self.freq_warp = freq_warp
         self.logmel = LogMel(sample_rate, n_mels)
         self.freq_masks = nn.ModuleList(AT.FrequencyMasking(freq_mask_width, iid_masks=True) for _ in range(freq_masks))
         self.time_masks = nn.ModuleList(
@@ -113,7 +145,10 @@ class AudioTokenizer(nn.Module):
         return int(self.subsampled(self.logmel.frames(torch.tensor(num_samples))))
 
     def forward(self, wave: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        mel, frames = self.logmel(wave, lengths)  # (B, F, T), (B,)
+        warp = None
+        if self.training and self.freq_warp > 0:
+            warp = 1 + (torch.rand(wave.shape[0], device=wave.device) * 2 - 1) * self.freq_warp  # (B,)
+        mel, frames = self.logmel(wave, lengths, warp)  # (B, F, T), (B,)
         return self.from_logmel(mel, frames)
 
     def from_logmel(self, mel: Tensor, frames: Tensor) -> tuple[Tensor, Tensor]:

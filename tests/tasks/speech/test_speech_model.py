@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tzoo.tasks.speech.alignment import alignment_figure, cross_attention
-from tzoo.tasks.speech.decoding import beam_search, ctc_greedy, ctc_log_likelihood, greedy
+from tzoo.tasks.speech.decoding import CTCPrefixScorer, beam_search, ctc_greedy, ctc_log_likelihood, greedy
 from tzoo.tasks.speech.model import SpeechTransformer
 from tzoo.tasks.speech.tokenizer import BLANK, BOS, EOS, AudioTokenizer, LogMel, text_tokenizer
 
@@ -116,27 +116,101 @@ def test_ctc_log_likelihood_sums_every_alignment():
     assert got[4] == float("-inf") == expected[4]
 
 
-def test_ctc_rescoring_picks_among_the_ended_hypotheses(monkeypatch):
+def test_vtlp_warp_moves_a_tone_by_the_factor_and_only_in_training():
+    from tzoo.tasks.speech.tokenizer import vtlp_warp
+
+    sr, F = 16000, 257
+    t = torch.arange(sr) / sr
+    spec = torch.stft(torch.sin(2 * torch.pi * 1000 * t), 512, 160, window=torch.hann_window(512), return_complex=True).abs() ** 2
+    spec = spec[None]  # (1, F, T): a 1 kHz tone
+    hz = torch.linspace(0, sr / 2, F)
+    peak = lambda s: float(hz[s[0].mean(-1).argmax()])  # noqa: E731
+    assert peak(spec) == pytest.approx(1000, abs=20)
+    assert torch.allclose(vtlp_warp(spec, torch.tensor([1.0]), sr), spec, atol=1e-6 * float(spec.max()))
+    for alpha in (0.9, 1.1, 1.2):
+        assert peak(vtlp_warp(spec, torch.tensor([alpha]), sr)) == pytest.approx(1000 * alpha, abs=20)
+    # the whole band stays covered: the top bin maps to the top bin
+    ramp = hz[None, :, None].expand(2, F, 3)
+    warped = vtlp_warp(ramp, torch.tensor([0.9, 1.1]), sr)
+    assert torch.allclose(warped[:, -1], torch.full((2, 3), sr / 2)) and (warped.diff(dim=1) >= 0).all()
+
+    tok = AudioTokenizer(16, freq_masks=0, time_masks=0, freq_warp=0.1)
+    wave, lengths = torch.randn(2, 8000), torch.tensor([8000, 6000])
+    torch.manual_seed(0)
+    a, _ = tok.train()(wave, lengths)
+    torch.manual_seed(0)
+    b, _ = tok.eval()(wave, lengths)
+    assert not torch.allclose(a, b)  # training warps
+    plain = AudioTokenizer(16, freq_masks=0, time_masks=0)
+    plain.load_state_dict(tok.state_dict())
+    assert torch.equal(plain.eval()(wave, lengths)[0], b)  # evaluation never warps
+    with pytest.raises(ValueError, match=r"freq_warp must be in \[0, 0.5\).*got 0.7"):
+        AudioTokenizer(16, freq_warp=0.7)
+
+
+def test_ctc_prefix_scores_sum_every_path_that_starts_with_the_prefix():
+    import itertools
+    import math
+
+    torch.manual_seed(0)
+    N, V = 4, 5  # 4 nodes; blank, <s>, </s> and two letters (3, 4)
+    logits = torch.randn(N, V)
+    logp = logits.double().log_softmax(-1)
+
+    def collapse(path):
+        out, previous = [], None
+        for c in path:
+            if c != previous and c != BLANK:
+                out.append(c)
+            previous = c
+        return out
+
+    paths = [(collapse(p), math.exp(sum(logp[t, c].item() for t, c in enumerate(p)))) for p in itertools.product(range(V), repeat=N)]
+
+    def brute(prefix):
+        total = sum(prob for out, prob in paths if out[: len(prefix)] == prefix)
+        return math.log(total) if total else float("-inf")
+
+    scorer = CTCPrefixScorer(logits)
+    state, last, prefix = scorer.initial()[None], torch.tensor([-1]), []
+    candidates = torch.tensor([[4, EOS, 3, BLANK, BOS]])  # any order, any subset
+    for token in (3, 4, 4):  # a repeat too: 4 4 needs a blank between
+        psi, states = scorer.extend(state, last, candidates)
+        assert psi[0, 2].item() == pytest.approx(brute(prefix + [3]), abs=1e-9)
+        assert psi[0, 0].item() == pytest.approx(brute(prefix + [4]), abs=1e-9)
+        assert psi[0, 1].item() == pytest.approx(ctc_log_likelihood(logits, [prefix]).item(), abs=1e-5)
+        assert psi[0, 3].item() == psi[0, 4].item() == float("-inf")  # blank and <s> are never emitted
+        state, last, prefix = states[0, 2 if token == 3 else 0][None], torch.tensor([token]), prefix + [token]
+    with pytest.raises(ValueError, match=r"CTC logits \(N, V\) with N >= 1, got \(0, 5\)"):
+        CTCPrefixScorer(torch.zeros(0, 5))
+
+
+def test_joint_ctc_beam_search_follows_a_confident_ctc_head(monkeypatch):
     from tzoo.tasks.speech import decoding
 
-    model = _model()
+    model = _model()  # untrained: its decoder has no idea what was said
     memory, _ = model.encode(torch.randn(1, 8000), torch.tensor([8000]))
-    ctc_logits = model.ctc_head(memory[0])
-    seen = []
+    n = memory.shape[1]
+    spoken = [3, 7, 7, 5]
+    ctc_logits = torch.zeros(n, 12)  # a CTC head sure of "3 7 7 5": each token, then blanks
+    frames = [3, BLANK, 7, BLANK, 7, BLANK, 5] + [BLANK] * (n - 7)
+    ctc_logits[torch.arange(n), torch.tensor(frames)] = 30.0
+    calls = []
+    original = decoding.CTCPrefixScorer.extend
+    monkeypatch.setattr(decoding.CTCPrefixScorer, "extend", lambda self, *a: calls.append(1) or original(self, *a))
 
-    def spy(logits, hypotheses):
-        scores = ctc_log_likelihood(logits, hypotheses)
-        seen.append((hypotheses, scores))
-        return scores
-
-    monkeypatch.setattr(decoding, "ctc_log_likelihood", spy)
-    plain = beam_search(model, memory, beam=4, max_len=8)
-    assert beam_search(model, memory, beam=4, max_len=8, ctc_logits=ctc_logits, ctc_weight=0.0) == plain
-    assert not seen  # weight 0: the decoder's score alone, CTC never computed
-    rescored = beam_search(model, memory, beam=4, max_len=8, ctc_logits=ctc_logits, ctc_weight=1.0)
-    ((hypotheses, scores),) = seen
-    assert plain in hypotheses and len(hypotheses) > 1  # the ended hypotheses, the plain pick among them
-    assert rescored == hypotheses[int(scores.argmax())]  # weight 1: the CTC head alone ranks them
+    plain = beam_search(model, memory, beam=4, max_len=10)
+    assert beam_search(model, memory, beam=4, max_len=10, ctc_logits=ctc_logits, ctc_weight=0.0) == plain
+    assert not calls and plain != spoken  # weight 0: the decoder alone, CTC never computed
+    for weight, pre_beam in ((0.5, 12), (1.0, None)):  # every token scored: the decoder cannot hide one
+        for use_cache in (True, False):
+            got = beam_search(model, memory, beam=4, max_len=10, ctc_logits=ctc_logits, ctc_weight=weight,
+                              pre_beam=pre_beam, use_cache=use_cache)  # fmt: skip
+            assert got == spoken, (weight, use_cache)
+    assert calls
+    # the default pre-beam (6 of 12 tokens) scores only the decoder's favourites: same with/without cache
+    pruned = [beam_search(model, memory, beam=4, max_len=10, ctc_logits=ctc_logits, ctc_weight=0.5, use_cache=c) for c in (True, False)]
+    assert pruned[0] == pruned[1]
     with pytest.raises(ValueError, match=r"ctc_weight must be in \[0, 1\].*got 1.5"):
         beam_search(model, memory, ctc_logits=ctc_logits, ctc_weight=1.5)
 
