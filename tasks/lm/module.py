@@ -154,8 +154,9 @@ class LanguageModel(TaskModule):
         use_cache: bool = True,
         seed: int | None = None,
         stop_at_eot: bool = True,
+        compile: bool = False,
     ) -> str:
-        """prompt + up to ``max_new_tokens`` sampled tokens, as text."""
+        """prompt + up to ``max_new_tokens`` sampled tokens, as text (``compile``: see ``GPT.generate``)."""
         if self.tokenizer is None:
             raise ValueError("this LanguageModel has no tokenizer yet: load it from a checkpoint or fit it first")
         ids = self.tokenizer.encode(prompt) or [self.tokenizer.eot_id]
@@ -172,6 +173,7 @@ class LanguageModel(TaskModule):
             use_cache=use_cache,
             stop=self.tokenizer.eot_id if stop_at_eot else None,
             generator=generator,
+            compile=compile,
         )
         new = out[0, idx.shape[1] :].tolist()
         if stop_at_eot and self.tokenizer.eot_id in new:

@@ -175,6 +175,8 @@ def beam_search(
         raise ValueError(f"ctc_weight must be in [0, 1] (the CTC share of the hypothesis score), got {ctc_weight}")
     if memory.dim() != 3 or memory.shape[0] != 1:
         raise ValueError(f"beam_search takes one utterance's encoder output (1, N, D), got {tuple(memory.shape)}")
+    if pre_beam is not None and pre_beam < 1:
+        raise ValueError(f"pre_beam must be >= 1 (tokens CTC-scored per hypothesis, or None for 1.5 x beam), got {pre_beam}")
     device = memory.device
     hyps = torch.full((1, 1), BOS, dtype=torch.long, device=device)  # (K, 1 + t)
     att = torch.zeros(1, device=device)  # (K,) summed decoder log-probabilities
@@ -185,8 +187,6 @@ def beam_search(
             pre_beam = None
         elif pre_beam is None:
             pre_beam = max(1, int(1.5 * beam))
-        elif pre_beam < 1:
-            raise ValueError(f"pre_beam must be >= 1 (tokens scored per hypothesis), got {pre_beam}")
     scores = att  # (K,) what ranks the live hypotheses
     finished: list[tuple[float, list[int]]] = []
     cache = model.decoder.make_cache(max_len + 1) if use_cache else None

@@ -29,6 +29,17 @@ def test_sampling_identical_with_and_without_cache_for_the_same_seed():
     assert torch.equal(a, b)
 
 
+def test_compiled_generation_gives_the_eager_tokens_past_the_block_too():
+    model = tiny("rope")
+    prompt = torch.randint(0, 23, (2, 3), generator=torch.Generator().manual_seed(1))
+    for use_cache in (True, False):  # 45 new tokens: the cache is refilled once past block_size 32
+        eager = model.generate(prompt, 45, top_k=5, use_cache=use_cache, generator=torch.Generator().manual_seed(2))
+        compiled = model.generate(prompt, 45, top_k=5, use_cache=use_cache, compile=True, generator=torch.Generator().manual_seed(2))
+        assert torch.equal(eager, compiled), use_cache
+    assert model.compiled_forward() is model.compiled_forward()  # compiled once per model
+    assert "_compiled_forward" not in dict(model.named_modules()) and not any("compiled" in k for k in model.state_dict())
+
+
 def test_cached_generation_runs_past_block_size():
     model = tiny("rope")
     out = model.generate(torch.zeros(1, 4, dtype=torch.long), 100, temperature=0)

@@ -213,6 +213,8 @@ def test_joint_ctc_beam_search_follows_a_confident_ctc_head(monkeypatch):
     assert pruned[0] == pruned[1]
     with pytest.raises(ValueError, match=r"ctc_weight must be in \[0, 1\].*got 1.5"):
         beam_search(model, memory, ctc_logits=ctc_logits, ctc_weight=1.5)
+    with pytest.raises(ValueError, match=r"pre_beam must be >= 1.*got 0"):
+        beam_search(model, memory, ctc_logits=ctc_logits, ctc_weight=0.5, pre_beam=0)
 
 
 def test_cross_attention_ignores_padded_frames():
