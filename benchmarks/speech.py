@@ -150,10 +150,9 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
         memory, _ = model.encode(wave[None], torch.tensor([len(wave)]))
         hyps["beam_attention"].append(module.text(beam_search(model, memory, beam=beam, max_len=max_tokens(memory.shape[1], module.max_text_len))))
     quality = {name: _error_rates(h, refs) for name, h in hyps.items()}
-    variants = sorted({e.get("voice", "?").split("+")[-1] for e in entries})  # the held-out speakers
+    variants = [e.get("voice", "?").split("+")[-1] for e in entries]  # accent+variant: the held-out speaker
     by_voice = {
-        v: _error_rates(*zip(*[(h, r) for h, r, e in zip(hyps["beam"], refs, entries) if e.get("voice", "?").split("+")[-1] == v]))
-        for v in variants
+        v: _error_rates(*zip(*[(h, r) for h, r, u in zip(hyps["beam"], refs, variants) if u == v])) for v in sorted(set(variants))
     }
     examples = [{"ref": r, "beam": h} for r, h in list(zip(refs, hyps["beam"]))[:8]]
     errors = [{"ref": r, "beam": h} for r, h in zip(refs, hyps["beam"]) if r != h][:8]

@@ -65,7 +65,7 @@ def generate_main(argv: list[str]) -> None:
     parser.add_argument("--top_p", type=float, default=None)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--no_cache", action="store_true", help="recompute the whole window every step")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model first (~20 s once; faster long samples)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model first (tens of seconds, once; faster long samples)")
     args = parser.parse_args(argv)
     try:
         module = load_module(args.ckpt)

@@ -62,6 +62,7 @@ class GPT(nn.Module):
         self.head = nn.Linear(dim, vocab_size, bias=False)
         self.head.weight = self.embed.weight  # tied (Press & Wolf 2017)
         init_gpt2(self, depth)
+        self._compiled_forward: Callable[..., Tensor] | None = None  # made by compiled_forward(); not state
 
     def num_params(self, *, non_embedding: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())
@@ -85,11 +86,9 @@ class GPT(nn.Module):
 
     def compiled_forward(self) -> Callable[..., Tensor]:
         """``forward`` through ``torch.compile`` with dynamic shapes, made once per model."""
-        compiled = self.__dict__.get("_compiled_forward")
-        if compiled is None:
-            compiled = torch.compile(self.forward, dynamic=True)
-            self.__dict__["_compiled_forward"] = compiled  # a plain attribute: not a submodule, not saved
-        return compiled
+        if self._compiled_forward is None:
+            self._compiled_forward = torch.compile(self.forward, dynamic=True)
+        return self._compiled_forward
 
     @torch.inference_mode()
     def generate(
@@ -115,8 +114,8 @@ class GPT(nn.Module):
         stopped earlier are ``stop`` too. ``temperature=0`` is greedy.
 
         ``compile=True`` runs the forward passes through ``torch.compile`` (dynamic shapes, so one
-        compilation serves every cache length and window): a one-token step becomes a few fused
-        kernels instead of ~100 small ones. Compiling takes tens of seconds once per model and
+        compilation serves every cache length and window): a one-token step runs inductor's generated
+        kernels instead of several hundred eager operator calls. Compiling takes tens of seconds once per model and
         process; it pays off for long generations. Same tokens as without it.
         """
         _check_sampling(temperature, top_k, top_p)

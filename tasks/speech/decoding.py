@@ -180,7 +180,7 @@ def beam_search(
     device = memory.device
     hyps = torch.full((1, 1), BOS, dtype=torch.long, device=device)  # (K, 1 + t)
     att = torch.zeros(1, device=device)  # (K,) summed decoder log-probabilities
-    scorer = CTCPrefixScorer(ctc_logits.cpu()) if ctc_logits is not None and ctc_weight > 0 else None
+    scorer = CTCPrefixScorer(ctc_logits) if ctc_logits is not None and ctc_weight > 0 else None
     if scorer is not None:
         state = scorer.initial()[None]  # (K, 2, N) CTC states of the live hypotheses
         if ctc_weight == 1.0:
@@ -199,26 +199,28 @@ def beam_search(
         logp = logits[:, -1].float().log_softmax(-1)  # (K, V)
         V = logp.shape[-1]
         extended = att[:, None] + logp  # (K, V)
-        if scorer is not None:
-            # the CTC prefix score of the decoder's best few tokens per hypothesis (ESPnet's pre-beam)
-            last = hyps[:, -1].cpu() if hyps.shape[1] > 1 else torch.full((len(hyps),), -1)
-            candidates = logp.topk(min(V, pre_beam or V), dim=-1).indices.cpu()  # (K, C)
-            psi, states = scorer.extend(state, last, candidates)  # (K, C), (K, C, 2, N)
-            joint = torch.full_like(extended, float("-inf")).scatter_(
-                1, candidates.to(device), (1 - ctc_weight) * extended.gather(1, candidates.to(device)) + ctc_weight * psi.to(extended)
-            )  # (K, V)
-        else:
+        candidates: list[list[int]] | None = None  # column -> token (None: column = token)
+        if scorer is None:
             joint = extended
+        else:
+            # the CTC prefix score of the decoder's best few tokens per hypothesis (ESPnet's pre-beam)
+            last = hyps[:, -1] if hyps.shape[1] > 1 else torch.full((len(hyps),), -1, device=device)
+            tokens_c = logp.topk(min(V, pre_beam or V), dim=-1).indices  # (K, C)
+            psi, states = scorer.extend(state, last, tokens_c)  # (K, C), (K, C, 2, N)
+            joint = (1 - ctc_weight) * extended.gather(1, tokens_c) + ctc_weight * psi.to(extended)  # (K, C)
+            candidates = tokens_c.tolist()
+        C = joint.shape[1]
         top_scores, top_index = joint.view(-1).topk(min(2 * beam, joint.numel()))
-        keep_rows, keep_tokens, keep_scores = [], [], []
+        keep_rows, keep_cols, keep_tokens, keep_scores = [], [], [], []
         for score, index in zip(top_scores.tolist(), top_index.tolist()):
             if score == float("-inf"):
                 break
-            row, token = divmod(index, V)
+            row, col = divmod(index, C)
+            token = col if candidates is None else candidates[row][col]
             if token == EOS:
                 finished.append((score, hyps[row, 1:].tolist()))
             else:
-                keep_rows.append(row), keep_tokens.append(token), keep_scores.append(score)
+                keep_rows.append(row), keep_cols.append(col), keep_tokens.append(token), keep_scores.append(score)
                 if len(keep_rows) == beam:
                     break
         if not keep_rows:
@@ -228,9 +230,7 @@ def beam_search(
         att = extended[rows, tokens]
         scores = torch.tensor(keep_scores, device=device)
         if scorer is not None:
-            source = rows.cpu()
-            column = (candidates[source] == tokens.cpu()[:, None]).int().argmax(-1)  # each kept token's slot
-            state = states[source, column]
+            state = states[rows, torch.tensor(keep_cols, device=device)]
         if cache is not None and cross is not None:
             if keep_rows != list(range(len(keep_rows))) or cache[0].k is None or cache[0].k.shape[0] != len(rows):
                 _reorder(cache, rows)

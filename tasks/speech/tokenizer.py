@@ -40,7 +40,7 @@ def vtlp_warp(spec: Tensor, alpha: Tensor, sample_rate: int, boundary_hz: float 
     maps the rest onto the band up to Nyquist, so nothing is pushed out of (or missing from) the
     band. Built by reading each output bin from its (fractional) source bin, linearly interpolated.
     """
-    B, F, _ = spec.shape
+    F = spec.shape[1]
     nyquist = sample_rate / 2
     out_hz = torch.linspace(0, nyquist, F, device=spec.device, dtype=torch.float32)[None, :]  # (1, F)
     a = alpha.to(torch.float32)[:, None]  # (B, 1)
@@ -64,7 +64,7 @@ class LogMel(nn.Module):
 
     def __init__(self, sample_rate: int = 16000, n_mels: int = 80, *, win_ms: float = 25.0, hop_ms: float = 10.0) -> None:
         super().__init__()
-        self.hop, self.sample_rate = int(sample_rate * hop_ms / 1000), sample_rate
+        self.hop = int(sample_rate * hop_ms / 1000)
         win = int(sample_rate * win_ms / 1000)
         n_fft = 1 << (win - 1).bit_length()
         self.mel = AT.MelSpectrogram(sample_rate, n_fft=n_fft, win_length=win, hop_length=self.hop, n_mels=n_mels, center=True)
@@ -79,7 +79,7 @@ class LogMel(nn.Module):
         wave = wave * real
         spec = self.mel.spectrogram(wave.float())  # (B, n_fft / 2 + 1, T) power
         if warp is not None:
-            spec = vtlp_warp(spec, warp, self.sample_rate)
+            spec = vtlp_warp(spec, warp, self.mel.sample_rate)
         mel = self.mel.mel_scale(spec).clamp_min(1e-6).log()  # (B, F, T)
         frames = self.frames(lengths)
         valid = (torch.arange(mel.shape[-1], device=wave.device)[None, :] < frames[:, None])[:, None, :]  # (B, 1, T)
