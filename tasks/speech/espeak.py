@@ -135,6 +135,26 @@ class Synthesizer:
             raise RuntimeError(f"espeak_Synth failed with status {status} for {text!r} in voice {voice!r}")
         return np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.int16)
 
+    def phonemes(self, text: str, voice: str) -> str:
+        """The phonemes eSpeak NG speaks ``text`` with in ``voice`` (its ASCII phoneme mnemonics,
+        stress marks included), e.g. to find words that sound alike."""
+        if self._lib is None:
+            assert self._command is not None
+            done = subprocess.run([self._command, "-q", "-x", "-v", voice, text], capture_output=True, check=False)
+            if done.returncode != 0:
+                raise ValueError(f"espeak-ng failed for voice {voice!r}: {done.stderr.decode(errors='replace').strip()}")
+            return " ".join(done.stdout.decode().split())
+        lib = self._lib
+        if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise ValueError(f"eSpeak NG has no voice {voice!r} (valid: <accent>+<variant>, accents {ACCENTS}, variants e.g. {VARIANTS[:5]})")
+        lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
+        pointer = ctypes.c_char_p(text.encode("utf-8"))  # the library advances it clause by clause
+        clauses = []
+        while pointer.value:
+            clauses.append(lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, 0).decode().strip())
+        return " ".join(c for c in clauses if c)
+
     def _synthesize_command(self, text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
         import soundfile
 

@@ -44,6 +44,7 @@ class SpeechTransformer(nn.Module):
         time_masks: int = 2,
         subsampling: int = 4,
         freq_warp: float = 0.0,
+        formant_warp: float = 0.0,
     ) -> None:
         super().__init__()
         if vocab_size < 4:
@@ -54,7 +55,7 @@ class SpeechTransformer(nn.Module):
             raise ValueError(f"max_frames must be >= 1, got {max_frames}")
         self.vocab_size, self.max_frames, self.sample_rate = vocab_size, max_frames, sample_rate
         self.frontend = AudioTokenizer(dim, sample_rate=sample_rate, n_mels=n_mels, freq_masks=freq_masks, time_masks=time_masks,
-                                       subsampling=subsampling, freq_warp=freq_warp)
+                                       subsampling=subsampling, freq_warp=freq_warp, formant_warp=formant_warp)
         self.enc_pos = SinusoidalPositionalEncoding(dim, max_len=max_frames) if encoder_position == "sinusoidal" else None
         common = dict(dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout)
         self.encoder = Encoder(

@@ -53,6 +53,7 @@ class SpeechRecognizer(TaskModule):
         freq_masks: int = 2,
         time_masks: int = 2,
         freq_warp: float = 0.0,
+        formant_warp: float = 0.0,
         subsampling: int = 4,
         ctc_weight: float = 0.3,
         label_smoothing: float = 0.1,
@@ -65,12 +66,14 @@ class SpeechRecognizer(TaskModule):
         weight_decay: float = 0.05,
         betas: tuple[float, float] = (0.9, 0.98),
         warmup_steps: int = 300,
+        compile: bool = False,
     ) -> None:
         """``alphabet`` and ``sample_rate`` are linked from the data by the tzoo CLI. ``beam_size``:
         the beam width of test and predict decoding; ``beam_ctc_weight``: the CTC head's weight in
         the beam's joint CTC/attention scores (0: the decoder's alone); ``examples``: reference/hypothesis pairs
-        written after each validation (0: none, and no alignment picture)."""
-        super().__init__(lr=lr, min_lr=min_lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps)
+        written after each validation (0: none, and no alignment picture). ``compile``:
+        ``torch.compile`` the model's training forward (in place: checkpoints keep the plain keys)."""
+        super().__init__(lr=lr, min_lr=min_lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps, compile=compile)
         if not 0.0 <= ctc_weight <= 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1] (the CTC share of the loss), got {ctc_weight}")
         if beam_size < 1:
@@ -83,7 +86,7 @@ class SpeechRecognizer(TaskModule):
             self.tokenizer.vocab_size, sample_rate=sample_rate, dim=dim, encoder_depth=encoder_depth,
             decoder_depth=decoder_depth, num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout,
             encoder_position=encoder_position, max_frames=max_frames, freq_masks=freq_masks, time_masks=time_masks,
-            subsampling=subsampling, freq_warp=freq_warp,
+            subsampling=subsampling, freq_warp=freq_warp, formant_warp=formant_warp,
         )  # fmt: skip
         self.ctc_weight, self.label_smoothing, self.beam_size = ctc_weight, label_smoothing, beam_size
         self.beam_ctc_weight = beam_ctc_weight

@@ -32,22 +32,42 @@ def text_tokenizer(alphabet: str) -> CharTokenizer:
     return CharTokenizer(list(alphabet), special_tokens=SPECIAL_TOKENS)
 
 
-def vtlp_warp(spec: Tensor, alpha: Tensor, sample_rate: int, boundary_hz: float = 4800.0) -> Tensor:
+FORMANT_KNOTS_HZ = (500.0, 1500.0, 2500.0)  # near the first three formants of adult speech
+
+
+def _interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
+    """Piecewise-linear interpolation per row: x (B, F), knots xp (B, K) non-decreasing, fp (B, K)."""
+    right = torch.searchsorted(xp.contiguous(), x.contiguous()).clamp(1, xp.shape[1] - 1)
+    x0, x1, f0, f1 = xp.gather(1, right - 1), xp.gather(1, right), fp.gather(1, right - 1), fp.gather(1, right)
+    t = ((x - x0) / (x1 - x0).clamp_min(1e-6)).clamp(0, 1)
+    return f0 + t * (f1 - f0)
+
+
+def vtlp_warp(spec: Tensor, alpha: Tensor, sample_rate: int, boundary_hz: float = 4800.0, formants: Tensor | None = None) -> Tensor:
     """Vocal tract length perturbation (Jaitly & Hinton 2013): (B, F, T) power spectra (F linear
     bins up to Nyquist) and (B,) warp factors -> spectra whose frequencies are scaled by alpha.
 
     A formant at f moves to alpha * f below ``boundary_hz`` * min(alpha, 1); above it a second line
     maps the rest onto the band up to Nyquist, so nothing is pushed out of (or missing from) the
-    band. Built by reading each output bin from its (fractional) source bin, linearly interpolated.
+    band. ``formants`` (B, 3): optional extra factors at ``FORMANT_KNOTS_HZ`` (the first three
+    formants' regions), so that they move by different amounts (a speaker's formants are not one
+    scaling of another's); the warp is piecewise linear between the knots and stays monotone.
+    Built by reading each output bin from its (fractional) source bin, linearly interpolated.
     """
     F = spec.shape[1]
     nyquist = sample_rate / 2
-    out_hz = torch.linspace(0, nyquist, F, device=spec.device, dtype=torch.float32)[None, :]  # (1, F)
+    out_hz = torch.linspace(0, nyquist, F, device=spec.device, dtype=torch.float32)[None, :].expand(len(alpha), -1)  # (B, F)
     a = alpha.to(torch.float32)[:, None]  # (B, 1)
-    knee = boundary_hz * a.clamp(max=1.0)  # (B, 1): where the warped axis changes slope
-    high = nyquist - (nyquist - out_hz) * (nyquist - knee / a) / (nyquist - knee)
-    src = torch.where(out_hz <= knee, out_hz / a, high) * ((F - 1) / nyquist)  # (B, F) source bins
-    src = src.clamp(0, F - 1)
+    knee = boundary_hz * a.clamp(max=1.0)  # (B, 1): output frequency where the warped axis changes slope
+    zero, top = torch.zeros_like(a), torch.full_like(a, nyquist)
+    if formants is None:
+        source, target = torch.cat([zero, knee / a, top], 1), torch.cat([zero, knee, top], 1)
+    else:
+        knots = torch.tensor(FORMANT_KNOTS_HZ, device=spec.device)[None, :]  # (1, K)
+        moved = (knots * a * formants.to(torch.float32)).clamp(max=knee)  # (B, K)
+        source = torch.cat([zero, knots.expand(len(a), -1), knee / a, top], 1)
+        target = torch.cat([zero, moved, knee, top], 1).cummax(1).values  # monotone
+    src = (_interp(out_hz, target, source) * ((F - 1) / nyquist)).clamp(0, F - 1)  # (B, F) source bins
     low = src.floor().long().clamp(max=F - 2)
     frac = (src - low)[..., None].to(spec.dtype)  # (B, F, 1)
     index = low[..., None].expand(-1, -1, spec.shape[-1])
@@ -72,14 +92,18 @@ class LogMel(nn.Module):
     def frames(self, lengths: Tensor) -> Tensor:
         return lengths // self.hop + 1  # center=True: one frame per hop, plus one
 
-    def forward(self, wave: Tensor, lengths: Tensor, warp: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``warp`` (B,): optional VTLP factors (:func:`vtlp_warp`), 1 = none."""
+    def forward(
+        self, wave: Tensor, lengths: Tensor, warp: Tensor | None = None, formants: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``warp`` (B,): optional VTLP factors, ``formants`` (B, 3) optional factors per formant
+        region (:func:`vtlp_warp`); 1 = none."""
         S = wave.shape[1]
         real = torch.arange(S, device=wave.device)[None, :] < lengths[:, None]  # (B, S)
         wave = wave * real
         spec = self.mel.spectrogram(wave.float())  # (B, n_fft / 2 + 1, T) power
-        if warp is not None:
-            spec = vtlp_warp(spec, warp, self.mel.sample_rate)
+        if warp is not None or formants is not None:
+            warp = torch.ones(len(wave), device=wave.device) if warp is None else warp
+            spec = vtlp_warp(spec, warp, self.mel.sample_rate, formants=formants)
         mel = self.mel.mel_scale(spec).clamp_min(1e-6).log()  # (B, F, T)
         frames = self.frames(lengths)
         valid = (torch.arange(mel.shape[-1], device=wave.device)[None, :] < frames[:, None])[:, None, :]  # (B, 1, T)
@@ -96,7 +120,9 @@ class AudioTokenizer(nn.Module):
     ``time_mask_width`` frames (each at most ``time_mask_ratio`` of the utterance) are applied in
     training only (SpecAugment, Park et al. 2019); ``freq_warp`` w > 0 also scales each training
     utterance's frequencies by a factor drawn from [1 - w, 1 + w] (VTLP, :func:`vtlp_warp`: other
-    vocal tract lengths, i.e. other speakers' formants). ``subsampling`` (4 or 2): mel frames per node.
+    vocal tract lengths, i.e. other speakers' formants); ``formant_warp`` v > 0 moves the regions of
+    the first three formants each by its own factor from [1 - v, 1 + v] on top of that (a speaker's
+    formants are not one scaling of another's). ``subsampling`` (4 or 2): mel frames per node.
     Character CTC needs a node per character and one between doubled letters: at x4 (25 nodes/s)
     fast speech (~20 characters/s) leaves it little room; x2 doubles the nodes and the encoder's cost.
     """
@@ -114,13 +140,16 @@ class AudioTokenizer(nn.Module):
         time_mask_ratio: float = 0.1,
         subsampling: int = 4,
         freq_warp: float = 0.0,
+        formant_warp: float = 0.0,
     ) -> None:
         super().__init__()
         if subsampling not in (2, 4):
             raise ValueError(f"subsampling={subsampling!r} is not one of (2, 4) (mel frames per node)")
         if not 0.0 <= freq_warp < 0.5:
             raise ValueError(f"freq_warp must be in [0, 0.5) (the largest relative VTLP warp; 0 = off), got {freq_warp}")
-        self.freq_warp = freq_warp
+        if not 0.0 <= formant_warp < 0.5:
+            raise ValueError(f"formant_warp must be in [0, 0.5) (the largest relative shift of a formant region; 0 = off), got {formant_warp}")
+        self.freq_warp, self.formant_warp = freq_warp, formant_warp
         self.logmel = LogMel(sample_rate, n_mels)
         self.freq_masks = nn.ModuleList(AT.FrequencyMasking(freq_mask_width, iid_masks=True) for _ in range(freq_masks))
         self.time_masks = nn.ModuleList(
@@ -145,10 +174,12 @@ class AudioTokenizer(nn.Module):
         return int(self.subsampled(self.logmel.frames(torch.tensor(num_samples))))
 
     def forward(self, wave: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        warp = None
+        warp = formants = None
         if self.training and self.freq_warp > 0:
             warp = 1 + (torch.rand(wave.shape[0], device=wave.device) * 2 - 1) * self.freq_warp  # (B,)
-        mel, frames = self.logmel(wave, lengths, warp)  # (B, F, T), (B,)
+        if self.training and self.formant_warp > 0:
+            formants = 1 + (torch.rand(wave.shape[0], len(FORMANT_KNOTS_HZ), device=wave.device) * 2 - 1) * self.formant_warp
+        mel, frames = self.logmel(wave, lengths, warp, formants)  # (B, F, T), (B,)
         return self.from_logmel(mel, frames)
 
     def from_logmel(self, mel: Tensor, frames: Tensor) -> tuple[Tensor, Tensor]:

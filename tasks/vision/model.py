@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
+import torch
 from torch import Tensor, nn
 
 from tzoo.core import Encoder, TransformerBlock, TransformerConfig
@@ -25,7 +26,10 @@ class ViT(nn.Module):
 
     ``pool="cls"`` reads the class node (which then exists); ``pool="mean"`` averages the patch
     nodes. ``image_size`` is needed for learned positions only (their grid); sin-cos positions take
-    any image that tiles into patches.
+    any image that tiles into patches. ``patch_dropout`` p > 0: in training each image keeps a random
+    (1 - p) of its patch nodes (after their positions are added; class and register nodes always
+    stay) and drops the rest before the encoder (PatchDropout, Liu et al. 2022): the encoder's work
+    shrinks about in proportion, so more steps fit in a budget; evaluation sees every patch.
     """
 
     def __init__(
@@ -49,10 +53,14 @@ class ViT(nn.Module):
         layer_scale: float | None = None,
         head_dropout: float = 0.0,
         stem: Literal["patch", "conv"] = "patch",
+        patch_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if not 0.0 <= patch_dropout < 1.0:
+            raise ValueError(f"patch_dropout must be in [0, 1) (the share of patch nodes dropped in training), got {patch_dropout}")
+        self.patch_dropout = patch_dropout
         if pool not in ("cls", "mean"):
             raise ValueError(f"pool={pool!r} is not one of ('cls', 'mean')")
         self.num_classes, self.pool = num_classes, pool
@@ -102,7 +110,19 @@ class ViT(nn.Module):
 
     def _embed(self, images: Tensor) -> Tensor:
         x, _ = self.tokenizer(images)  # (B, P + N, D)
+        if self.training and self.patch_dropout > 0:
+            x = self._drop_patches(x)
         return self.drop(x) if self.drop is not None else x
+
+    def _drop_patches(self, x: Tensor) -> Tensor:
+        """(B, P + N, D) -> (B, P + M, D): the prefix nodes and a random M = round((1 - p) N) of
+        the patch nodes of each image, in grid order."""
+        B, P, D = x.shape[0], self.num_prefix, x.shape[2]
+        N = x.shape[1] - P
+        keep = max(1, round(N * (1 - self.patch_dropout)))
+        chosen = torch.rand(B, N, device=x.device).topk(keep, dim=1).indices.sort(dim=1).values  # (B, M)
+        patches = x[:, P:].gather(1, chosen[..., None].expand(-1, -1, D))
+        return torch.cat([x[:, :P], patches], dim=1)
 
     def forward_features(self, images: Tensor) -> Tensor:
         """images (B, C, H, W) -> normalised nodes (B, P + N, D), every node through every layer."""
@@ -134,10 +154,12 @@ class ViT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def flops_per_image(self, image_size: Size) -> float:
-        """Training FLOPs of one image (matmuls only; backward = 2 x forward)."""
+        """Training FLOPs of one image (matmuls only; backward = 2 x forward; the encoder sees the
+        patch nodes ``patch_dropout`` keeps)."""
         tok, cfg = self.tokenizer, self.encoder.config
         h, w = grid_size(image_size, tok.patch_size, tok.stride)
-        n, d, f = h * w + self.num_prefix, cfg.dim, int(cfg.mlp_ratio * cfg.dim)
+        kept = max(1, round(h * w * (1 - self.patch_dropout))) if self.patch_dropout > 0 else h * w
+        n, d, f = kept + self.num_prefix, cfg.dim, int(cfg.mlp_ratio * cfg.dim)
         per_layer = 2 * n * (4 * d * d + 2 * d * f) + 4 * n * n * d  # q, k, v, out, MLP; scores and mixing
         patches = 2 * h * w * d * tok.in_channels * tok.patch_size[0] * tok.patch_size[1]
         return 3 * (cfg.depth * per_layer + patches + 2 * d * self.num_classes)

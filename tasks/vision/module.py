@@ -52,6 +52,7 @@ class VisionClassifier(TaskModule):
         attn_dropout: float = 0.0,
         drop_path: float = 0.1,
         layer_scale: float | None = None,
+        patch_dropout: float = 0.0,
         label_smoothing: float = 0.0,
         lr: float = 1e-3,
         min_lr: float | None = None,
@@ -65,7 +66,8 @@ class VisionClassifier(TaskModule):
         CLI; pass them when building by hand. ``size`` names a ViT size (tiny, small, base);
         ``dim`` / ``depth`` / ``num_heads`` override its values. ``attention_images``: how many
         validation images the attention figure shows (0: none). ``stem="conv"``: a convolutional
-        stem instead of the patch projection (see ``tzoo.tasks.vision.tokenizer``). ``compile``:
+        stem instead of the patch projection (see ``tzoo.tasks.vision.tokenizer``). ``patch_dropout``:
+        the share of patch nodes each training image drops (see ``ViT``). ``compile``:
         ``torch.compile`` the model for training (in place: checkpoints keep the plain keys)."""
         super().__init__(lr=lr, min_lr=min_lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps, compile=compile)
         if num_classes is None or in_channels is None:
@@ -94,6 +96,7 @@ class VisionClassifier(TaskModule):
             attn_dropout=attn_dropout,
             drop_path=drop_path,
             layer_scale=layer_scale,
+            patch_dropout=patch_dropout,
             **overrides,
         )
         self.num_classes, self.in_channels, self.label_smoothing = num_classes, in_channels, label_smoothing

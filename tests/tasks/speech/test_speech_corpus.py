@@ -142,3 +142,30 @@ def test_length_buckets_cover_every_utterance_once_and_sortagrad_orders_only_the
     assert later != sorted(later)  # then shuffled
     plain = list(LengthBucketSampler(durations, 16, seed=3, pool=4))
     assert [max(durations[i] for i in b) for b in plain] != sorted(max(durations[i] for i in b) for b in plain)
+
+
+def test_no_two_words_sound_alike_in_any_accent():
+    """Texts are random word sequences: a homophone pair would make transcripts the audio cannot
+    determine. Words compared by their phonemes in isolation, stress marks dropped (eSpeak NG leaves
+    "their" unstressed and stresses "there"). Two accents merge a few pairs by their own rules, and
+    only those pairs are allowed: Welsh English drops initial h, Caribbean English says "th" as "d"."""
+    accent_rules = {
+        "en-GB-x-gbcwmd": {("and", "hand"), ("his", "is"), ("as", "has"), ("add", "had")},
+        "en-029": {("day", "they")},
+    }
+    synth = Synthesizer()
+    for accent in ACCENTS:
+        spoken: dict[str, list[str]] = {}
+        for word in WORDS:
+            spoken.setdefault(synth.phonemes(word, accent).replace("'", "").replace(",", ""), []).append(word)
+        alike = {tuple(sorted(words)) for words in spoken.values() if len(words) > 1}
+        assert alike <= accent_rules.get(accent, set()), f"{accent}: {alike} sound alike"
+
+
+def test_phonemes_tell_homophones_apart_from_other_words():
+    synth = Synthesizer()
+    assert synth.phonemes("knew", "en-US") == synth.phonemes("new", "en-US")  # what the test above rules out
+    assert synth.phonemes("read", "en-US") != synth.phonemes("red", "en-US")
+    assert len(synth.phonemes("hello world. two", "en-US").split()) == 3  # every clause
+    with pytest.raises(ValueError, match="no voice 'xx-nowhere'"):
+        synth.phonemes("hello", "xx-nowhere")

@@ -259,3 +259,37 @@ def test_alignment_figure_from_captured_cross_attention(tmp_path):
     assert path.stat().st_size > 1000
     with pytest.raises(ValueError, match=r"decoder layers \[5\] do not exist"):
         cross_attention(model, wave, [4], layers=[5])
+
+
+def test_formant_warp_moves_each_formant_region_by_its_own_factor():
+    from tzoo.tasks.speech.tokenizer import FORMANT_KNOTS_HZ, vtlp_warp
+
+    sr, F = 16000, 513
+    hz = torch.linspace(0, sr / 2, F)
+    # two tones, at the first and the third knot (500 Hz and 2.5 kHz), as (1, F, 1) power spectra
+    tones = torch.stack([torch.exp(-0.5 * ((hz - f) / 15) ** 2) for f in (FORMANT_KNOTS_HZ[0], FORMANT_KNOTS_HZ[2])])
+    spec = tones.sum(0)[None, :, None]
+    peaks = lambda s: [float(hz[(s[0, :, 0] * (abs(hz - f) < 700)).argmax()]) for f in (500, 2500)]  # noqa: E731
+    ones = torch.ones(1, 3)
+    assert torch.allclose(vtlp_warp(spec, torch.tensor([1.0]), sr, formants=ones), spec, atol=1e-5)
+    assert torch.allclose(vtlp_warp(spec, torch.tensor([1.1]), sr, formants=ones), vtlp_warp(spec, torch.tensor([1.1]), sr), atol=1e-5)
+    moved = vtlp_warp(spec, torch.tensor([1.0]), sr, formants=torch.tensor([[0.8, 1.0, 1.15]]))
+    first, third = peaks(moved)
+    assert first == pytest.approx(400, abs=20) and third == pytest.approx(2875, abs=20)  # each by its own factor
+    with_global = vtlp_warp(spec, torch.tensor([1.1]), sr, formants=torch.tensor([[0.8, 1.0, 1.15]]))
+    assert peaks(with_global)[0] == pytest.approx(440, abs=20)  # on top of the global factor
+    # any factors keep the warp monotone and the band covered
+    ramp = hz[None, :, None].expand(4, F, 2)
+    warped = vtlp_warp(ramp, torch.tensor([0.8, 1.2, 0.9, 1.2]), sr, formants=torch.tensor([[1.4, 0.6, 1.4]] * 4))
+    assert (warped.diff(dim=1) >= -1e-3).all() and torch.allclose(warped[:, -1], torch.full((4, 2), sr / 2))
+
+    tok = AudioTokenizer(16, freq_masks=0, time_masks=0, formant_warp=0.15)
+    wave, lengths = torch.randn(2, 8000), torch.tensor([8000, 6000])
+    a, _ = tok.train()(wave, lengths)
+    b, _ = tok.eval()(wave, lengths)
+    assert not torch.allclose(a, b)  # training warps
+    plain = AudioTokenizer(16, freq_masks=0, time_masks=0)
+    plain.load_state_dict(tok.state_dict())
+    assert torch.equal(plain.eval()(wave, lengths)[0], b)  # evaluation never warps
+    with pytest.raises(ValueError, match=r"formant_warp must be in \[0, 0.5\).*got -0.1"):
+        AudioTokenizer(16, formant_warp=-0.1)

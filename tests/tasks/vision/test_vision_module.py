@@ -136,3 +136,24 @@ def test_num_classes_must_be_given_outside_the_cli():
         VisionClassifier()
     with pytest.raises(ValueError, match=r"size='huge' is not one of \('tiny', 'small', 'base'\)"):
         VisionClassifier(10, 8, 1, size="huge")  # type: ignore[arg-type]
+
+
+def test_patch_dropout_keeps_a_random_share_of_patches_in_training_only():
+    from tzoo.tasks.vision.model import ViT
+
+    torch.manual_seed(0)
+    vit = ViT(10, image_size=28, in_channels=1, patch_size=4, dim=32, depth=2, num_heads=2, patch_dropout=0.5)
+    images = torch.randn(3, 1, 28, 28)
+    full, _ = vit.tokenizer(images)  # (3, 1 + 49, 32)
+    kept = vit.train()._embed(images)
+    assert kept.shape == (3, 1 + 24, 32)  # round(49 x 0.5) = 24 patches, and the class node
+    assert torch.equal(kept[:, 0], full[:, 0])  # the class node always stays
+    for b in range(3):  # every kept node is one of the image's own patch nodes, each at most once
+        match = (kept[b, 1:, None] == full[b, None, 1:]).all(-1)  # (24, 49)
+        assert match.sum(1).eq(1).all() and match.sum(0).le(1).all()
+    assert not torch.equal(vit._embed(images)[0], kept[0])  # a new draw every call
+    assert vit(images).shape == (3, 10)
+    assert vit.eval()._embed(images).shape == full.shape  # evaluation sees every patch
+    assert vit.flops_per_image(28) < ViT(10, image_size=28, in_channels=1, patch_size=4, dim=32, depth=2, num_heads=2).flops_per_image(28)
+    with pytest.raises(ValueError, match=r"patch_dropout must be in \[0, 1\).*got 1.0"):
+        ViT(10, image_size=28, in_channels=1, patch_dropout=1.0)
