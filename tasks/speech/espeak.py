@@ -79,6 +79,8 @@ def _library() -> tuple[Any, int, list[np.ndarray]]:
 
         lib._tzoo_callback = callback_type(receive)  # kept referenced: the library calls it later
         lib.espeak_SetSynthCallback(lib._tzoo_callback)
+        lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
         _LIBRARY = (lib, rate, chunks)
     return _LIBRARY
 
@@ -123,8 +125,7 @@ class Synthesizer:
         if self._lib is None:
             return self._synthesize_command(text, voice, speed, pitch)
         lib = self._lib
-        if lib.espeak_SetVoiceByName(voice.encode()) != 0:
-            raise ValueError(f"eSpeak NG has no voice {voice!r} (valid: <accent>+<variant>, accents {ACCENTS}, variants e.g. {VARIANTS[:5]})")
+        self._set_voice(voice)
         lib.espeak_SetParameter(_RATE, int(speed), 0)
         lib.espeak_SetParameter(_PITCH, int(pitch), 0)
         self._chunks.clear()
@@ -145,15 +146,16 @@ class Synthesizer:
                 raise ValueError(f"espeak-ng failed for voice {voice!r}: {done.stderr.decode(errors='replace').strip()}")
             return " ".join(done.stdout.decode().split())
         lib = self._lib
-        if lib.espeak_SetVoiceByName(voice.encode()) != 0:
-            raise ValueError(f"eSpeak NG has no voice {voice!r} (valid: <accent>+<variant>, accents {ACCENTS}, variants e.g. {VARIANTS[:5]})")
-        lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
-        lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
+        self._set_voice(voice)
         pointer = ctypes.c_char_p(text.encode("utf-8"))  # the library advances it clause by clause
         clauses = []
         while pointer.value:
             clauses.append(lib.espeak_TextToPhonemes(ctypes.byref(pointer), _CHARS_UTF8, 0).decode().strip())
         return " ".join(c for c in clauses if c)
+
+    def _set_voice(self, voice: str) -> None:
+        if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise ValueError(f"eSpeak NG has no voice {voice!r} (valid: <accent>+<variant>, accents {ACCENTS}, variants e.g. {VARIANTS[:5]})")
 
     def _synthesize_command(self, text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
         import soundfile

@@ -59,14 +59,12 @@ def vtlp_warp(spec: Tensor, alpha: Tensor, sample_rate: int, boundary_hz: float 
     out_hz = torch.linspace(0, nyquist, F, device=spec.device, dtype=torch.float32)[None, :].expand(len(alpha), -1)  # (B, F)
     a = alpha.to(torch.float32)[:, None]  # (B, 1)
     knee = boundary_hz * a.clamp(max=1.0)  # (B, 1): output frequency where the warped axis changes slope
+    knots = torch.tensor(FORMANT_KNOTS_HZ, device=spec.device)[None, :]  # (1, K); below every knee / a
+    factors = a if formants is None else a * formants.to(torch.float32)  # (B, 1) or (B, K)
+    moved = (knots * factors).clamp(max=knee)  # (B, K)
     zero, top = torch.zeros_like(a), torch.full_like(a, nyquist)
-    if formants is None:
-        source, target = torch.cat([zero, knee / a, top], 1), torch.cat([zero, knee, top], 1)
-    else:
-        knots = torch.tensor(FORMANT_KNOTS_HZ, device=spec.device)[None, :]  # (1, K)
-        moved = (knots * a * formants.to(torch.float32)).clamp(max=knee)  # (B, K)
-        source = torch.cat([zero, knots.expand(len(a), -1), knee / a, top], 1)
-        target = torch.cat([zero, moved, knee, top], 1).cummax(1).values  # monotone
+    source = torch.cat([zero, knots.expand(len(a), -1), knee / a, top], 1)  # (B, K + 3) Hz in
+    target = torch.cat([zero, moved, knee, top], 1).cummax(1).values  # (B, K + 3) Hz out, monotone
     src = (_interp(out_hz, target, source) * ((F - 1) / nyquist)).clamp(0, F - 1)  # (B, F) source bins
     low = src.floor().long().clamp(max=F - 2)
     frac = (src - low)[..., None].to(spec.dtype)  # (B, F, 1)

@@ -114,13 +114,16 @@ class ViT(nn.Module):
             x = self._drop_patches(x)
         return self.drop(x) if self.drop is not None else x
 
+    def kept_patches(self, n: int) -> int:
+        """How many of ``n`` patch nodes a training image keeps under ``patch_dropout``."""
+        return max(1, round(n * (1 - self.patch_dropout)))
+
     def _drop_patches(self, x: Tensor) -> Tensor:
         """(B, P + N, D) -> (B, P + M, D): the prefix nodes and a random M = round((1 - p) N) of
         the patch nodes of each image, in grid order."""
         B, P, D = x.shape[0], self.num_prefix, x.shape[2]
         N = x.shape[1] - P
-        keep = max(1, round(N * (1 - self.patch_dropout)))
-        chosen = torch.rand(B, N, device=x.device).topk(keep, dim=1).indices.sort(dim=1).values  # (B, M)
+        chosen = torch.rand(B, N, device=x.device).topk(self.kept_patches(N), dim=1).indices.sort(dim=1).values  # (B, M)
         patches = x[:, P:].gather(1, chosen[..., None].expand(-1, -1, D))
         return torch.cat([x[:, :P], patches], dim=1)
 
@@ -158,8 +161,7 @@ class ViT(nn.Module):
         patch nodes ``patch_dropout`` keeps)."""
         tok, cfg = self.tokenizer, self.encoder.config
         h, w = grid_size(image_size, tok.patch_size, tok.stride)
-        kept = max(1, round(h * w * (1 - self.patch_dropout))) if self.patch_dropout > 0 else h * w
-        n, d, f = kept + self.num_prefix, cfg.dim, int(cfg.mlp_ratio * cfg.dim)
+        n, d, f = self.kept_patches(h * w) + self.num_prefix, cfg.dim, int(cfg.mlp_ratio * cfg.dim)
         per_layer = 2 * n * (4 * d * d + 2 * d * f) + 4 * n * n * d  # q, k, v, out, MLP; scores and mixing
         patches = 2 * h * w * d * tok.in_channels * tok.patch_size[0] * tok.patch_size[1]
         return 3 * (cfg.depth * per_layer + patches + 2 * d * self.num_classes)
