@@ -121,13 +121,18 @@ def _greedy_rtf(module: Any, waves: list[torch.Tensor], threads: int) -> float:
 
 
 @torch.inference_mode()
-def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | None = None) -> None:
+def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | None = None,
+               beam_size: int | None = None, beam_ctc_weight: float | None = None) -> None:
     from tzoo.tasks.generate import load_module
     from tzoo.tasks.speech.audio import load_audio
     from tzoo.tasks.speech.decoding import beam_search, max_tokens
 
     run = Path(results["train"]["run_dir"])
     module = load_module(run / "checkpoints" / "last.ckpt", task="speech")
+    if beam_size is not None:  # settings chosen after training (benchmarks/speech_decode.py picks them on the val split)
+        module.beam_size = beam_size
+    if beam_ctc_weight is not None:
+        module.beam_ctc_weight = beam_ctc_weight
     model, beam = module.model, module.beam_size
     data = _datamodule()
     entries = data.split_entries("test")[:limit]
@@ -232,6 +237,8 @@ def main() -> None:
     parser.add_argument("--speed_utterances", type=int, default=60, help="utterances in the cache comparison")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N test utterances (a quick check)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON file to write (and, for --stage eval, read)")
+    parser.add_argument("--beam_size", type=int, default=None, help="beam width for the evaluation (default: the checkpoint's)")
+    parser.add_argument("--beam_ctc_weight", type=float, default=None, help="CTC weight of the joint beam (default: the checkpoint's)")
     args = parser.parse_args()
     RESULTS = args.results
     results = _load_results() if args.stage == "eval" else {}
@@ -240,7 +247,7 @@ def main() -> None:
         stage_train(results)
         _save_results(results)
     if args.stage in ("all", "eval"):
-        stage_eval(results, speed_utterances=args.speed_utterances, limit=args.limit)
+        stage_eval(results, speed_utterances=args.speed_utterances, limit=args.limit, beam_size=args.beam_size, beam_ctc_weight=args.beam_ctc_weight)
         _save_results(results)
     print_tables(results)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -38,6 +39,18 @@ RUNS_DIR = "runs"
 TRAINER_DEFAULTS: dict[str, Any] = {"default_root_dir": RUNS_DIR}
 
 
+def explicit_model_args(argv: list[str]) -> set[str]:
+    """The model arguments a command line sets: ``--model.init_args.NAME[=V]`` or ``--model.NAME[=V]``
+    -> NAME (nested ones by their first part)."""
+    names = set()
+    for arg in argv:
+        if arg.startswith("--model."):
+            key = arg[len("--model.") :].split("=", 1)[0].removeprefix("init_args.")
+            if key and key != "class_path":
+                names.add(key.split(".", 1)[0])
+    return names
+
+
 class TzooCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, **kwargs: Any) -> None:
         super().__init__(
@@ -51,14 +64,34 @@ class TzooCLI(LightningCLI):
             **kwargs,
         )
 
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        self._argv = [a for a in args if isinstance(a, str)] if isinstance(args, (list, tuple)) else sys.argv[1:]
+        super().parse_arguments(parser, args)
+
     def _parse_ckpt_path(self) -> None:
-        # LightningCLI reads --ckpt_path's hyperparameters (weights_only=True) before the trainer
-        # exists; on failure, read_checkpoint says why (unsafe, truncated, ...) and names the file
+        """Lay --ckpt_path's hyperparameters over the model config (as LightningCLI does: a training
+        config rebuilds the trained model), except the model arguments given explicitly on the
+        command line (``--model.init_args.beam_size=8``, ``--model.tta_hflip true``): those are the
+        user's test-time settings and win. The checkpoint is read with weights_only=True before the
+        trainer exists; on failure, read_checkpoint says why (unsafe, truncated, ...) and names it."""
+        if not self.config.get("subcommand"):
+            return
+        ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
         try:
-            super()._parse_ckpt_path()
+            hparams = dict(torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {}))
         except Exception:
-            read_checkpoint(self.config[self.config.subcommand]["ckpt_path"])
+            read_checkpoint(ckpt_path)
             raise
+        hparams.pop("_instantiator", None)
+        for name in explicit_model_args(getattr(self, "_argv", [])):
+            hparams.pop(name, None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
 
     def instantiate_classes(self) -> None:
         config = self.config.get(str(self.subcommand), self.config)

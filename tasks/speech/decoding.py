@@ -11,6 +11,8 @@ Shape legend: B batch, N audio nodes, T tokens, V vocabulary, K beam width, D wi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -119,9 +121,12 @@ class CTCPrefixScorer:
         """The state of the empty prefix (2, N): no token yet, so only blanks."""
         return torch.stack([torch.full_like(self.cum[BLANK], float("-inf")), self.cum[BLANK]])
 
-    def extend(self, state: Tensor, last: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor]:
+    def extend(self, state: Tensor, last: Tensor, tokens: Tensor) -> tuple[Tensor, Callable[[Tensor, Tensor], Tensor]]:
         """States (K, 2, N) of K prefixes, their last tokens (K,) (-1 for the empty prefix) and C
-        candidate tokens for each (K, C) -> the candidates' prefix scores (K, C) and states (K, C, 2, N).
+        candidate tokens for each (K, C) -> the candidates' prefix scores (K, C), and a function
+        ``states(rows, cols)`` giving the states (k, 2, N) of the k extensions the search keeps
+        (prefix ``rows[i]`` extended by candidate ``cols[i]``). The scores need one log-sum-exp per
+        candidate; the states, two cumulative ones each, are computed only for the kept few.
 
         For ``EOS`` the score is log P_ctc(prefix); ``BLANK`` and ``BOS`` are never emitted (-inf)."""
         rn, rb = state[:, 0, None, :], state[:, 1, None, :]  # (K, 1, N)
@@ -130,15 +135,19 @@ class CTCPrefixScorer:
         phi = torch.where(repeat, rb, torch.logaddexp(rn, rb))  # (K, C, N)
         start = torch.where((last < 0)[:, None], x[..., 0], float("-inf"))  # (K, C): r_n(h)_0
         u = torch.cat([(start - cum[..., 0])[..., None], phi[..., :-1] - cum[..., :-1]], dim=-1)
-        new_rn = cum + torch.logcumsumexp(u, dim=-1)  # (K, C, N)
         psi = torch.logsumexp(u + cum, dim=-1)  # (K, C): u_t + cum_t = phi_{t-1} + log x_t(c), u_0 + cum_0 = r_n(h)_0
-        cum_b = self.cum[BLANK]  # (N,)
-        w = torch.cat([torch.full_like(start, float("-inf"))[..., None], new_rn[..., :-1] - cum_b[:-1]], dim=-1)
-        new_rb = cum_b + torch.logcumsumexp(w, dim=-1)
         ended = torch.logaddexp(rn[:, 0, -1], rb[:, 0, -1])[:, None].expand_as(psi)  # (K, C)
         psi = torch.where(tokens == EOS, ended, psi)
         psi = psi.masked_fill((tokens == BLANK) | (tokens == BOS), float("-inf"))
-        return psi, torch.stack([new_rn, new_rb], dim=2)
+        cum_b = self.cum[BLANK]  # (N,)
+
+        def states(rows: Tensor, cols: Tensor) -> Tensor:
+            new_rn = cum[rows, cols] + torch.logcumsumexp(u[rows, cols], dim=-1)  # (k, N)
+            w = torch.cat([new_rn.new_full((len(rows), 1), float("-inf")), new_rn[:, :-1] - cum_b[:-1]], dim=-1)
+            new_rb = cum_b + torch.logcumsumexp(w, dim=-1)
+            return torch.stack([new_rn, new_rb], dim=1)
+
+        return psi, states
 
 
 @torch.inference_mode()
@@ -206,7 +215,7 @@ def beam_search(
             # the CTC prefix score of the decoder's best few tokens per hypothesis (ESPnet's pre-beam)
             last = hyps[:, -1] if hyps.shape[1] > 1 else torch.full((len(hyps),), -1, device=device)
             tokens_c = logp.topk(min(V, pre_beam or V), dim=-1).indices  # (K, C)
-            psi, states = scorer.extend(state, last, tokens_c)  # (K, C), (K, C, 2, N)
+            psi, extension_states = scorer.extend(state, last, tokens_c)  # (K, C)
             joint = (1 - ctc_weight) * extended.gather(1, tokens_c) + ctc_weight * psi.to(extended)  # (K, C)
             candidates = tokens_c.tolist()
         C = joint.shape[1]
@@ -230,7 +239,7 @@ def beam_search(
         att = extended[rows, tokens]
         scores = torch.tensor(keep_scores, device=device)
         if scorer is not None:
-            state = states[rows, torch.tensor(keep_cols, device=device)]
+            state = extension_states(rows, torch.tensor(keep_cols, device=device))  # (K, 2, N)
         if cache is not None and cross is not None:
             if keep_rows != list(range(len(keep_rows))) or cache[0].k is None or cache[0].k.shape[0] != len(rows):
                 _reorder(cache, rows)

@@ -164,23 +164,42 @@ class ImageDataModule(pl.LightningDataModule):
 
     # --- transforms -------------------------------------------------------------------------
 
-    def _transform(self, *, train: bool, from_file: bool = False) -> v2.Compose:
+    def _transform(self, *, train: bool, from_file: bool = False, batched: bool = False) -> v2.Compose:
+        """The per-image transform of a split. ``batched`` (training images held as uint8 tensors,
+        no random erasing): the augmentations only, on uint8 images; :meth:`_batch_transform` then
+        converts and normalises each stacked batch at once (~100 us an image less on the CPU)."""
+        if batched:
+            return v2.Compose(self._augmentations() or [v2.Identity()])
         steps: list[Callable[..., Any]] = []
         if from_file:  # PIL image of any size -> uint8 tensor of image_size
             steps += [v2.ToImage(), v2.Resize(min(self.image_size), antialias=True), v2.CenterCrop(self.image_size)]
         if train:
-            if self.crop_padding:
-                steps.append(v2.RandomCrop(self.image_size, padding=self.crop_padding))
-            if self.hflip:
-                steps.append(v2.RandomHorizontalFlip())
-            if self.auto_augment == "trivial":
-                steps.append(v2.TrivialAugmentWide())
-            elif self.auto_augment == "rand":
-                steps.append(v2.RandAugment())
-        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
+            steps += self._augmentations()
+        steps += self._batch_transform().transforms
         if train and self.random_erasing:
             steps.append(v2.RandomErasing(p=self.random_erasing))
         return v2.Compose(steps)
+
+    def _augmentations(self) -> list[Callable[..., Any]]:
+        steps: list[Callable[..., Any]] = []
+        if self.crop_padding:
+            steps.append(v2.RandomCrop(self.image_size, padding=self.crop_padding))
+        if self.hflip:
+            steps.append(v2.RandomHorizontalFlip())
+        if self.auto_augment == "trivial":
+            steps.append(v2.TrivialAugmentWide())
+        elif self.auto_augment == "rand":
+            steps.append(v2.RandAugment())
+        return steps
+
+    def _batch_transform(self) -> v2.Compose:
+        """uint8 images (any leading dims) -> float, normalised with the dataset's statistics."""
+        return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)])
+
+    @property
+    def _batched_train(self) -> bool:
+        """Whether the training split converts and normalises whole batches (see :meth:`_transform`)."""
+        return self.dataset != "folder" and not self.random_erasing
 
     # --- Lightning hooks --------------------------------------------------------------------
 
@@ -234,7 +253,9 @@ class ImageDataModule(pl.LightningDataModule):
             train, val = order[self.val_size :].sort().values, order[: self.val_size].sort().values
             parts = {"train": (images[train], labels[train]), "val": (images[val], labels[val]), "test": test_part}
         for split, (x, y) in parts.items():
-            self.splits[split] = TensorImages(resize_images(x, self.image_size), y, self._transform(train=split == "train"))
+            train = split == "train"
+            transform = self._transform(train=train, batched=train and self._batched_train)
+            self.splits[split] = TensorImages(resize_images(x, self.image_size), y, transform)
 
     def _load(self, split: str) -> tuple[Tensor, Tensor]:
         """uint8 images (N, C, H, W) and int64 labels (N,) of a downloadable dataset."""
@@ -301,8 +322,9 @@ class ImageDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         collate = None
-        if self.mixup_alpha > 0 or self.cutmix_alpha > 0:
-            collate = MixCollate(self.num_classes, mixup_alpha=self.mixup_alpha, cutmix_alpha=self.cutmix_alpha)
+        batch_transform = self._batch_transform() if self._batched_train else None
+        if self.mixup_alpha > 0 or self.cutmix_alpha > 0 or batch_transform is not None:
+            collate = MixCollate(self.num_classes, mixup_alpha=self.mixup_alpha, cutmix_alpha=self.cutmix_alpha, batch_transform=batch_transform)
         train = self._split("train")
         return self._loader(train, shuffle=True, drop_last=len(train) > self.batch_size, collate_fn=collate)
 

@@ -60,6 +60,7 @@ class VisionClassifier(TaskModule):
         betas: tuple[float, float] = (0.9, 0.999),
         warmup_steps: int = 100,
         attention_images: int = 4,
+        tta_hflip: bool = False,
         compile: bool = False,
     ) -> None:
         """``num_classes``, ``image_size`` and ``in_channels`` are linked from the data by the tzoo
@@ -67,7 +68,9 @@ class VisionClassifier(TaskModule):
         ``dim`` / ``depth`` / ``num_heads`` override its values. ``attention_images``: how many
         validation images the attention figure shows (0: none). ``stem="conv"``: a convolutional
         stem instead of the patch projection (see ``tzoo.tasks.vision.tokenizer``). ``patch_dropout``:
-        the share of patch nodes each training image drops (see ``ViT``). ``compile``:
+        the share of patch nodes each training image drops (see ``ViT``). ``tta_hflip``: validation,
+        test and predict average the logits of each image and its mirror image (test-time
+        augmentation; for data whose classes survive a horizontal flip). ``compile``:
         ``torch.compile`` the model for training (in place: checkpoints keep the plain keys)."""
         super().__init__(lr=lr, min_lr=min_lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps, compile=compile)
         if num_classes is None or in_channels is None:
@@ -100,7 +103,7 @@ class VisionClassifier(TaskModule):
             **overrides,
         )
         self.num_classes, self.in_channels, self.label_smoothing = num_classes, in_channels, label_smoothing
-        self.attention_images = attention_images
+        self.attention_images, self.tta_hflip = attention_images, tta_hflip
         self.class_names: tuple[str, ...] | None = None
         top5 = num_classes >= 5
         self.val_acc = MulticlassAccuracy(num_classes, top_k=1, average="micro")
@@ -160,9 +163,15 @@ class VisionClassifier(TaskModule):
         image = getattr(self, "_card_image", None)
         return None if image is None else self.model.flops_per_image(image[0]) / image[1]
 
+    def _eval_logits(self, images: Tensor) -> Tensor:
+        """Logits at evaluation: the model's, or with ``tta_hflip`` the mean over the image and its mirror."""
+        if not self.tta_hflip:
+            return self.model(images)
+        return self.model(torch.cat([images, images.flip(-1)])).view(2, len(images), -1).mean(dim=0)
+
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
         images, target = batch
-        logits = self.model(images)
+        logits = self._eval_logits(images)
         self.log(f"{stage}/loss", self._loss(logits, target), batch_size=len(target), prog_bar=stage == "val", sync_dist=True)
         top1, top5 = (self.val_acc, self.val_acc_top5) if stage == "val" else (self.test_acc, self.test_acc_top5)
         top1(logits, target)
@@ -179,7 +188,7 @@ class VisionClassifier(TaskModule):
 
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """{"class": (B,) predicted class indices, "prob": (B, K) class probabilities}."""
-        probs = self.model(batch[0]).softmax(dim=-1)
+        probs = self._eval_logits(batch[0]).softmax(dim=-1)
         return {"class": probs.argmax(dim=-1), "prob": probs}
 
     def configure_callbacks(self) -> list[pl.Callback]:

@@ -180,11 +180,13 @@ def test_ctc_prefix_scores_sum_every_path_that_starts_with_the_prefix():
     candidates = torch.tensor([[4, EOS, 3, BLANK, BOS]])  # any order, any subset
     for token in (3, 4, 4):  # a repeat too: 4 4 needs a blank between
         psi, states = scorer.extend(state, last, candidates)
+        kept = 2 if token == 3 else 0
         assert psi[0, 2].item() == pytest.approx(brute(prefix + [3]), abs=1e-9)
         assert psi[0, 0].item() == pytest.approx(brute(prefix + [4]), abs=1e-9)
         assert psi[0, 1].item() == pytest.approx(ctc_log_likelihood(logits, [prefix]).item(), abs=1e-5)
         assert psi[0, 3].item() == psi[0, 4].item() == float("-inf")  # blank and <s> are never emitted
-        state, last, prefix = states[0, 2 if token == 3 else 0][None], torch.tensor([token]), prefix + [token]
+        state, last, prefix = states(torch.tensor([0]), torch.tensor([kept])), torch.tensor([token]), prefix + [token]
+        assert state.shape == (1, 2, N)
     with pytest.raises(ValueError, match=r"CTC logits \(N, V\) with N >= 1, got \(0, 5\)"):
         CTCPrefixScorer(torch.zeros(0, 5))
 

@@ -143,3 +143,21 @@ def test_fashion_mnist_from_the_debian_files():
     assert [len(data.splits[s]) for s in ("train", "val", "test")] == [55000, 5000, 10000]
     x, y = data.splits["test"][0]
     assert x.shape == (1, 28, 28) and y.item() == 9  # the first test image is an ankle boot
+
+
+def test_training_batches_are_normalised_once_per_batch_with_the_same_result(monkeypatch):
+    def first_batch():
+        data = ImageDataModule("digits", batch_size=16, crop_padding=1, hflip=True, mixup_alpha=0.5)
+        torch.manual_seed(0)
+        return data, next(iter(data.train_dataloader()))
+
+    data, (x, y) = first_batch()
+    assert data.splits["train"][0][0].dtype == torch.uint8  # the split holds augmented uint8 images
+    assert x.dtype == torch.float32 and y.shape == (16, 10)
+    monkeypatch.setattr(ImageDataModule, "_batched_train", property(lambda self: False))
+    other, (x_each, y_each) = first_batch()  # every image converted and normalised on its own
+    assert other.splits["train"][0][0].dtype == torch.float32
+    assert torch.allclose(x, x_each, atol=1e-6) and torch.allclose(y, y_each)
+    with_erasing = ImageDataModule("digits", random_erasing=0.5)
+    with_erasing.setup()
+    assert not with_erasing._batched_train and with_erasing.splits["train"][0][0].dtype == torch.float32

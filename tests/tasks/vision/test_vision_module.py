@@ -157,3 +157,32 @@ def test_patch_dropout_keeps_a_random_share_of_patches_in_training_only():
     assert vit.flops_per_image(28) < ViT(10, image_size=28, in_channels=1, patch_size=4, dim=32, depth=2, num_heads=2).flops_per_image(28)
     with pytest.raises(ValueError, match=r"patch_dropout must be in \[0, 1\).*got 1.0"):
         ViT(10, image_size=28, in_channels=1, patch_dropout=1.0)
+
+
+def test_flip_test_time_augmentation_averages_an_image_and_its_mirror():
+    torch.manual_seed(0)
+    model = VisionClassifier(10, (8, 8), 1, dim=16, depth=1, num_heads=2, patch_size=2, tta_hflip=True).eval()
+    images = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        logits = model._eval_logits(images)
+        assert torch.allclose(logits, (model(images) + model(images.flip(-1))) / 2, atol=1e-6)
+        # an image and its mirror get the same prediction; without the option they do not
+        assert torch.allclose(logits, model._eval_logits(images.flip(-1)), atol=1e-6)
+        model.tta_hflip = False
+        assert not torch.allclose(model._eval_logits(images), model._eval_logits(images.flip(-1)), atol=1e-3)
+        model.tta_hflip = True
+        out = model.predict_step((images, torch.zeros(4, dtype=torch.long)), 0)
+    assert torch.allclose(out["prob"], logits.softmax(-1)) and torch.equal(out["class"], logits.argmax(-1))
+
+
+def test_explicit_model_arguments_win_over_the_checkpoints_at_test_time(fitted, monkeypatch):
+    from tzoo.tasks.cli import explicit_model_args
+
+    config, _, ckpt = fitted
+    seen = []
+    original = VisionClassifier.test_step
+    monkeypatch.setattr(VisionClassifier, "test_step", lambda self, *a: seen.append(self.tta_hflip) or original(self, *a))
+    main(["test", "--config", str(config), "--ckpt_path", str(ckpt)])
+    main(["test", "--config", str(config), "--ckpt_path", str(ckpt), "--model.init_args.tta_hflip=true"])
+    assert seen[0] is False and seen[-1] is True  # the checkpoint says False; the command line, True
+    assert explicit_model_args(["--model.init_args.beam_size=8", "--model.dim", "32", "--model.init_args.a.b=1", "--data.x=1"]) == {"beam_size", "dim", "a"}

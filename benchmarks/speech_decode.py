@@ -1,0 +1,104 @@
+"""Choose the speech model's beam settings on the validation split, then report the test split.
+
+For a trained checkpoint (by default the last run of ``benchmarks/speech.py``), decodes the
+validation split (held-out voices of their own, never the test's) with every beam width x CTC weight
+of the grid, picks the pair with the lowest validation CER, and decodes the test split with it: the
+choice never sees the test split. The test numbers of the config's own pair are printed beside it.
+
+    flock /tmp/tzoo_cpu.lock python benchmarks/speech_decode.py
+    flock /tmp/tzoo_cpu.lock python benchmarks/speech_decode.py --ckpt runs/speech/version_0/checkpoints/last.ckpt
+
+Prints Markdown tables and writes benchmarks/results/speech_decode.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+
+@torch.inference_mode()
+def decode(module: Any, memories: list[torch.Tensor], beam: int, weight: float) -> list[str]:
+    from tzoo.tasks.speech.decoding import beam_search, max_tokens
+
+    model, out = module.model, []
+    for memory in memories:
+        ctc = model.ctc_head(memory[0]) if weight > 0 else None
+        ids = beam_search(model, memory, beam=beam, max_len=max_tokens(memory.shape[1], module.max_text_len), ctc_logits=ctc, ctc_weight=weight)
+        out.append(module.text(ids))
+    return out
+
+
+@torch.inference_mode()
+def encode(module: Any, entries: list[dict[str, Any]]) -> list[torch.Tensor]:
+    from tzoo.tasks.speech.audio import load_audio
+
+    memories = []
+    for e in entries:
+        wave = load_audio(e["audio"], module.hparams.sample_rate)
+        memories.append(module.model.encode(wave[None], torch.tensor([len(wave)]))[0])
+    return memories
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ckpt", type=Path, default=None, help="default: the last checkpoint of the run in --results")
+    parser.add_argument("--results", type=Path, default=RESULTS / "speech.json", help="a benchmarks/speech.py result file")
+    parser.add_argument("--beams", type=int, nargs="+", default=[4, 8])
+    parser.add_argument("--weights", type=float, nargs="+", default=[0.3, 0.5, 0.7])
+    parser.add_argument("--out", type=Path, default=RESULTS / "speech_decode.json")
+    args = parser.parse_args()
+
+    from torchmetrics.functional.text import char_error_rate, word_error_rate
+
+    from speech import _datamodule  # benchmarks/speech.py: the full run's data module
+    from tzoo.tasks.generate import load_module
+
+    ckpt = args.ckpt or Path(json.loads(args.results.read_text())["train"]["run_dir"]) / "checkpoints" / "last.ckpt"
+    module = load_module(ckpt, task="speech")
+    torch.set_num_threads(1)  # one short utterance at a time: one thread is fastest (see benchmarks/speech.py)
+    data = _datamodule()
+    splits = {s: data.split_entries(s) for s in ("val", "test")}
+    memories = {s: encode(module, e) for s, e in splits.items()}
+    refs = {s: [e["text"] for e in es] for s, es in splits.items()}
+
+    def score(split: str, beam: int, weight: float) -> dict[str, float]:
+        start = time.perf_counter()
+        hyps = decode(module, memories[split], beam, weight)
+        return {"beam": beam, "ctc_weight": weight, "cer": float(char_error_rate(hyps, refs[split])),
+                "wer": float(word_error_rate(hyps, refs[split])), "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
+
+    grid = [score("val", b, w) for b in args.beams for w in args.weights]
+    best = min(grid, key=lambda r: (r["cer"], r["wer"]))
+    own = (module.beam_size, module.beam_ctc_weight)
+    test = {"chosen": score("test", best["beam"], best["ctc_weight"])}
+    if own != (best["beam"], best["ctc_weight"]):
+        test["config"] = score("test", *own)
+    else:
+        test["config"] = test["chosen"]
+
+    print(f"checkpoint {ckpt}\n\nvalidation split ({len(refs['val'])} utterances): joint CTC/attention beam search")
+    print("| beam | CTC weight | CER | WER | seconds |\n|---|---|---|---|---|")
+    for r in grid:
+        mark = " (chosen)" if r is best else ""
+        print(f"| {r['beam']} | {r['ctc_weight']} | {100 * r['cer']:.2f}%{mark} | {100 * r['wer']:.2f}% | {r['seconds']} |")
+    print(f"\ntest split ({len(refs['test'])} utterances, voices unseen in training and validation)")
+    print("| settings | beam | CTC weight | CER | WER |\n|---|---|---|---|---|")
+    for name, r in test.items():
+        label = "chosen on validation" if name == "chosen" else "the config's"
+        print(f"| {label} | {r['beam']} | {r['ctc_weight']} | {100 * r['cer']:.2f}% | {100 * r['wer']:.2f}% |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"checkpoint": str(ckpt), "val": grid, "test": test}, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
