@@ -36,9 +36,9 @@ from tzoo.tasks.vision.images import (
     DATASETS,
     FASHION_MNIST_DIR,
     FASHION_MNIST_FILES,
+    BatchCollate,
     DatasetInfo,
     FileImages,
-    MixCollate,
     TensorImages,
     folder_classes,
     folder_samples,
@@ -324,7 +324,7 @@ class ImageDataModule(pl.LightningDataModule):
         collate = None
         batch_transform = self._batch_transform() if self._batched_train else None
         if self.mixup_alpha > 0 or self.cutmix_alpha > 0 or batch_transform is not None:
-            collate = MixCollate(self.num_classes, mixup_alpha=self.mixup_alpha, cutmix_alpha=self.cutmix_alpha, batch_transform=batch_transform)
+            collate = BatchCollate(self.num_classes, mixup_alpha=self.mixup_alpha, cutmix_alpha=self.cutmix_alpha, batch_transform=batch_transform)
         train = self._split("train")
         return self._loader(train, shuffle=True, drop_last=len(train) > self.batch_size, collate_fn=collate)
 

@@ -26,9 +26,9 @@ __all__ = [
     "DATASETS",
     "FASHION_MNIST_DIR",
     "FASHION_MNIST_FILES",
+    "BatchCollate",
     "DatasetInfo",
     "FileImages",
-    "MixCollate",
     "TensorImages",
     "folder_classes",
     "folder_samples",
@@ -205,7 +205,7 @@ def folder_samples(root: Path, classes: list[str]) -> list[tuple[str, int]]:
 # --- batches ------------------------------------------------------------------------------------
 
 
-class MixCollate:
+class BatchCollate:
     """Stack a batch; then, when given, apply ``batch_transform`` to the stacked images (the uint8
     -> float conversion and normalisation, one call for the batch instead of one per image) and
     MixUp or CutMix it (one of them, chosen per batch, when both are on: labels become (B, K)
