@@ -3,7 +3,7 @@
 For a trained checkpoint (by default the last run of ``benchmarks/speech.py``), decodes the
 validation split (held-out voices of their own, never the test's) with every beam width x CTC weight
 of the grid, picks the pair with the lowest validation CER, and decodes the test split with it: the
-choice never sees the test split. The test numbers of the config's own pair are printed beside it.
+choice never sees the test split. The test numbers of the checkpoint's own pair are printed beside it (when they differ).
 
     flock /tmp/tzoo_cpu.lock python benchmarks/speech_decode.py
     flock /tmp/tzoo_cpu.lock python benchmarks/speech_decode.py --ckpt runs/speech/version_0/checkpoints/last.ckpt
@@ -27,14 +27,9 @@ RESULTS = REPO / "benchmarks" / "results"
 
 @torch.inference_mode()
 def decode(module: Any, memories: list[torch.Tensor], beam: int, weight: float) -> list[str]:
-    from tzoo.tasks.speech.decoding import beam_search, max_tokens
-
-    model, out = module.model, []
-    for memory in memories:
-        ctc = model.ctc_head(memory[0]) if weight > 0 else None
-        ids = beam_search(model, memory, beam=beam, max_len=max_tokens(memory.shape[1], module.max_text_len), ctc_logits=ctc, ctc_weight=weight)
-        out.append(module.text(ids))
-    return out
+    """The module's own joint beam search (``SpeechRecognizer._beam``) with these settings."""
+    module.beam_size, module.beam_ctc_weight = beam, weight
+    return [module.text(module._beam(memory)) for memory in memories]
 
 
 @torch.inference_mode()
@@ -78,12 +73,10 @@ def main() -> None:
 
     grid = [score("val", b, w) for b in args.beams for w in args.weights]
     best = min(grid, key=lambda r: (r["cer"], r["wer"]))
-    own = (module.beam_size, module.beam_ctc_weight)
+    own = (module.hparams.beam_size, module.hparams.beam_ctc_weight)  # the checkpoint's (decode() sets the attributes)
     test = {"chosen": score("test", best["beam"], best["ctc_weight"])}
     if own != (best["beam"], best["ctc_weight"]):
         test["config"] = score("test", *own)
-    else:
-        test["config"] = test["chosen"]
 
     print(f"checkpoint {ckpt}\n\nvalidation split ({len(refs['val'])} utterances): joint CTC/attention beam search")
     print("| beam | CTC weight | CER | WER | seconds |\n|---|---|---|---|---|")
@@ -93,7 +86,7 @@ def main() -> None:
     print(f"\ntest split ({len(refs['test'])} utterances, voices unseen in training and validation)")
     print("| settings | beam | CTC weight | CER | WER |\n|---|---|---|---|---|")
     for name, r in test.items():
-        label = "chosen on validation" if name == "chosen" else "the config's"
+        label = "chosen on validation" if name == "chosen" else "the checkpoint's"
         print(f"| {label} | {r['beam']} | {r['ctc_weight']} | {100 * r['cer']:.2f}% | {100 * r['wer']:.2f}% |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"checkpoint": str(ckpt), "val": grid, "test": test}, indent=1) + "\n")
