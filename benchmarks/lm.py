@@ -13,6 +13,8 @@ forward, backward, clip, step and Lightning's own overhead), median and 10th-90t
 Then sampling speed at block 256, 500 new tokens, with and without the KV cache, for a model of
 the benchmark's size and for nanoGPT's shakespeare-char size (6 layers, width 384, block 256),
 eager and compiled (``generate(compile=True)``), all four interleaved in each round.
+Between the two, what this machine allows an iteration (``hardware_floor``): its fp32 matmul peak,
+and the iteration's linear-layer products and attention kernels timed alone, without model code.
 
     python benchmarks/lm.py [--corpus ../shared/data/tinyshakespeare.txt] [--steps 2000]
     python benchmarks/lm.py --sampling_only      # the sampling table alone (results/lm_sampling.json)
@@ -188,6 +190,60 @@ SAMPLERS = {"4x128 (this benchmark's size)": dict(dim=128, depth=4, num_heads=4)
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "lm.json"
 
 
+def _median_s(fn: Any, repeats: int, warmup: int = 5) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def hardware_floor(vocab_size: int, repeats: int = 50) -> dict[str, float]:
+    """What this machine allows one training iteration of the benchmark's model, measured without
+    any model code: the fp32 matmul peak (a 2048 x 2048 product, the figure DESIGN.md quotes), and
+    the kernels one iteration cannot avoid, each timed back to back on ready-made tensors:
+      * every linear layer's three products (forward x W^T, input gradient g W, weight gradient
+        g^T x) at the iteration's 768 token rows, the head tied to the embedding included;
+      * SDPA's causal attention forward + backward, once per layer.
+    Their sum is a lower bound for any implementation that runs these kernels: norms, GELU,
+    residual adds, the loss, clipping, the optimizer, Python and the autograd engine all come on
+    top of it."""
+    torch.manual_seed(0)
+    model = GPT(vocab_size, block_size=64, bias=False, dim=128, depth=4, num_heads=4)
+    rows = 12 * 64
+    gemms: list[tuple[Tensor, Tensor]] = []
+    flops = 0
+    for layer in (m for m in model.modules() if isinstance(m, nn.Linear)):
+        out_f, in_f = layer.weight.shape
+        x, g, w = torch.randn(rows, in_f), torch.randn(rows, out_f), torch.randn(out_f, in_f)
+        gemms += [(x, w.t()), (g, w), (g.t(), x)]
+        flops += 3 * 2 * rows * in_f * out_f
+    q, k, v = (torch.randn(12, 4, 64, 32, requires_grad=True) for _ in range(3))
+    grad = torch.randn(12, 4, 64, 32)
+
+    def linear_products() -> None:
+        for a, b in gemms:
+            torch.mm(a, b)
+
+    def attention() -> None:
+        for _ in range(4):
+            torch.autograd.grad(F.scaled_dot_product_attention(q, k, v, is_causal=True), (q, k, v), grad)
+
+    big = torch.randn(2048, 2048)
+    peak = 2 * 2048**3 / _median_s(lambda: big @ big, 10) / 1e9
+    linear_s, attention_s = _median_s(linear_products, repeats), _median_s(attention, repeats)
+    return {
+        "matmul_peak_gflops": peak,
+        "linear_gflop_per_iter": flops / 1e9,
+        "linear_products_ms": linear_s * 1e3,
+        "attention_ms": attention_s * 1e3,
+        "floor_ms": (linear_s + attention_s) * 1e3,
+    }
+
+
 def sampling_speed(vocab_size: int, rounds: int) -> list[dict[str, Any]]:
     """Tokens/s of 500 new tokens from a one-token prompt, with and without the KV cache, same
     weights: eager, and through ``torch.compile`` (``generate(compile=True)``; compiled once before
@@ -247,17 +303,32 @@ def main() -> None:
             rows += [train_reference(args.corpus, args.steps, Path(cache))]
             rows[-1]["run"] += " (repeat)"
         vocab = TextDataModule(str(args.corpus), cache_dir=cache).vocab_size
+    floor = hardware_floor(vocab)
     sampling = sampling_speed(vocab, args.sample_rounds)
 
     checks = {}
+    gflop = floor["linear_gflop_per_iter"]
+    for r in rows:
+        r["linear_gflops"] = gflop / r["ms_per_iter_median"] * 1e3
+        r["share_of_matmul_peak"] = r["linear_gflops"] / floor["matmul_peak_gflops"]
     if rows:
         print(f"\nchar-level tiny Shakespeare, {args.steps} iterations, 4x128 GPT, block 64, batch 12, {torch.get_num_threads()} threads")
-        print("| run | positions | lr | val loss | ms/iter median (p10-p90) | wall s |")
-        print("|---|---|---|---|---|---|")
-        print(f"| nanoGPT (reference, measured by the issue) | learned | 1e-3 | {REFERENCE['val_loss']:.3f} | {REFERENCE['ms_per_iter']:.1f} | {REFERENCE['wall_s']:.0f} |")
+        print("| run | positions | lr | val loss | ms/iter median (p10-p90) | linear GFLOP/s (share of peak) | wall s |")
+        print("|---|---|---|---|---|---|---|")
+        ref_gflops = gflop / REFERENCE["ms_per_iter"] * 1e3
+        print(f"| nanoGPT (reference, measured by the issue) | learned | 1e-3 | {REFERENCE['val_loss']:.3f} | {REFERENCE['ms_per_iter']:.1f} | "
+              f"{ref_gflops:.0f} ({ref_gflops / 340:.0%} of ~340) | {REFERENCE['wall_s']:.0f} |")  # fmt: skip
         for r in rows:
             spread = f"{r['ms_per_iter_median']:.1f} ({r['ms_per_iter_p10']:.1f}-{r['ms_per_iter_p90']:.1f})"
-            print(f"| {r['run']} | {r['position']} | {r['lr']:g} | {r['val_loss']:.3f} | {spread} | {r['wall_s']:.0f} |")
+            rate = f"{r['linear_gflops']:.0f} ({r['share_of_matmul_peak']:.0%})"
+            print(f"| {r['run']} | {r['position']} | {r['lr']:g} | {r['val_loss']:.3f} | {spread} | {rate} | {r['wall_s']:.0f} |")
+    print(f"\nwhat this machine allows one iteration ({torch.get_num_threads()} threads; {gflop:.2f} GFLOP of linear layers per iteration)")
+    print("| measured | value |\n|---|---|")
+    print(f"| fp32 matmul peak, 2048 x 2048 product (DESIGN.md: ~340 GFLOP/s on the machine of the 32.8 ms figure) | {floor['matmul_peak_gflops']:.0f} GFLOP/s |")
+    print(f"| the iteration's linear-layer products alone, back to back | {floor['linear_products_ms']:.1f} ms ({gflop / floor['linear_products_ms'] * 1e3:.0f} GFLOP/s) |")
+    print(f"| causal SDPA forward + backward, 4 layers | {floor['attention_ms']:.1f} ms |")
+    print(f"| floor: the two together (no norms, GELU, loss, optimizer or Python) | {floor['floor_ms']:.1f} ms |")
+    print(f"| 32.8 ms/iteration here would need a linear-layer rate of | {gflop / 32.8e-3:.0f} GFLOP/s ({gflop / 32.8e-3 / floor['matmul_peak_gflops']:.0%} of this machine's peak) |")
     print(f"\nsampling at block 256, 500 new tokens from a 1-token prompt, batch 1, {torch.get_num_threads()} threads (median of {args.sample_rounds} rounds)")
     print("| model | mode | KV cache tokens/s | recompute window tokens/s | speed-up |\n|---|---|---|---|---|")
     for r in sampling:
@@ -284,7 +355,7 @@ def main() -> None:
     meta = {"torch": torch.__version__, "machine": platform.machine(), "threads": torch.get_num_threads(), "steps": args.steps}
     if args.sampling_only and args.out == DEFAULT_OUT:
         args.out = args.out.with_name("lm_sampling.json")  # keep the full run's results
-    args.out.write_text(json.dumps({"meta": meta, "reference": REFERENCE, "runs": rows, "sampling": sampling, "checks": checks}, indent=2))
+    args.out.write_text(json.dumps({"meta": meta, "reference": REFERENCE, "runs": rows, "hardware_floor": floor, "sampling": sampling, "checks": checks}, indent=2))
     print(f"wrote {args.out}")
 
 

@@ -6,7 +6,8 @@ The ``tzoo`` CLI adds all of them to every run (``add_reliability_defaults``) un
 chose its own:
 
 - ``SafeCheckpointIO``: writes each checkpoint to a temporary file beside it, ``fsync``s and
-  renames it into place (a kill during a save leaves the previous ``last.ckpt`` intact), and
+  renames it into place (a kill during a save leaves the previous ``last.ckpt`` intact, and the
+  next save removes the killed save's temporary file), and
   reads checkpoints with ``torch.load(weights_only=True)``: a file that would need code executed
   to load is refused; a truncated or corrupt one is an error naming the file.
 - ``NonFiniteLossGuard``: a NaN/Inf training loss stops the run with an error naming the step
@@ -22,7 +23,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +33,8 @@ import torch
 from lightning.fabric.plugins import CheckpointIO, TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+
+from tzoo.tasks.files import atomic_write
 
 __all__ = [
     "DEFAULT_GRADIENT_CLIP",
@@ -80,28 +82,11 @@ def read_checkpoint(path: str | os.PathLike[str], *, map_location: Any = "cpu", 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     """``torch.save`` to a temporary file in the same folder, flushed to disk, then renamed over
-    ``path``: readers (and a resume after a crash) see the old file or the new one, never half of
-    one. A kill mid-save can leave a ``.<name>.*.tmp`` file behind, never a broken ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # some file systems cannot fsync a directory; the rename is still atomic
-        pass
+    ``path`` (``tasks.files.atomic_write``): readers, and a resume after a crash, see the old file
+    or the new one, never half of one. What a kill mid-save leaves behind is a temporary file,
+    removed by the next save into the same folder."""
+    with atomic_write(path, "wb", fsync=True) as f:
+        torch.save(obj, f)
 
 
 class SafeCheckpointIO(TorchCheckpointIO):

@@ -1,6 +1,7 @@
 """Resume exactly: a `tzoo fit` killed with SIGKILL mid-run and restarted with `--ckpt_path last`
-ends with the same weights as an uninterrupted run (LM mid-epoch, vision from an epoch-end
-checkpoint); a kill during a checkpoint save never leaves a broken `last.ckpt`."""
+ends with the same weights as an uninterrupted run (LM mid-epoch, on one process and on two DDP
+ranks; vision from an epoch-end checkpoint); a kill during a checkpoint save never leaves a broken
+`last.ckpt`."""
 
 import os
 import signal
@@ -70,6 +71,10 @@ def _lm_args(tmp_path: Path) -> list[str]:
     return ["--config", str(config)]
 
 
+def _lm_ddp_args(tmp_path: Path) -> list[str]:
+    return [*_lm_args(tmp_path), "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]
+
+
 def _vision_args(tmp_path: Path) -> list[str]:
     return [
         "--config", str(ROOT / "configs/vision/digits.yaml"),
@@ -85,7 +90,9 @@ def _vision_args(tmp_path: Path) -> list[str]:
 def _start(args: list[str], root: Path, helpers: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(helpers), "OMP_NUM_THREADS": "1", "TZOO_CACHE": str(root / "cache")}
     cmd = [sys.executable, "-m", "tzoo.tasks.cli", "fit", *args, f"--trainer.default_root_dir={root}", *extra]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # its own process group: the kill takes every process of the run (DDP's second rank too), as a
+    # scheduler or the OOM killer would
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 
 def _finish(proc: subprocess.Popen) -> str:
@@ -105,8 +112,8 @@ def _progress(last: Path, key: str) -> int:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("task", "make_args", "key", "kill_at"),
-    [("lm", _lm_args, "global_step", 7), ("vision", _vision_args, "epoch", 1)],
-    ids=["lm-mid-epoch", "vision-epoch-end"],
+    [("lm", _lm_args, "global_step", 7), ("lm", _lm_ddp_args, "global_step", 7), ("vision", _vision_args, "epoch", 1)],
+    ids=["lm-mid-epoch", "lm-ddp-mid-epoch", "vision-epoch-end"],
 )
 def test_killed_run_resumes_to_the_same_weights(tmp_path, task, make_args, key, kill_at):
     helpers = tmp_path / "helpers"
@@ -122,7 +129,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, task, make_args, key, 
         assert victim.poll() is None, f"the run ended before it could be killed:\n{victim.communicate()[0][-3000:]}"
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.02)
-    victim.send_signal(signal.SIGKILL)
+    os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
     assert victim.returncode == -signal.SIGKILL
     interrupted_at = _progress(last, key)

@@ -34,7 +34,6 @@ import sysconfig
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -44,6 +43,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from tzoo.tasks.files import atomic_write
 from tzoo.tasks.lm.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
 
 __all__ = [
@@ -173,21 +173,14 @@ def _sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _temp_name(path: Path) -> Path:
-    """A fresh name beside ``path``: same file system, so ``os.replace`` onto ``path`` is atomic."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-
-
 def download(url: str, folder: Path, sha256: str | None = None) -> Path:
     """Download ``url`` into ``folder`` once and return the file; check its SHA-256 when given."""
     name = re.sub(r"[^\w.-]", "_", url.rstrip("/").rsplit("/", 1)[-1])[-60:] or "corpus"
     path = folder / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}"
     if not path.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = _temp_name(path)
-        try:
+        with atomic_write(path, "wb") as f:  # on any failure nothing is kept, partial or whole
             try:
-                with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "xb") as f:
+                with urllib.request.urlopen(url, timeout=60) as response:
                     while chunk := response.read(1 << 20):
                         f.write(chunk)
             except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as err:
@@ -195,10 +188,8 @@ def download(url: str, folder: Path, sha256: str | None = None) -> Path:
                     f"could not download the corpus {url} ({err}); without network access, "
                     f"download it elsewhere and pass the local file path as the corpus instead"
                 ) from err
-            _check_sha256(tmp, sha256, url, "; the download was not kept")  # never under the final name
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+            f.flush()
+            _check_sha256(Path(f.name), sha256, url, "; the download was not kept")  # never under the final name
     else:
         try:
             _check_sha256(path, sha256, url, f"; removed the cached {path}, the next run downloads it again")
@@ -551,14 +542,8 @@ def encode_corpus(text: str, entry: Path, identity: dict[str, Any], *, corpus: s
     train, val = tokenizer.encode(text[:cut]), tokenizer.encode(text[cut:])
     dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
     tokens = np.array(train + val, dtype=dtype)
-    entry.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(entry / "tokens.npy")
-    try:
-        with open(tmp, "xb") as f:
-            np.save(f, tokens)
-        os.replace(tmp, entry / "tokens.npy")
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(entry / "tokens.npy", "wb") as f:
+        np.save(f, tokens)
     tokenizer.save(entry / "tokenizer.json")
     meta = {
         "identity": identity,
@@ -569,9 +554,5 @@ def encode_corpus(text: str, entry: Path, identity: dict[str, Any], *, corpus: s
         "n_train": len(train),
         "dtype": np.dtype(dtype).name,
     }
-    tmp = _temp_name(entry / "meta.json")
-    try:
-        tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        os.replace(tmp, entry / "meta.json")
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(entry / "meta.json", "w", encoding="utf-8") as f:
+        f.write(json.dumps(meta, indent=1))

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
+
+from tzoo.tasks.files import atomic_write
 
 __all__ = ["BPETokenizer", "CharTokenizer", "Tokenizer", "load_tokenizer"]
 
@@ -268,16 +269,8 @@ def _read_document(path: str | os.PathLike[str], expected_kind: str | None = Non
 
 def _write_json(path: str | os.PathLike[str], document: dict[str, Any]) -> None:
     """Write through a temporary file in the same folder, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            json.dump(document, f, ensure_ascii=False)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        json.dump(document, f, ensure_ascii=False)
 
 
 # --- helpers ------------------------------------------------------------------------------------

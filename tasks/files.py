@@ -1,0 +1,104 @@
+"""Files written whole or not at all: checkpoints, cached corpora, tokenizers.
+
+``atomic_write(path)`` hands out a file opened under a temporary name beside ``path`` (same
+folder, so same file system) and renames it over ``path`` only once the block finished without an
+exception: a reader, or a run resumed after a crash, sees the old file or the new one, never half
+of one. An exception in the block removes the temporary file.
+
+A process killed mid-write (SIGKILL, power loss) cannot clean up after itself, so its temporary
+file stays. The names say who wrote them (``.<name>.<host>.<pid>.<8 hex>.tmp``), and every
+``atomic_write`` first removes the ones in its folder whose writer was on this host and no longer
+runs (``remove_stale_temps``). Files of live writers, of other hosts sharing the folder, and
+anything else in the folder are left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["atomic_write", "remove_stale_temps", "temp_path"]
+
+_HOST = re.sub(r"[^\w-]", "-", socket.gethostname()) or "host"
+_STALE = re.compile(rf"\..+\.{re.escape(_HOST)}\.(\d+)\.[0-9a-f]{{8}}\.tmp")
+
+
+def temp_path(path: str | os.PathLike[str]) -> Path:
+    """A fresh name beside ``path`` that says which host and process writes it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # another thread of this process may be writing it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files that ``atomic_write`` calls on this host left in ``folder``
+    when their process was killed (the process no longer runs); returns the deleted paths."""
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    removed = []
+    for entry in entries:
+        match = _STALE.fullmatch(entry.name)
+        if match is None or _running(int(match.group(1))):
+            continue
+        try:
+            os.unlink(entry.path)
+        except FileNotFoundError:  # another process cleaned it first
+            continue
+        removed.append(Path(entry.path))
+    return removed
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: str = "wb", *, fsync: bool = False, encoding: str | None = None) -> Iterator[IO[Any]]:
+    """``with atomic_write(path) as f: ...`` writes ``f`` under a temporary name and renames it to
+    ``path`` when the block ends without an exception. ``mode`` is ``"wb"`` or ``"w"``;
+    ``fsync=True`` flushes the data to disk before the rename (and the rename after it), so the
+    new file also survives a power loss."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"mode={mode!r} is not one of ('w', 'wb')")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path.parent)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, mode.replace("w", "x"), encoding=encoding) as f:
+            yield f
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if fsync:
+        _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:  # make the rename itself durable
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:  # some file systems cannot fsync a folder; the rename is still atomic
+        pass
