@@ -6,14 +6,17 @@ exception: a reader, or a run resumed after a crash, sees the old file or the ne
 of one. An exception in the block removes the temporary file.
 
 A process killed mid-write (SIGKILL, power loss) cannot clean up after itself, so its temporary
-file stays. The names say who wrote them (``.<name>.<host>.<pid>.<8 hex>.tmp``), and every
-``atomic_write`` first removes the ones in its folder whose writer was on this host and no longer
-runs (``remove_stale_temps``). Files of live writers, of other hosts sharing the folder, and
-anything else in the folder are left alone.
+file stays. The names say who wrote them (``.<name>.<where>.<pid>.<8 hex>.tmp``; ``<where>`` is a
+short hash of the host name and the process-id namespace, so two containers sharing a host name
+and a folder do not mistake each other's process ids), and every ``atomic_write`` first removes
+the ones in its folder whose writer ran here and no longer runs (``remove_stale_temps``, best
+effort: what it cannot check or delete it leaves). Files of live writers, of other hosts or
+containers sharing the folder, and anything else in the folder are left alone.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import socket
@@ -25,14 +28,24 @@ from typing import IO, Any
 
 __all__ = ["atomic_write", "remove_stale_temps", "temp_path"]
 
-_HOST = re.sub(r"[^\w-]", "-", socket.gethostname()) or "host"
-_STALE = re.compile(rf"\..+\.{re.escape(_HOST)}\.(\d+)\.[0-9a-f]{{8}}\.tmp")
+def _where() -> str:
+    """Which process ids a pid in a temporary file's name belongs to: this host, this namespace."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:  # not Linux, or no /proc
+        namespace = ""
+    return hashlib.sha256(f"{socket.gethostname()}\0{namespace}".encode()).hexdigest()[:10]
+
+
+_WHERE = _where()
+_STALE = re.compile(rf"\..+\.{_WHERE}\.(\d{{1,10}})\.[0-9a-f]{{8}}\.tmp")
 
 
 def temp_path(path: str | os.PathLike[str]) -> Path:
-    """A fresh name beside ``path`` that says which host and process writes it."""
+    """A fresh name beside ``path`` that says where and by which process it is written (the name
+    part cut to 100 characters, so the temporary name stays within file systems' 255 bytes)."""
     path = Path(path)
-    return path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    return path.with_name(f".{path.name[:100]}.{_WHERE}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 
 
 def _running(pid: int) -> bool:
@@ -42,26 +55,27 @@ def _running(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process
+    except (OSError, OverflowError):  # someone else's process (PermissionError), or not a pid
         return True
     return True
 
 
 def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
-    """Delete the temporary files that ``atomic_write`` calls on this host left in ``folder``
-    when their process was killed (the process no longer runs); returns the deleted paths."""
+    """Delete the temporary files that ``atomic_write`` calls here (this host, this process-id
+    namespace) left in ``folder`` when their process was killed; returns the deleted paths. Best
+    effort: an entry it cannot check or delete is left, and never fails the caller."""
     try:
         entries = list(os.scandir(folder))
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:
         return []
     removed = []
     for entry in entries:
         match = _STALE.fullmatch(entry.name)
-        if match is None or _running(int(match.group(1))):
-            continue
         try:
+            if match is None or not entry.is_file(follow_symlinks=False) or _running(int(match.group(1))):
+                continue
             os.unlink(entry.path)
-        except FileNotFoundError:  # another process cleaned it first
+        except OSError:  # cleaned by another process first, or not ours to delete
             continue
         removed.append(Path(entry.path))
     return removed

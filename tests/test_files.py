@@ -11,7 +11,7 @@ import uuid
 import pytest
 import torch
 
-from tzoo.tasks.files import _HOST, atomic_write, remove_stale_temps, temp_path
+from tzoo.tasks.files import _WHERE, atomic_write, remove_stale_temps, temp_path
 from tzoo.tasks.reliability import atomic_torch_save, read_checkpoint
 
 KILLED_MID_WRITE = """
@@ -50,19 +50,40 @@ def test_atomic_write_rejects_other_modes(tmp_path):
         pass
 
 
-def test_only_temps_of_dead_writers_on_this_host_are_removed(tmp_path):
+def test_only_temps_of_dead_writers_here_are_removed(tmp_path):
     dead, alive = _dead_pid(), os.getppid()
-    stale = tmp_path / f".last.ckpt.{_HOST}.{dead}.{uuid.uuid4().hex[:8]}.tmp"
-    stale_other_name = tmp_path / f".epoch=1-step=10.ckpt.{_HOST}.{dead}.0123abcd.tmp"  # a save under another name
-    live = tmp_path / f".last.ckpt.{_HOST}.{alive}.0123abcd.tmp"
+    stale = tmp_path / f".last.ckpt.{_WHERE}.{dead}.{uuid.uuid4().hex[:8]}.tmp"
+    stale_other_name = tmp_path / f".epoch=1-step=10.ckpt.{_WHERE}.{dead}.0123abcd.tmp"  # a save under another name
+    live = tmp_path / f".last.ckpt.{_WHERE}.{alive}.0123abcd.tmp"
     own = temp_path(tmp_path / "last.ckpt")  # this process: maybe another thread's write
-    other_host = tmp_path / f".last.ckpt.{_HOST}x.{dead}.0123abcd.tmp"
+    elsewhere = tmp_path / f".last.ckpt.0123456789.{dead}.0123abcd.tmp"  # another host or pid namespace
     unrelated = [tmp_path / "notes.tmp", tmp_path / f".last.ckpt.{dead}.0123abcd.tmp", tmp_path / "last.ckpt"]
-    for p in [stale, stale_other_name, live, own, other_host, *unrelated]:
+    for p in [stale, stale_other_name, live, own, elsewhere, *unrelated]:
         p.write_bytes(b"x")
     assert sorted(remove_stale_temps(tmp_path)) == sorted([stale, stale_other_name])
-    assert all(p.exists() for p in [live, own, other_host, *unrelated])
+    assert all(p.exists() for p in [live, own, elsewhere, *unrelated])
     assert remove_stale_temps(tmp_path / "missing") == []
+
+
+def test_what_cleanup_cannot_check_or_delete_never_fails_the_write(tmp_path):
+    odd = [
+        tmp_path / f".a.{_WHERE}.99999999999999999999.0123abcd.tmp",  # not a pid: not matched
+        tmp_path / f".b.{_WHERE}.{_dead_pid()}.0123abcd.tmp",  # a folder under a temp name
+    ]
+    odd[0].write_bytes(b"x")
+    odd[1].mkdir()
+    with atomic_write(tmp_path / "out.bin") as f:
+        f.write(b"whole")
+    assert (tmp_path / "out.bin").read_bytes() == b"whole"
+    assert all(p.exists() for p in odd)
+
+
+def test_temp_names_stay_short_for_long_file_names(tmp_path):
+    name = "epoch=1234-step=567890-" + "x" * 220 + ".ckpt"  # 250 characters: legal
+    assert len(temp_path(tmp_path / name).name) < 160
+    with atomic_write(tmp_path / name) as f:
+        f.write(b"whole")
+    assert (tmp_path / name).read_bytes() == b"whole"
 
 
 def test_a_save_killed_mid_write_leaves_the_old_checkpoint_and_the_next_save_cleans_up(tmp_path):

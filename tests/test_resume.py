@@ -123,20 +123,28 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, task, make_args, key, 
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     reference = _start(args, straight, helpers)  # runs alongside the interrupted one
     victim = _start(args, killed, helpers)
-    last = killed / task / "version_0" / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 180
-    while _progress(last, key) < kill_at:
-        assert victim.poll() is None, f"the run ended before it could be killed:\n{victim.communicate()[0][-3000:]}"
-        assert time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.02)
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait()
-    assert victim.returncode == -signal.SIGKILL
-    interrupted_at = _progress(last, key)
-    out = _finish(_start(args, killed, helpers, "--ckpt_path", "last"))
-    assert "Restoring states from the checkpoint path" in out and "version_0" in out
-    assert not (killed / task / "version_1").exists()  # the resumed run continues version_0's logs
-    _finish(reference)
+    started = [reference, victim]
+    try:
+        last = killed / task / "version_0" / "checkpoints" / "last.ckpt"
+        deadline = time.monotonic() + 180
+        while _progress(last, key) < kill_at:
+            assert victim.poll() is None, f"the run ended before it could be killed:\n{victim.communicate()[0][-3000:]}"
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.02)
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait()
+        assert victim.returncode == -signal.SIGKILL
+        interrupted_at = _progress(last, key)
+        started.append(resumed := _start(args, killed, helpers, "--ckpt_path", "last"))
+        out = _finish(resumed)
+        assert "Restoring states from the checkpoint path" in out and "version_0" in out
+        assert not (killed / task / "version_1").exists()  # the resumed run continues version_0's logs
+        _finish(reference)
+    finally:  # a failed assertion must not leave runs (DDP ranks included) behind
+        for proc in started:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
     a = read_checkpoint(straight / task / "version_0" / "checkpoints" / "last.ckpt")
     b = read_checkpoint(last)
