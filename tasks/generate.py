@@ -1,6 +1,7 @@
 """``tzoo generate``: sample from a checkpoint of a task whose module can ``sample`` (the LM).
 
-Checkpoints are read with ``torch.load(weights_only=True)``: loading never runs code from the file.
+Checkpoints are read with ``torch.load(weights_only=True)`` (``reliability.read_checkpoint``): loading
+never runs code from the file.
 """
 
 from __future__ import annotations
@@ -11,22 +12,16 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from tzoo.tasks.registry import get_task
+from tzoo.tasks.reliability import read_checkpoint
 
 __all__ = ["generate_main", "load_checkpoint", "load_module"]
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A Lightning checkpoint as a dict, refusing anything that would execute code to load."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling error, truncated zip, not a checkpoint at all
-        raise ValueError(f"cannot read checkpoint {str(path)!r} safely: {type(exc).__name__}: {exc}") from None
+    checkpoint = read_checkpoint(path)  # FileNotFoundError / ValueError naming the file and the fault
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"{str(path)!r} is not a Lightning checkpoint (no 'state_dict')")
     return checkpoint
@@ -55,11 +50,21 @@ def load_module(path: str | Path, *, task: str | None = None) -> Any:
     return module.eval()
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
 def generate_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="tzoo generate", description="Sample text from a checkpoint.")
     parser.add_argument("--ckpt", required=True, help="checkpoint file (e.g. runs/lm/version_0/checkpoints/last.ckpt)")
     parser.add_argument("--prompt", default="\n")
-    parser.add_argument("--max_new_tokens", type=int, default=500)
+    parser.add_argument("--max_new_tokens", type=_positive_int, default=500)
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--top_k", type=int, default=None)
     parser.add_argument("--top_p", type=float, default=None)

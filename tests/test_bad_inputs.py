@@ -107,6 +107,8 @@ CASES: list[Case] = [
     ("lm.model.warmup_steps", lambda t: LanguageModel(10, warmup_steps=-1), ValueError, r"warmup_steps must be >= 0, got -1"),
     ("lm.model.sequence_too_long", lambda t: GPT(10, block_size=4, dim=8, depth=1, num_heads=2)(torch.zeros(1, 5, dtype=torch.long)),
      ValueError, r"5 tokens at position 0 exceed the model's block_size=4 \(its maximum positions\); crop the input to the last 4 tokens"),
+    ("lm.model.max_new_tokens", lambda t: GPT(10, block_size=4, dim=8, depth=1, num_heads=2).generate(torch.zeros(1, 1, dtype=torch.long), -5),
+     ValueError, r"max_new_tokens must be a whole number >= 0, got -5"),
     # --- vision ----------------------------------------------------------------------------------
     ("vision.tokenizer.not_4d", lambda t: PatchTokenizer(8, in_channels=3)(torch.zeros(3, 8, 8)), ValueError,
      r"images must be \(B, C, H, W\), got a tensor of shape \(3, 8, 8\)"),

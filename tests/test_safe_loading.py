@@ -66,9 +66,9 @@ def test_a_malicious_pickle_is_refused_by_every_loader(tmp_path, lm_checkpoint):
         read_checkpoint(evil)
     with pytest.raises(ValueError, match=message):
         SafeCheckpointIO().load_checkpoint(evil)
-    with pytest.raises(ValueError, match=r"cannot read checkpoint '.*evil\.ckpt' safely: UnpicklingError"):
+    with pytest.raises(ValueError, match=message):
         load_module(evil)
-    with pytest.raises(SystemExit, match=r"cannot read checkpoint '.*evil\.ckpt' safely"):
+    with pytest.raises(SystemExit, match=message):
         main(["generate", "--ckpt", str(evil)])
     # resuming a run from it: the trainer reads checkpoints through SafeCheckpointIO
     config = lm_checkpoint.parents[1] / "config.yaml"

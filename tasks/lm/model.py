@@ -121,6 +121,8 @@ class GPT(nn.Module):
         _check_sampling(temperature, top_k, top_p)
         if idx.dim() != 2 or idx.shape[1] < 1:
             raise ValueError(f"idx must be (B, N) token ids with N >= 1, got shape {tuple(idx.shape)}")
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be a whole number >= 0, got {max_new_tokens!r}")
         was_training = self.training
         self.eval()
         B, n0 = idx.shape

@@ -2,7 +2,9 @@
 λ·CTC + (1 − λ)·cross-entropy (``ctc_weight`` = λ).
 
 Logs ``train/loss`` (and its CTC and cross-entropy parts), ``val/loss``, ``val/cer`` and ``val/wer``
-(attention greedy decoding, torchmetrics), and ``test/cer`` / ``test/wer`` (beam search of width
+(attention greedy decoding, torchmetrics), ``val/cer_ctc`` (CTC greedy decoding of the same
+encoder output: the decoder alone can lose its place and repeat a phrase, which the CTC head and
+the joint beam do not), and ``test/cer`` / ``test/wer`` (joint CTC/attention beam search of width
 ``beam_size``; ``test/cer_ctc`` from CTC greedy beside them). After each validation it writes a few
 reference/hypothesis pairs to ``<log dir>/examples.txt`` and the alignment picture of the first
 validation utterance to ``<log dir>/alignment/step_<N>.png``. ``tzoo predict`` writes
@@ -91,7 +93,7 @@ class SpeechRecognizer(TaskModule):
         self.ctc_weight, self.label_smoothing, self.beam_size = ctc_weight, label_smoothing, beam_size
         self.beam_ctc_weight = beam_ctc_weight
         self.max_text_len, self.examples = max_text_len, examples
-        self.val_cer, self.val_wer = CharErrorRate(), WordErrorRate()
+        self.val_cer, self.val_wer, self.val_cer_ctc = CharErrorRate(), WordErrorRate(), CharErrorRate()
         self.test_cer, self.test_wer, self.test_cer_ctc = CharErrorRate(), WordErrorRate(), CharErrorRate()
         self._examples: list[tuple[str, str]] = []
         self._step_start: float | None = None
@@ -147,13 +149,16 @@ class SpeechRecognizer(TaskModule):
 
     def transcribe(self, wave: Tensor, lengths: Tensor, *, method: Literal["beam", "greedy", "ctc"] = "beam") -> list[str]:
         """(B, S) samples, (B,) lengths -> transcripts."""
-        memory, mask = self.model.encode(wave, lengths)
+        return self._decode(*self.model.encode(wave, lengths), method=method)
+
+    def _decode(self, memory: Tensor, mask: Tensor, *, method: Literal["beam", "greedy", "ctc"]) -> list[str]:
+        """Encoder output (B, N, D) and its mask (B, N) -> transcripts."""
         if method == "ctc":
             return [self.text(ids) for ids in ctc_greedy(self.model.ctc_head(memory), mask)]
         limit = max_tokens(int(mask.sum(-1).max()), self.max_text_len)
         if method == "greedy":
             return [self.text(ids) for ids in greedy(self.model, memory, mask, max_len=limit)]
-        return [self.text(self._beam(memory[i : i + 1, : int(mask[i].sum())])) for i in range(len(wave))]
+        return [self.text(self._beam(memory[i : i + 1, : int(mask[i].sum())])) for i in range(len(memory))]
 
     def _beam(self, memory: Tensor) -> list[int]:
         """One utterance's unpadded encoder output (1, N, D) -> token ids by beam search, joint with
@@ -166,20 +171,24 @@ class SpeechRecognizer(TaskModule):
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> None:
         loss, _, _ = self._losses(batch)
         self.log("val/loss", loss, batch_size=len(batch[0]), prog_bar=True, sync_dist=True)
-        hyps, refs = self.transcribe(batch[0], batch[1], method="greedy"), self._references(batch[2])
+        memory, mask = self.model.encode(batch[0], batch[1])
+        hyps, refs = self._decode(memory, mask, method="greedy"), self._references(batch[2])
         self.val_cer(hyps, refs)
         self.val_wer(hyps, refs)
+        self.val_cer_ctc(self._decode(memory, mask, method="ctc"), refs)
         self.log("val/cer", self.val_cer, prog_bar=True)
         self.log("val/wer", self.val_wer)
+        self.log("val/cer_ctc", self.val_cer_ctc)
         if batch_idx == 0:
             self._examples = list(zip(refs, hyps))[: self.examples]
 
     def test_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> None:
         refs = self._references(batch[2])
-        hyps = self.transcribe(batch[0], batch[1], method="beam")
+        memory, mask = self.model.encode(batch[0], batch[1])
+        hyps = self._decode(memory, mask, method="beam")
         self.test_cer(hyps, refs)
         self.test_wer(hyps, refs)
-        self.test_cer_ctc(self.transcribe(batch[0], batch[1], method="ctc"), refs)
+        self.test_cer_ctc(self._decode(memory, mask, method="ctc"), refs)
         self.log("test/cer", self.test_cer)
         self.log("test/wer", self.test_wer)
         self.log("test/cer_ctc", self.test_cer_ctc)

@@ -114,8 +114,17 @@ def test_generate_refuses_other_files(tmp_path):
     with pytest.raises(ValueError, match=r"written by the 'vision' task, not by 'lm'"):
         load_module(bogus, task="lm")
     bogus.write_bytes(b"not a checkpoint")
-    with pytest.raises(SystemExit, match=r"cannot read checkpoint '.*x.ckpt' safely"):
+    with pytest.raises(SystemExit, match=r"checkpoint '.*x\.ckpt' \(16 bytes\) is truncated or corrupt"):
         main(["generate", "--ckpt", str(bogus)])
+    with pytest.raises(SystemExit, match=r"checkpoint '.*' is a folder"):
+        main(["generate", "--ckpt", str(tmp_path)])
+
+
+def test_generate_refuses_a_negative_token_count(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--ckpt", "x.ckpt", "--max_new_tokens", "-5"])
+    assert exit_info.value.code == 2
+    assert "argument --max_new_tokens: '-5' is not a whole number >= 1" in capsys.readouterr().err
 
 
 def test_console_script_runs():

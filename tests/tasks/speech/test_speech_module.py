@@ -46,7 +46,7 @@ def fitted(tiny_corpus, tmp_path_factory):
 def test_fit_logs_error_rates_examples_and_alignment(fitted):
     _, run, _ = fitted
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"train/loss", "train/ctc", "train/ce", "val/loss", "val/cer", "val/wer"} <= set(header)
+    assert {"train/loss", "train/ctc", "train/ce", "val/loss", "val/cer", "val/wer", "val/cer_ctc"} <= set(header)
     assert "ref: " in (run / "examples.txt").read_text()
     assert list((run / "alignment").glob("step_*.png"))
 
