@@ -37,6 +37,7 @@ __all__ = ["TzooCLI", "main"]
 RUNS_DIR = "runs"
 
 TRAINER_DEFAULTS: dict[str, Any] = {"default_root_dir": RUNS_DIR}
+_NAMED_CHECKPOINTS = ("last", "best", "hpc")  # Lightning's names for --ckpt_path
 
 
 def explicit_model_args(argv: list[str]) -> set[str]:
@@ -53,16 +54,20 @@ def explicit_model_args(argv: list[str]) -> set[str]:
 
 class TzooCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, **kwargs: Any) -> None:
-        super().__init__(
-            model_class=pl.LightningModule,
-            datamodule_class=pl.LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            trainer_defaults=TRAINER_DEFAULTS,
-            save_config_kwargs={"overwrite": True},
-            args=args,
-            **kwargs,
-        )
+        with warnings.catch_warnings():
+            # `tzoo` passes its own command line as `args` (it also stays in sys.argv, which DDP's
+            # launcher re-runs for the other ranks): not the mix-up Lightning warns about
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
+            super().__init__(
+                model_class=pl.LightningModule,
+                datamodule_class=pl.LightningDataModule,
+                subclass_mode_model=True,
+                subclass_mode_data=True,
+                trainer_defaults=TRAINER_DEFAULTS,
+                save_config_kwargs={"overwrite": True},
+                args=args,
+                **kwargs,
+            )
 
     def parse_arguments(self, parser: Any, args: Any) -> None:
         self._argv = [a for a in args if isinstance(a, str)] if isinstance(args, (list, tuple)) else sys.argv[1:]
@@ -76,14 +81,25 @@ class TzooCLI(LightningCLI):
         trainer exists; on failure, read_checkpoint says why (unsafe, truncated, ...) and names it."""
         if not self.config.get("subcommand"):
             return
-        ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
-        if not ckpt_path or not Path(ckpt_path).is_file():
+        config = self.config[self.config.subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if not ckpt_path or ckpt_path in _NAMED_CHECKPOINTS or ckpt_path.startswith("registry") or "://" in ckpt_path:
             return
+        if not Path(ckpt_path).is_file():  # before any run folder is made for it
+            what = "is a folder" if Path(ckpt_path).is_dir() else "does not exist"
+            raise SystemExit(f"tzoo: checkpoint {ckpt_path!r} {what}: give a checkpoint file, or 'last' to resume this task's newest run")
         try:
-            hparams = dict(torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {}))
+            hparams = dict(_load_lazily(ckpt_path).get("hyper_parameters", {}))
         except Exception:
             read_checkpoint(ckpt_path)
             raise
+        written_by, wanted = hparams.get("_class_path"), (config.get("model") or {}).get("class_path")
+        if written_by and wanted and written_by != wanted:
+            raise SystemExit(
+                f"tzoo: checkpoint {ckpt_path!r} holds a {written_by.rsplit('.', 1)[-1]} ({written_by}), but this config's "
+                f"model is {wanted}: give a checkpoint of that task, or the config the checkpoint was trained with "
+                f"(config.yaml in its run folder)"
+            )
         hparams.pop("_instantiator", None)
         for name in explicit_model_args(getattr(self, "_argv", [])):
             hparams.pop(name, None)
@@ -107,9 +123,18 @@ class TzooCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         trainer = self._get(self.config_init, "trainer", default={})
         resume_last = self.config.get(str(self.subcommand), self.config).get("ckpt_path") == "last"
-        _add_trainer_defaults(trainer, getattr(self.model, "task_name", "") or "tzoo", resume_last=resume_last)
+        self._resume_from = _add_trainer_defaults(trainer, getattr(self.model, "task_name", "") or "tzoo", resume_last=resume_last)
         add_reliability_defaults(trainer)
         return super().instantiate_trainer(**kwargs)
+
+    def before_fit(self) -> None:
+        """Resuming: check that the checkpoint holds this model's weights before the run writes
+        anything (its config, hyperparameters and run card would otherwise overwrite those of the
+        run being resumed, and then the restore would fail anyway)."""
+        ckpt_path = self.config.fit.get("ckpt_path")
+        path = getattr(self, "_resume_from", None) if ckpt_path == "last" else Path(ckpt_path) if ckpt_path else None
+        if path is not None and path.is_file() and getattr(self.model, "strict_loading", True):
+            _check_checkpoint_fits(self.model, path)
 
 
 def _instantiate(spec: Namespace) -> Any:
@@ -149,19 +174,57 @@ def _link_data_to_model(data: pl.LightningDataModule, model: Namespace) -> None:
         model.init_args[name] = value
 
 
-def _add_trainer_defaults(trainer: dict[str, Any], task: str, *, resume_last: bool = False) -> None:
+def _load_lazily(path: str | Path) -> Any:
+    """The checkpoint with its tensors memory-mapped, not read: cheap for looking at hyperparameters
+    and shapes. weights_only=True: never runs code from the file."""
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu", mmap=True)
+    except RuntimeError:  # an old, non-zip format cannot be memory-mapped
+        return torch.load(path, weights_only=True, map_location="cpu")
+
+
+def _check_checkpoint_fits(model: pl.LightningModule, path: Path) -> None:
+    """SystemExit naming the first difference if the checkpoint's weights are not this model's
+    (other names, or other shapes: another configuration, or a vocabulary from other data)."""
+    try:
+        theirs = _load_lazily(path).get("state_dict", {})
+    except Exception:
+        read_checkpoint(path)
+        raise
+    ours = model.state_dict()
+    shapes = [(k, list(theirs[k].shape), list(v.shape)) for k, v in ours.items() if k in theirs and theirs[k].shape != v.shape]
+    missing, unexpected = [k for k in ours if k not in theirs], [k for k in theirs if k not in ours]
+    if not (shapes or missing or unexpected):
+        return
+    if shapes:
+        name, there, here = shapes[0]
+        detail = f"{name} is {there} in the checkpoint and {here} in this model"
+    else:
+        detail = f"this model has {missing[:3]} that the checkpoint lacks" if missing else f"the checkpoint has {unexpected[:3]} that this model lacks"
+    trained_with = path.parent.parent / "config.yaml"
+    hint = f"; resume it with the config it was trained with: tzoo fit --config {trained_with} --ckpt_path {path}" if trained_with.is_file() else ""
+    raise SystemExit(
+        f"tzoo: checkpoint {str(path)!r} does not fit this model ({detail}): it was trained with another configuration "
+        f"or other data{hint}. Nothing was written."
+    )
+
+
+def _add_trainer_defaults(trainer: dict[str, Any], task: str, *, resume_last: bool = False) -> Path | None:
     """Loggers and callbacks a user expects, unless the config chose its own (or turned them off):
     CSV + TensorBoard logs in <default_root_dir>/<task>/version_N (one N for both; left alone the
     two loggers pick their versions independently and can disagree), a learning-rate monitor, a
     rich progress bar and a checkpoint callback that also keeps ``last.ckpt``. With ``resume_last``
     (``--ckpt_path last``) the loggers continue the newest version that has a ``last.ckpt``, which
-    is where Lightning then finds it."""
+    is where Lightning then finds it. Returns that ``last.ckpt`` (None when not resuming one)."""
     callbacks = list(trainer.get("callbacks") or [])
+    resume_from = None
     if trainer.get("logger") in (None, True):
         root = Path(trainer.get("default_root_dir") or RUNS_DIR)
         taken = [p.name.removeprefix("version_") for p in (root / task).glob("version_*")]
         version = latest_resumable_version(root, task) if resume_last else None
-        if version is None:
+        if version is not None:
+            resume_from = root / task / f"version_{version}" / "checkpoints" / "last.ckpt"
+        else:
             version = max((int(v) for v in taken if v.isdigit()), default=-1) + 1
         trainer["logger"] = [CSVLogger(root, name=task, version=version), TensorBoardLogger(root, name=task, version=version)]
         callbacks.append(LearningRateMonitor(logging_interval="step"))
@@ -172,6 +235,7 @@ def _add_trainer_defaults(trainer: dict[str, Any], task: str, *, resume_last: bo
     if not any(isinstance(c, RunCard) for c in callbacks):  # run_card.json/.md in the log directory
         callbacks.append(RunCard())
     trainer["callbacks"] = callbacks
+    return resume_from
 
 
 def _expand_task(args: list[str]) -> list[str]:
@@ -217,6 +281,9 @@ def _check_config_files(args: list[str]) -> None:
 
 def main(args: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage:\n" + __doc__.split("\n\n")[1].rstrip() + "\n\n`tzoo SUBCOMMAND --help` for a subcommand's options")
+        return
     if argv[:1] == ["tasks"]:
         _print_tasks()
         return

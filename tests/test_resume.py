@@ -138,6 +138,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, task, make_args, key, 
         started.append(resumed := _start(args, killed, helpers, "--ckpt_path", "last"))
         out = _finish(resumed)
         assert "Restoring states from the checkpoint path" in out and "version_0" in out
+        assert "not resumable" not in out  # Lightning sees the LM's keyed loader as resumable
         assert not (killed / task / "version_1").exists()  # the resumed run continues version_0's logs
         _finish(reference)
     finally:  # a failed assertion must not leave runs (DDP ranks included) behind

@@ -34,6 +34,7 @@ import sysconfig
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -48,6 +49,7 @@ from tzoo.tasks.lm.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load
 
 __all__ = [
     "NAMED_CORPORA",
+    "KeyedLoader",
     "KeyedStarts",
     "RandomStarts",
     "TextDataModule",
@@ -270,6 +272,27 @@ class Position(NamedTuple):
     world: int = 1
 
 
+class KeyedLoader(DataLoader):
+    """The training loader over ``KeyedStarts``. Its position is the loop's (epoch, batch), which
+    Lightning restores from a checkpoint, and its windows are keyed by the seeds, so a run resumed
+    mid-epoch continues exactly (Lightning counts it as resumable and does not warn). Its state is
+    that key: a resume whose seeds differ from the checkpoint's run is reported, since its windows
+    then differ from the ones the interrupted run would have drawn."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"window_key": list(self.sampler.key)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("window_key")
+        if saved is not None and tuple(saved) != tuple(self.sampler.key):
+            warnings.warn(
+                f"resumed with training windows keyed by {tuple(self.sampler.key)} (data seed, seed_everything), "
+                f"but the checkpoint's run drew them with {tuple(saved)}: from here on this run sees other "
+                f"windows than the interrupted one would have",
+                stacklevel=2,
+            )
+
+
 class KeyedStarts(RandomStarts, DistributedSampler):
     """Training window starts, resumable and rank-aware.
 
@@ -465,7 +488,7 @@ class TextDataModule(pl.LightningDataModule):
         # Its own generator: otherwise each new iterator draws a worker seed from the global RNG,
         # and a resumed run (which makes one more iterator) would shift dropout's random stream.
         generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(
+        return (KeyedLoader if split == "train" else DataLoader)(
             self._windows,
             sampler=sampler,
             batch_size=None,

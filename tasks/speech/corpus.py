@@ -287,6 +287,8 @@ def generate_corpus(root: str | os.PathLike[str], spec: CorpusSpec, *, workers: 
     if done.is_file() and json.loads(done.read_text()).get("key") == spec.key():
         return root
     Synthesizer()  # fails early, with the install hint, when eSpeak NG is missing
+    if verbose:
+        print(f"corpus: synthesizing {spec.train} + {spec.val} + {spec.test} utterances with eSpeak NG into {root} (once; later runs reuse it)")
     start = time.perf_counter()
     for split in ("train", "val", "test"):
         (root / split).mkdir(parents=True, exist_ok=True)

@@ -162,8 +162,14 @@ class SpeechDataModule(pl.LightningDataModule):
         self.entries: dict[str, list[dict[str, Any]]] = {}
         self.generation_seconds: float | None = None
 
+    def _needs_corpus(self, stage: str | None) -> bool:
+        """Transcribing ``predict_files`` reads only those: no corpus is synthesized for it."""
+        return self.spec is not None and not (stage == "predict" and self.predict_files)
+
     def prepare_data(self) -> None:
-        if self.spec is not None:
+        trainer = getattr(self, "trainer", None)
+        stage = trainer.state.fn.value if trainer is not None and trainer.state.fn is not None else None
+        if self._needs_corpus(stage):
             start = time.perf_counter()
             generate_corpus(self.root, self.spec, workers=self.workers, verbose=True)
             self.generation_seconds = time.perf_counter() - start
@@ -177,7 +183,7 @@ class SpeechDataModule(pl.LightningDataModule):
         return self.entries[split]
 
     def setup(self, stage: str) -> None:
-        if self.spec is not None and not (self.root / "corpus.json").is_file():
+        if self._needs_corpus(stage) and not (self.root / "corpus.json").is_file():
             self.prepare_data()  # setup without prepare_data (e.g. the data module used by hand)
         if stage == "fit":
             self.split_entries("train"), self.split_entries("val")

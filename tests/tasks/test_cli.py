@@ -157,3 +157,46 @@ def test_optimizer_and_scheduler_overridable_from_the_command_line(tiny_config):
     (optimizer,) = cli.trainer.optimizers
     assert type(optimizer).__name__ == "SGD" and optimizer.param_groups[0]["initial_lr"] == 0.05
     assert type(cli.trainer.lr_scheduler_configs[0].scheduler).__name__ == "StepLR"
+
+
+def test_resuming_a_run_with_another_model_fails_before_writing_anything(tiny_config):
+    tmp_path, config = tiny_config
+    main(["fit", "--config", str(config)])
+    run = tmp_path / "runs" / "lm" / "version_0"
+    kept = {name: (run / name).read_bytes() for name in ("config.yaml", "hparams.yaml", "run_card.json", "metrics.csv")}
+    other = tmp_path / "other.txt"
+    other.write_text("".join(chr(c) for c in range(ord("a"), ord("z") + 1)) * 50)  # another vocabulary
+    with pytest.raises(SystemExit, match=r"checkpoint '.*version_0/checkpoints/last\.ckpt' does not fit this model "
+                                         r"\(model\.embed\.weight is \[\d+, 16\] in the checkpoint and \[27, 16\] in this model\).*"
+                                         r"tzoo fit --config .*version_0/config\.yaml"):  # fmt: skip
+        main(["fit", "--config", str(config), "--ckpt_path", "last", f"--data.init_args.corpus={other}"])
+    assert {name: (run / name).read_bytes() for name in kept} == kept  # the resumed run's records are untouched
+    assert sorted(p.name for p in (tmp_path / "runs" / "lm").iterdir()) == ["version_0"]
+
+
+def test_a_missing_checkpoint_is_named_before_a_run_folder_is_made(tiny_config):
+    tmp_path, config = tiny_config
+    for ckpt in (tmp_path / "gone.ckpt", tmp_path):
+        with pytest.raises(SystemExit, match=r"tzoo: checkpoint '.*' (does not exist|is a folder): give a checkpoint file, or 'last'"):
+            main(["test", "--config", str(config), "--ckpt_path", str(ckpt)])
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_checkpoint_of_another_task_is_named_as_such(tiny_config):
+    tmp_path, config = tiny_config
+    main(["fit", "--config", str(config)])
+    (ckpt,) = (tmp_path / "runs").rglob("last.ckpt")
+    vision = Path(__file__).resolve().parents[2] / "configs" / "vision" / "digits.yaml"
+    with pytest.raises(SystemExit, match=r"checkpoint '.*last\.ckpt' holds a LanguageModel \(tzoo\.tasks\.lm\.module\.LanguageModel\), "
+                                         r"but this config's model is tzoo\.tasks\.vision\.module\.VisionClassifier"):  # fmt: skip
+        main(["test", "--config", str(vision), "--ckpt_path", str(ckpt), f"--trainer.default_root_dir={tmp_path / 'v'}"])
+    assert not (tmp_path / "v").exists()
+
+
+def test_help_lists_every_subcommand_and_runs_carry_no_args_warning(tiny_config, capsys, recwarn):
+    main(["--help"])
+    out = capsys.readouterr().out
+    assert all(f"tzoo {sub}" in out for sub in ("fit", "tasks", "generate", "compare", "check"))
+    _, config = tiny_config
+    main(["validate", "--config", str(config), "--trainer.logger=false"])
+    assert not [w for w in recwarn if "args parameter is intended" in str(w.message)]

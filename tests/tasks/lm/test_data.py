@@ -312,3 +312,19 @@ def test_shakespeare_text_looks_like_tiny_shakespeare():
     assert "\nROMEO:\n" in text and "\nFirst Citizen:\n" in text
     assert not set("#*_\\") & set(text)  # no markdown left
     assert text.endswith("\n\n")
+
+
+def test_the_training_loader_is_resumable_and_reports_a_resume_with_other_seeds(split_corpus, tmp_path):
+    from lightning.fabric.utilities.types import _Stateful
+
+    from tzoo.tasks.lm.data import KeyedLoader
+
+    dm = TextDataModule(split_corpus[0], block_size=8, batch_size=2, cache_dir=str(tmp_path / "cache"), seed=3)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert isinstance(loader, KeyedLoader) and isinstance(loader, _Stateful)  # Lightning: no "not resumable" warning
+    assert not isinstance(dm.val_dataloader(), _Stateful)
+    state = loader.state_dict()
+    loader.load_state_dict(state)  # the same seeds: silent
+    with pytest.warns(UserWarning, match=r"resumed with training windows keyed by \(3, \d+\).*drew them with \(4, \d+\)"):
+        loader.load_state_dict({"window_key": [4, state["window_key"][1]]})

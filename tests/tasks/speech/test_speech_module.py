@@ -127,3 +127,19 @@ def test_collate_pads_audio_with_zeros_and_text_with_ignore():
     wave, lengths, tokens, token_lengths = batch
     assert wave.tolist()[1] == [1, 1, 1, 0, 0] and lengths.tolist() == [5, 3]
     assert tokens.tolist() == [[3, 4, 2], [5, 2, -100]] and token_lengths.tolist() == [3, 2]
+
+
+def test_transcribing_predict_files_synthesizes_no_corpus(tiny_corpus, tmp_path):
+    from types import SimpleNamespace
+
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    wav = tmp_path / "hello.wav"
+    shutil.copy(tiny_corpus / "test" / "000000.wav", wav)
+    data = SpeechDataModule("espeak", data_dir=str(tmp_path / "corpus"), predict_files=[str(wav)])
+    data.trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.PREDICTING))  # as `tzoo predict` runs it
+    data.prepare_data()
+    data.setup("predict")
+    (batch,) = list(data.predict_dataloader())
+    assert batch[0].shape[0] == 1
+    assert not (tmp_path / "corpus").exists()  # nothing synthesized for the one file asked for
