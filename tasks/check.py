@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from tzoo.core import Decoder, MultiHeadAttention
-from tzoo.tasks.cli import TzooCLI, _check_config_files, _expand_task
+from tzoo.tasks.cli import TzooCLI, _check_config_files, _expand_task, _root_cause
 
 __all__ = ["Check", "check_decoder_cache", "check_decoder_causality", "check_main", "run_checks"]
 
@@ -66,15 +66,6 @@ def build(args: list[str]) -> tuple[pl.LightningModule, pl.LightningDataModule |
         raise CheckConfigError(_root_cause(exc)) from exc
     trainer = cli.config.get("trainer")
     return cli.model, cli.datamodule, dict(trainer) if trainer is not None else {}
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The model's or data's own message, not jsonargparse's wrapper around it ("Does not validate
-    against any of the Union subtypes ...")."""
-    inner: BaseException = exc
-    while (nxt := inner.__cause__ or inner.__context__) is not None and isinstance(nxt, (ValueError, TypeError, KeyError)):
-        inner = nxt
-    return str(inner)
 
 
 # --- decoder checks -----------------------------------------------------------------------------

@@ -274,9 +274,18 @@ def _print_tasks() -> None:
 
 def _check_config_files(args: list[str]) -> None:
     for i, arg in enumerate(args):
-        path = args[i + 1] if arg == "--config" and i + 1 < len(args) else arg.split("=", 1)[1] if arg.startswith("--config=") else None
+        path = args[i + 1] if arg in ("--config", "-c") and i + 1 < len(args) else arg.split("=", 1)[1] if arg.startswith("--config=") else None
         if path is not None and not Path(path).is_file():
             raise SystemExit(f"tzoo: config file {path!r} does not exist (try one under configs/, or `tzoo tasks`)")
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The model's or data's own message, not jsonargparse's wrapper around it ("Does not validate
+    against any of the Union subtypes ...")."""
+    inner: BaseException = exc
+    while (nxt := inner.__cause__ or inner.__context__) is not None and isinstance(nxt, (ValueError, TypeError, KeyError)):
+        inner = nxt
+    return str(inner)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -307,7 +316,14 @@ def main(args: list[str] | None = None) -> None:
     except ValueError as exc:
         raise SystemExit(f"tzoo: {exc}") from None
     _check_config_files(argv)
-    TzooCLI(args=argv)
+    try:
+        TzooCLI(args=argv)
+    except (ValueError, TypeError) as exc:
+        if "Does not validate against any of the Union subtypes" not in str(exc):
+            raise
+        # a model or data module refused its arguments while being built: its own message, without
+        # jsonargparse's wrapper and traceback (nothing has run yet)
+        raise SystemExit(f"tzoo: the configuration does not build: {_root_cause(exc)}") from None
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def alignment_figure(
     top.imshow(mel[0].numpy(), origin="lower", aspect="auto", extent=(0, seconds, 0, mel.shape[1]), cmap="magma")
     top.set_ylabel("mel band")
     top.set_title(title or "log-mel and decoder cross-attention")
-    bottom.imshow(attention.numpy(), aspect="auto", extent=(0, attention.shape[1] * model.frontend.node_seconds, len(ids) - 0.5, -0.5),
+    bottom.imshow(attention.numpy(), aspect="auto", extent=(0, attention.shape[1] * model.frontend.node_seconds, max(len(ids), 1) - 0.5, -0.5),
                   cmap="viridis", interpolation="nearest")  # fmt: skip
     bottom.set_yticks(range(len(ids)))
     bottom.set_yticklabels([repr(c)[1:-1] if c != " " else "␣" for c in labels], fontsize=7, family="monospace")

@@ -89,8 +89,9 @@ def test_user_value_replaced_by_a_link_is_reported(tiny_config):
 
 
 def test_missing_config_file(tmp_path):
-    with pytest.raises(SystemExit, match=r"config file '.*nope.yaml' does not exist"):
-        main(["fit", "--config", str(tmp_path / "nope.yaml")])
+    for flag in ("--config", "-c"):
+        with pytest.raises(SystemExit, match=r"config file '.*nope.yaml' does not exist"):
+            main(["fit", flag, str(tmp_path / "nope.yaml")])
 
 
 def test_unknown_task_lists_valid_ones():
@@ -200,3 +201,10 @@ def test_help_lists_every_subcommand_and_runs_carry_no_args_warning(tiny_config,
     _, config = tiny_config
     main(["validate", "--config", str(config), "--trainer.logger=false"])
     assert not [w for w in recwarn if "args parameter is intended" in str(w.message)]
+
+
+def test_a_model_that_refuses_its_arguments_is_one_clear_line(tiny_config):
+    tmp_path, config = tiny_config
+    with pytest.raises(SystemExit, match=r"^tzoo: the configuration does not build: num_kv_heads=3 conflicts with num_heads=2.*valid: \[1, 2\]"):
+        main(["fit", "--config", str(config), "--model.init_args.num_kv_heads=3"])
+    assert not (tmp_path / "runs").exists()

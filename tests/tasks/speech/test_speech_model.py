@@ -263,6 +263,11 @@ def test_alignment_figure_from_captured_cross_attention(tmp_path):
     assert attention.shape == (4, 13) and torch.allclose(attention.sum(-1), torch.ones(4))
     path = alignment_figure(model, wave, [4, 5, 6], ["a", "b", " "], tmp_path / "align.png", title="t")
     assert path.stat().st_size > 1000
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an empty transcript draws without matplotlib's identical-limits warning
+        assert alignment_figure(model, wave, [], [], tmp_path / "empty.png").stat().st_size > 1000
     with pytest.raises(ValueError, match=r"decoder layers \[5\] do not exist"):
         cross_attention(model, wave, [4], layers=[5])
 
