@@ -23,10 +23,12 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from torch import nn
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.model_registry import _is_registry
 
 from tzoo.tasks.registry import get_task, list_tasks
 from tzoo.tasks.run_card import RunCard
@@ -54,24 +56,24 @@ def explicit_model_args(argv: list[str]) -> set[str]:
 
 class TzooCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(
+            model_class=pl.LightningModule,
+            datamodule_class=pl.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            trainer_defaults=TRAINER_DEFAULTS,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            **kwargs,
+        )
+
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        self._argv = [a for a in args if isinstance(a, str)] if isinstance(args, (list, tuple)) else sys.argv[1:]
         with warnings.catch_warnings():
             # `tzoo` passes its own command line as `args` (it also stays in sys.argv, which DDP's
             # launcher re-runs for the other ranks): not the mix-up Lightning warns about
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
-            super().__init__(
-                model_class=pl.LightningModule,
-                datamodule_class=pl.LightningDataModule,
-                subclass_mode_model=True,
-                subclass_mode_data=True,
-                trainer_defaults=TRAINER_DEFAULTS,
-                save_config_kwargs={"overwrite": True},
-                args=args,
-                **kwargs,
-            )
-
-    def parse_arguments(self, parser: Any, args: Any) -> None:
-        self._argv = [a for a in args if isinstance(a, str)] if isinstance(args, (list, tuple)) else sys.argv[1:]
-        super().parse_arguments(parser, args)
+            super().parse_arguments(parser, args)
 
     def _parse_ckpt_path(self) -> None:
         """Lay --ckpt_path's hyperparameters over the model config (as LightningCLI does: a training
@@ -83,11 +85,15 @@ class TzooCLI(LightningCLI):
             return
         config = self.config[self.config.subcommand]
         ckpt_path = config.get("ckpt_path")
-        if not ckpt_path or ckpt_path in _NAMED_CHECKPOINTS or ckpt_path.startswith("registry") or "://" in ckpt_path:
+        if not ckpt_path or ckpt_path in _NAMED_CHECKPOINTS or _is_registry(ckpt_path) or "://" in ckpt_path:
+            return
+        if Path(ckpt_path).is_dir():  # a sharded checkpoint (FSDP, ModelParallelStrategy): its strategy reads it
             return
         if not Path(ckpt_path).is_file():  # before any run folder is made for it
-            what = "is a folder" if Path(ckpt_path).is_dir() else "does not exist"
-            raise SystemExit(f"tzoo: checkpoint {ckpt_path!r} {what}: give a checkpoint file, or 'last' to resume this task's newest run")
+            raise SystemExit(
+                f"tzoo: checkpoint {ckpt_path!r} does not exist: give a checkpoint file (or a sharded checkpoint's "
+                f"folder), or 'last' to resume this task's newest run"
+            )
         try:
             hparams = dict(_load_lazily(ckpt_path).get("hyper_parameters", {}))
         except Exception:
@@ -133,8 +139,9 @@ class TzooCLI(LightningCLI):
         run being resumed, and then the restore would fail anyway)."""
         ckpt_path = self.config.fit.get("ckpt_path")
         path = getattr(self, "_resume_from", None) if ckpt_path == "last" else Path(ckpt_path) if ckpt_path else None
-        if path is not None and path.is_file() and getattr(self.model, "strict_loading", True):
-            _check_checkpoint_fits(self.model, path)
+        if path is None or not path.is_file() or _builds_weights_later(self.model):
+            return
+        _check_checkpoint_fits(self.model, path, strict=getattr(self.model, "strict_loading", True))
 
 
 def _instantiate(spec: Namespace) -> Any:
@@ -183,9 +190,21 @@ def _load_lazily(path: str | Path) -> Any:
         return torch.load(path, weights_only=True, map_location="cpu")
 
 
-def _check_checkpoint_fits(model: pl.LightningModule, path: Path) -> None:
+def _builds_weights_later(model: pl.LightningModule) -> bool:
+    """Weights made in ``configure_model`` (beyond TaskModule's sharding of existing ones) or lazy
+    modules: the model's state before fit is not yet what the checkpoint holds."""
+    from tzoo.tasks.base import TaskModule
+
+    own = type(model).configure_model
+    if own is not pl.LightningModule.configure_model and own is not TaskModule.configure_model:
+        return True
+    return any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters())
+
+
+def _check_checkpoint_fits(model: pl.LightningModule, path: Path, *, strict: bool = True) -> None:
     """SystemExit naming the first difference if the checkpoint's weights are not this model's
-    (other names, or other shapes: another configuration, or a vocabulary from other data)."""
+    (other shapes: another configuration, or a vocabulary from other data; with ``strict``, also
+    other names), as Lightning's restore would fail later, after the run's files were written."""
     try:
         theirs = _load_lazily(path).get("state_dict", {})
     except Exception:
@@ -193,7 +212,7 @@ def _check_checkpoint_fits(model: pl.LightningModule, path: Path) -> None:
         raise
     ours = model.state_dict()
     shapes = [(k, list(theirs[k].shape), list(v.shape)) for k, v in ours.items() if k in theirs and theirs[k].shape != v.shape]
-    missing, unexpected = [k for k in ours if k not in theirs], [k for k in theirs if k not in ours]
+    missing, unexpected = ([k for k in ours if k not in theirs], [k for k in theirs if k not in ours]) if strict else ([], [])
     if not (shapes or missing or unexpected):
         return
     if shapes:
@@ -222,8 +241,9 @@ def _add_trainer_defaults(trainer: dict[str, Any], task: str, *, resume_last: bo
         root = Path(trainer.get("default_root_dir") or RUNS_DIR)
         taken = [p.name.removeprefix("version_") for p in (root / task).glob("version_*")]
         version = latest_resumable_version(root, task) if resume_last else None
-        if version is not None:
-            resume_from = root / task / f"version_{version}" / "checkpoints" / "last.ckpt"
+        if version is not None:  # as Lightning resolves "last": the newest last*.ckpt there
+            found = (root / task / f"version_{version}" / "checkpoints").glob("last*.ckpt")
+            resume_from = max((p for p in found if p.is_file()), key=lambda p: p.stat().st_mtime, default=None)
         else:
             version = max((int(v) for v in taken if v.isdigit()), default=-1) + 1
         trainer["logger"] = [CSVLogger(root, name=task, version=version), TensorBoardLogger(root, name=task, version=version)]
@@ -279,11 +299,18 @@ def _check_config_files(args: list[str]) -> None:
             raise SystemExit(f"tzoo: config file {path!r} does not exist (try one under configs/, or `tzoo tasks`)")
 
 
+_WRAPPERS = ("Does not validate against any of the Union subtypes", "Problem with given class_path")
+
+
 def _root_cause(exc: BaseException) -> str:
-    """The model's or data's own message, not jsonargparse's wrapper around it ("Does not validate
-    against any of the Union subtypes ...")."""
+    """The model's or data's own message, not jsonargparse's wrappers around it ("Does not validate
+    against any of the Union subtypes ...", "Problem with given class_path ..."): follows the
+    chain down from the wrappers to the first exception that is not one, honouring ``from None``."""
     inner: BaseException = exc
-    while (nxt := inner.__cause__ or inner.__context__) is not None and isinstance(nxt, (ValueError, TypeError, KeyError)):
+    while any(marker in str(inner) for marker in _WRAPPERS):
+        nxt = inner.__cause__ if inner.__cause__ is not None else None if inner.__suppress_context__ else inner.__context__
+        if nxt is None:
+            break
         inner = nxt
     return str(inner)
 

@@ -280,13 +280,14 @@ class KeyedLoader(DataLoader):
     then differ from the ones the interrupted run would have drawn."""
 
     def state_dict(self) -> dict[str, Any]:
-        return {"window_key": list(self.sampler.key)}
+        key = getattr(self.sampler, "key", None)  # Lightning may swap the sampler (overfit_batches)
+        return {} if key is None else {"window_key": list(key)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        saved = state_dict.get("window_key")
-        if saved is not None and tuple(saved) != tuple(self.sampler.key):
+        saved, key = state_dict.get("window_key"), getattr(self.sampler, "key", None)
+        if saved is not None and key is not None and tuple(saved) != tuple(key):
             warnings.warn(
-                f"resumed with training windows keyed by {tuple(self.sampler.key)} (data seed, seed_everything), "
+                f"resumed with training windows keyed by {tuple(key)} (data seed, seed_everything), "
                 f"but the checkpoint's run drew them with {tuple(saved)}: from here on this run sees other "
                 f"windows than the interrupted one would have",
                 stacklevel=2,
