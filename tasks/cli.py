@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from torch import nn
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
@@ -94,11 +93,7 @@ class TzooCLI(LightningCLI):
                 f"tzoo: checkpoint {ckpt_path!r} does not exist: give a checkpoint file (or a sharded checkpoint's "
                 f"folder), or 'last' to resume this task's newest run"
             )
-        try:
-            hparams = dict(_load_lazily(ckpt_path).get("hyper_parameters", {}))
-        except Exception:
-            read_checkpoint(ckpt_path)
-            raise
+        hparams = dict(read_checkpoint(ckpt_path, mmap=True).get("hyper_parameters", {}))
         written_by, wanted = hparams.get("_class_path"), (config.get("model") or {}).get("class_path")
         if written_by and wanted and written_by != wanted:
             raise SystemExit(
@@ -181,15 +176,6 @@ def _link_data_to_model(data: pl.LightningDataModule, model: Namespace) -> None:
         model.init_args[name] = value
 
 
-def _load_lazily(path: str | Path) -> Any:
-    """The checkpoint with its tensors memory-mapped, not read: cheap for looking at hyperparameters
-    and shapes. weights_only=True: never runs code from the file."""
-    try:
-        return torch.load(path, weights_only=True, map_location="cpu", mmap=True)
-    except RuntimeError:  # an old, non-zip format cannot be memory-mapped
-        return torch.load(path, weights_only=True, map_location="cpu")
-
-
 def _builds_weights_later(model: pl.LightningModule) -> bool:
     """Weights made in ``configure_model`` (beyond TaskModule's sharding of existing ones) or lazy
     modules: the model's state before fit is not yet what the checkpoint holds."""
@@ -205,11 +191,7 @@ def _check_checkpoint_fits(model: pl.LightningModule, path: Path, *, strict: boo
     """SystemExit naming the first difference if the checkpoint's weights are not this model's
     (other shapes: another configuration, or a vocabulary from other data; with ``strict``, also
     other names), as Lightning's restore would fail later, after the run's files were written."""
-    try:
-        theirs = _load_lazily(path).get("state_dict", {})
-    except Exception:
-        read_checkpoint(path)
-        raise
+    theirs = read_checkpoint(path, mmap=True).get("state_dict", {})
     ours = model.state_dict()
     shapes = [(k, list(theirs[k].shape), list(v.shape)) for k, v in ours.items() if k in theirs and theirs[k].shape != v.shape]
     missing, unexpected = ([k for k in ours if k not in theirs], [k for k in theirs if k not in ours]) if strict else ([], [])
@@ -302,12 +284,16 @@ def _check_config_files(args: list[str]) -> None:
 _WRAPPERS = ("Does not validate against any of the Union subtypes", "Problem with given class_path")
 
 
+def _is_wrapper(exc: BaseException) -> bool:
+    return any(marker in str(exc) for marker in _WRAPPERS)
+
+
 def _root_cause(exc: BaseException) -> str:
     """The model's or data's own message, not jsonargparse's wrappers around it ("Does not validate
     against any of the Union subtypes ...", "Problem with given class_path ..."): follows the
     chain down from the wrappers to the first exception that is not one, honouring ``from None``."""
     inner: BaseException = exc
-    while any(marker in str(inner) for marker in _WRAPPERS):
+    while _is_wrapper(inner):
         nxt = inner.__cause__ if inner.__cause__ is not None else None if inner.__suppress_context__ else inner.__context__
         if nxt is None:
             break
@@ -346,7 +332,7 @@ def main(args: list[str] | None = None) -> None:
     try:
         TzooCLI(args=argv)
     except (ValueError, TypeError) as exc:
-        if "Does not validate against any of the Union subtypes" not in str(exc):
+        if _WRAPPERS[0] not in str(exc):
             raise
         # a model or data module refused its arguments while being built: its own message, without
         # jsonargparse's wrapper and traceback (nothing has run yet)

@@ -28,6 +28,7 @@ from typing import IO, Any
 
 __all__ = ["atomic_write", "remove_stale_temps", "temp_path"]
 
+
 def _where() -> str:
     """Which process ids a pid in a temporary file's name belongs to: this host, this namespace."""
     try:

@@ -12,7 +12,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-
 from tzoo.tasks.registry import get_task
 from tzoo.tasks.reliability import read_checkpoint
 

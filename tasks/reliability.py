@@ -24,6 +24,7 @@ import os
 import pickle
 import random
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,16 +53,18 @@ DEFAULT_GRADIENT_CLIP = 1.0
 # --- checkpoints --------------------------------------------------------------------------------
 
 
-def read_checkpoint(path: str | os.PathLike[str], *, map_location: Any = "cpu", weights_only: bool = True) -> Any:
+def read_checkpoint(path: str | os.PathLike[str], *, map_location: Any = "cpu", weights_only: bool = True, mmap: bool = False) -> Any:
     """``torch.load`` that never runs code from the file (``weights_only=True``) and turns its
     failures into errors naming the file: ``FileNotFoundError`` for a missing file, ``ValueError``
-    for a file that needs code to load (a planted or foreign pickle) or is truncated / corrupt."""
+    for a file that needs code to load (a planted or foreign pickle) or is truncated / corrupt.
+    ``mmap=True`` maps the tensors instead of reading them (cheap for looking at hyperparameters
+    and shapes; a file in the old, non-zip format is read whole)."""
     path = Path(path)
     if not path.is_file():
         kind = "a folder (a sharded checkpoint? load it with the strategy that wrote it)" if path.is_dir() else "missing"
         raise FileNotFoundError(f"checkpoint {str(path)!r} is {kind}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=weights_only)
+        return torch.load(path, map_location=map_location, weights_only=weights_only, mmap=mmap and zipfile.is_zipfile(path))
     except Exception as exc:  # noqa: BLE001 - every way a file can fail to unpickle
         # the weights-only unpickler names the class or function a file would need to run code for
         blocked = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line or "global" in line.split(" ")[:3]]

@@ -103,6 +103,9 @@ class SpeechTransformer(nn.Module):
 
     def forward(self, wave: Tensor, lengths: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """-> CTC logits (B, N, V), audio mask (B, N), decoder logits (B, T, V) for (B, T) input tokens."""
-        memory, mask = self.encode(wave, lengths)
+        return self.heads(*self.encode(wave, lengths), tokens)
+
+    def heads(self, memory: Tensor, mask: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``forward`` from an encoder output (B, N, D) and its mask (B, N) already computed."""
         padding = None if bool(mask.all()) else mask
         return self.ctc_head(memory), mask, self.decode(tokens, memory, padding)

@@ -109,13 +109,15 @@ class SpeechRecognizer(TaskModule):
 
     # --- losses -------------------------------------------------------------------------------
 
-    def _losses(self, batch: tuple[Tensor, Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    def _losses(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], encoded: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """(loss, CTC part, cross-entropy part); ``encoded``: the batch's encoder output and mask,
+        when the caller has them already (validation decodes from the same ones)."""
         wave, lengths, tokens, token_lengths = batch
         # decoder input: <s> and the transcript (padding read as </s>; it only feeds ignored positions)
         inputs = torch.cat([torch.full_like(tokens[:, :1], BOS), tokens[:, :-1]], dim=1).masked_fill_(
             torch.cat([torch.zeros_like(tokens[:, :1], dtype=torch.bool), tokens[:, :-1] == IGNORE], 1), EOS
         )  # (B, T)
-        ctc_logits, mask, logits = self.model(wave, lengths, inputs)
+        ctc_logits, mask, logits = self.model(wave, lengths, inputs) if encoded is None else self.model.heads(*encoded, inputs)
         ce = F.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten(), ignore_index=IGNORE, label_smoothing=self.label_smoothing)
         # CTC targets: the transcript without </s>
         targets = tokens.masked_fill(tokens == EOS, IGNORE)[:, :-1].clamp_min(0)  # (B, T - 1); padding is never read
@@ -169,9 +171,9 @@ class SpeechRecognizer(TaskModule):
                            ctc_logits=ctc, ctc_weight=self.beam_ctc_weight)  # fmt: skip
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> None:
-        loss, _, _ = self._losses(batch)
-        self.log("val/loss", loss, batch_size=len(batch[0]), prog_bar=True, sync_dist=True)
         memory, mask = self.model.encode(batch[0], batch[1])
+        loss, _, _ = self._losses(batch, (memory, mask))
+        self.log("val/loss", loss, batch_size=len(batch[0]), prog_bar=True, sync_dist=True)
         hyps, refs = self._decode(memory, mask, method="greedy"), self._references(batch[2])
         self.val_cer(hyps, refs)
         self.val_wer(hyps, refs)

@@ -136,7 +136,8 @@ def test_transcribing_predict_files_synthesizes_no_corpus(tiny_corpus, tmp_path)
 
     wav = tmp_path / "hello.wav"
     shutil.copy(tiny_corpus / "test" / "000000.wav", wav)
-    data = SpeechDataModule("espeak", data_dir=str(tmp_path / "corpus"), predict_files=[str(wav)])
+    # a corpus of 4 utterances: without the rule it would be synthesized in a second, and this fail
+    data = SpeechDataModule("espeak", data_dir=str(tmp_path / "corpus"), predict_files=[str(wav)], corpus_size=(2, 1, 1))
     data.trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.PREDICTING))  # as `tzoo predict` runs it
     data.prepare_data()
     data.setup("predict")
