@@ -241,14 +241,3 @@ def add_reliability_defaults(trainer: dict[str, Any]) -> None:
     plain = strategy in _PLAIN_STRATEGIES if isinstance(strategy, str) else isinstance(strategy, (DDPStrategy, SingleDeviceStrategy))
     if plain and not any(isinstance(p, CheckpointIO) for p in plugins):
         trainer["plugins"] = [*plugins, SafeCheckpointIO()]
-
-
-def latest_resumable_version(root: Path, task: str) -> int | None:
-    """The newest ``<root>/<task>/version_N`` holding ``checkpoints/last.ckpt`` (what
-    ``--ckpt_path last`` resumes), or None."""
-    found = [
-        int(p.name.removeprefix("version_"))
-        for p in (root / task).glob("version_*")
-        if p.name.removeprefix("version_").isdigit() and (p / "checkpoints" / "last.ckpt").is_file()
-    ]
-    return max(found, default=None)

@@ -1,7 +1,11 @@
 """Resume exactly: a `tzoo fit` killed with SIGKILL mid-run and restarted with `--ckpt_path last`
-ends with the same weights as an uninterrupted run (LM mid-epoch, on one process and on two DDP
-ranks; vision from an epoch-end checkpoint); a kill during a checkpoint save never leaves a broken
-`last.ckpt`."""
+ends with the same weights and the same `metrics.csv` history as an uninterrupted run (LM
+mid-epoch, on one process and on two DDP ranks; vision from an epoch-end checkpoint); a kill during
+a checkpoint save never leaves a broken `last.ckpt`; `last` never resumes a finished run, a run of
+another configuration or a run interrupted before its first checkpoint."""
+
+import csv
+import json
 
 import os
 import signal
@@ -101,6 +105,15 @@ def _finish(proc: subprocess.Popen) -> str:
     return out
 
 
+def _history(run: Path) -> list[tuple[str, str, str]]:
+    """Every logged value of a run's metrics.csv as (step, column, value), in file order, except
+    the timings (they differ between any two runs)."""
+    with open(run / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    timed = ("_per_s", "time", "/ms", "mfu")
+    return [(row["step"], k, v) for row in rows for k, v in row.items() if v and k != "step" and not any(t in k for t in timed)]
+
+
 def _progress(last: Path, key: str) -> int:
     """The step or epoch of a last.ckpt that the child may be replacing right now (it writes
     atomically, so any file under the name is whole)."""
@@ -153,6 +166,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, task, make_args, key, 
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for name, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][name], value, rtol=0, atol=0, msg=f"{name} differs after resume")
+    # the resumed run's CSV log holds the whole history, each step once, as the uninterrupted run's
+    assert _history(killed / task / "version_0") == _history(straight / task / "version_0")
 
 
 _SAVER = textwrap.dedent(
@@ -201,3 +216,81 @@ def test_keyed_windows_resume_mid_epoch_and_split_across_ranks():
     rank0, rank1 = starts(Position(3, 0, rank=0, world=2), 4), starts(Position(3, 0, rank=1, world=2), 4)
     assert all(np.array_equal(np.concatenate([a, b]), f) for a, b, f in zip(rank0, rank1, full))  # one global batch
     assert not np.array_equal(starts(Position(4, 0), 8)[0], full[0])  # another epoch, other windows
+
+
+SLOW_THROTTLE = THROTTLE.replace("seconds: float = 0.05", "seconds: float = 1.0")
+
+
+def test_last_never_resumes_a_finished_run_and_a_run_stopped_before_its_first_checkpoint_is_not_resumable(tmp_path):
+    """A finished run exists; a second fit of the same config is interrupted (SIGINT) before its
+    first checkpoint; `--ckpt_path last` must refuse, naming both runs, and leave the finished
+    run's files byte for byte as they were."""
+    helpers = tmp_path / "helpers"
+    helpers.mkdir()
+    (helpers / "throttle.py").write_text(THROTTLE)
+    root = tmp_path / "runs"
+    args = [*_lm_args(tmp_path), "--trainer.max_steps=4"]
+    _finish(_start(args, root, helpers))
+    finished = root / "lm" / "version_0"
+    assert json.loads((finished / "run_state.json").read_text())["status"] == "finished"
+    before = {p: p.read_bytes() for p in finished.rglob("*") if p.is_file()}
+
+    (helpers / "throttle.py").write_text(SLOW_THROTTLE)  # the first checkpoint comes after ~3 s
+    second = _start(args, root, helpers)
+    state = root / "lm" / "version_1" / "run_state.json"
+    try:
+        deadline = time.monotonic() + 120
+        while not state.is_file():
+            assert second.poll() is None, second.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, "the second run never started"
+            time.sleep(0.05)
+        os.killpg(second.pid, signal.SIGINT)
+        second.wait(timeout=60)
+    finally:
+        if second.poll() is None:
+            os.killpg(second.pid, signal.SIGKILL)
+            second.wait()
+    assert not (root / "lm" / "version_1" / "checkpoints" / "last.ckpt").exists()
+    assert json.loads(state.read_text())["status"] == "stopped: KeyboardInterrupt"
+
+    third = _start(args, root, helpers, "--ckpt_path", "last")
+    out, _ = third.communicate(timeout=240)
+    assert third.returncode == 2, out[-3000:]
+    assert "tzoo: error: --ckpt_path last found no run to resume" in out
+    assert "version_0: finished" in out and "version_1: stopped: KeyboardInterrupt before its first checkpoint" in out
+    after = {p: p.read_bytes() for p in finished.rglob("*") if p.is_file()}
+    assert after == before  # not one byte of the finished run changed
+    assert not (root / "lm" / "version_2").exists()  # and the refusal made no run folder
+
+
+def test_last_picks_the_one_unfinished_run_of_this_configuration(tmp_path):
+    """resolve_last over planted run folders: another configuration's run, a finished run, a run
+    still running (this process) and an old run without a state file are never candidates; two
+    candidates are ambiguous and both are named."""
+    from tzoo.tasks.runs import ResumeError, resolve_last
+
+    def plant(version: int, status: str, fingerprint: str = "same", *, ckpt: bool = True, pid: int = 999_999_999) -> None:
+        run = tmp_path / "lm" / f"version_{version}"
+        (run / "checkpoints").mkdir(parents=True)
+        if ckpt:
+            (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+        if status:
+            state = {"status": status, "fingerprint": fingerprint, "pid": pid, "host": __import__("socket").gethostname()}
+            (run / "run_state.json").write_text(json.dumps(state))
+
+    plant(0, "stopped: KeyboardInterrupt")
+    plant(1, "stopped: KeyboardInterrupt", "other")
+    plant(2, "finished")
+    plant(3, "running", pid=os.getpid())  # alive: someone is training it
+    plant(4, "")  # no run_state.json
+    plant(5, "stopped: KeyboardInterrupt", ckpt=False)
+    assert resolve_last(tmp_path, "lm", "same").version == 0
+    assert resolve_last(tmp_path, "lm", "same", training=False).version == 2  # test/validate: the newest, finished too
+
+    plant(6, "running")  # its process is gone: killed, resumable
+    with pytest.raises(ResumeError, match=r"ambiguous: 2 unfinished runs .*version_0, version_6") as err:
+        resolve_last(tmp_path, "lm", "same")
+    message = str(err.value)
+    assert "version_1: stopped: KeyboardInterrupt, another model/data configuration" in message
+    assert "version_3: still running" in message and "version_4: no run_state.json" in message
+    assert "--ckpt_path " + str(tmp_path / "lm" / "version_6" / "checkpoints" / "last.ckpt") in message

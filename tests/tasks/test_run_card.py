@@ -70,7 +70,7 @@ def test_no_flop_count_means_no_mfu(tmp_path, monkeypatch):
 
 def test_cli_defaults_add_the_run_card():
     trainer = {}
-    _add_trainer_defaults(trainer, "toy")
+    _add_trainer_defaults(trainer, "toy", fingerprint="0")
     assert sum(isinstance(c, RunCard) for c in trainer["callbacks"]) == 1
 
 
