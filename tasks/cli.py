@@ -16,7 +16,9 @@ cannot take is an error, and a value of the user's own that a link replaces is r
 from __future__ import annotations
 
 import inspect
+import linecache
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,13 +27,14 @@ import lightning.pytorch as pl
 from torch import nn
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.model_registry import _is_registry
 
 from tzoo.tasks.registry import get_task, list_tasks
 from tzoo.tasks.run_card import RunCard
-from tzoo.tasks.reliability import add_reliability_defaults, latest_resumable_version, read_checkpoint
+from tzoo.tasks.reliability import add_reliability_defaults, read_checkpoint
+from tzoo.tasks.runs import HistoryCSVLogger, ResumeError, RunState, config_fingerprint, resolve_last
 
 __all__ = ["TzooCLI", "main"]
 
@@ -39,6 +42,12 @@ RUNS_DIR = "runs"
 
 TRAINER_DEFAULTS: dict[str, Any] = {"default_root_dir": RUNS_DIR}
 _NAMED_CHECKPOINTS = ("last", "best", "hpc")  # Lightning's names for --ckpt_path
+
+
+class UsageError(Exception):
+    """A bad command line, config value or input file that tzoo recognises. ``main`` ends the run
+    with one line, ``tzoo: error: <message>``, and exit status 2 (argparse's status for a bad
+    option); the message names the value and what would be valid."""
 
 
 def explicit_model_args(argv: list[str]) -> set[str]:
@@ -89,15 +98,16 @@ class TzooCLI(LightningCLI):
         if Path(ckpt_path).is_dir():  # a sharded checkpoint (FSDP, ModelParallelStrategy): its strategy reads it
             return
         if not Path(ckpt_path).is_file():  # before any run folder is made for it
-            raise SystemExit(
-                f"tzoo: checkpoint {ckpt_path!r} does not exist: give a checkpoint file (or a sharded checkpoint's "
+            raise UsageError(
+                f"checkpoint {ckpt_path!r} does not exist: give a checkpoint file (or a sharded checkpoint's "
                 f"folder), or 'last' to resume this task's newest run"
             )
+        _refuse_text_file(ckpt_path)
         hparams = dict(read_checkpoint(ckpt_path, mmap=True).get("hyper_parameters", {}))
         written_by, wanted = hparams.get("_class_path"), (config.get("model") or {}).get("class_path")
         if written_by and wanted and written_by != wanted:
-            raise SystemExit(
-                f"tzoo: checkpoint {ckpt_path!r} holds a {written_by.rsplit('.', 1)[-1]} ({written_by}), but this config's "
+            raise UsageError(
+                f"checkpoint {ckpt_path!r} holds a {written_by.rsplit('.', 1)[-1]} ({written_by}), but this config's "
                 f"model is {wanted}: give a checkpoint of that task, or the config the checkpoint was trained with "
                 f"(config.yaml in its run folder)"
             )
@@ -109,6 +119,16 @@ class TzooCLI(LightningCLI):
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
         self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
+
+    def before_instantiate_classes(self) -> None:
+        """What the config alone can tell is checked before the data is prepared and the model built."""
+        config = self.config.get(str(self.subcommand), self.config)
+        trainer = config.get("trainer") or Namespace()
+        _check_trainer_counts(trainer)
+        root = trainer.get("default_root_dir") or RUNS_DIR
+        writes = self.subcommand == "fit" or trainer.get("logger") is not False
+        if writes and isinstance(root, (str, Path)) and "://" not in str(root):
+            _check_writable(Path(root), "--trainer.default_root_dir")
 
     def instantiate_classes(self) -> None:
         config = self.config.get(str(self.subcommand), self.config)
@@ -123,8 +143,22 @@ class TzooCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> pl.Trainer:
         trainer = self._get(self.config_init, "trainer", default={})
-        resume_last = self.config.get(str(self.subcommand), self.config).get("ckpt_path") == "last"
-        self._resume_from = _add_trainer_defaults(trainer, getattr(self.model, "task_name", "") or "tzoo", resume_last=resume_last)
+        config = self.config.get(str(self.subcommand), self.config)
+        ckpt_path = config.get("ckpt_path")
+        try:
+            self._resume_from = _add_trainer_defaults(
+                trainer,
+                getattr(self.model, "task_name", "") or "tzoo",
+                fingerprint=config_fingerprint(config.get("model"), config.get("data")),
+                ckpt_path=ckpt_path,
+                subcommand=str(self.subcommand),
+            )
+        except ResumeError as exc:
+            print(f"tzoo: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
+        if ckpt_path == "last" and self._resume_from is not None:
+            # the run resolve_last chose, not Lightning's own search for a "last" checkpoint
+            self.config_init.get(str(self.subcommand), self.config_init)["ckpt_path"] = str(self._resume_from)
         add_reliability_defaults(trainer)
         return super().instantiate_trainer(**kwargs)
 
@@ -133,7 +167,7 @@ class TzooCLI(LightningCLI):
         anything (its config, hyperparameters and run card would otherwise overwrite those of the
         run being resumed, and then the restore would fail anyway)."""
         ckpt_path = self.config.fit.get("ckpt_path")
-        path = getattr(self, "_resume_from", None) if ckpt_path == "last" else Path(ckpt_path) if ckpt_path else None
+        path = self._resume_from if ckpt_path == "last" else Path(ckpt_path) if ckpt_path else None
         if path is None or not path.is_file() or _builds_weights_later(self.model):
             return
         _check_checkpoint_fits(self.model, path, strict=getattr(self.model, "strict_loading", True))
@@ -188,7 +222,7 @@ def _builds_weights_later(model: pl.LightningModule) -> bool:
 
 
 def _check_checkpoint_fits(model: pl.LightningModule, path: Path, *, strict: bool = True) -> None:
-    """SystemExit naming the first difference if the checkpoint's weights are not this model's
+    """UsageError naming the first difference if the checkpoint's weights are not this model's
     (other shapes: another configuration, or a vocabulary from other data; with ``strict``, also
     other names), as Lightning's restore would fail later, after the run's files were written."""
     theirs = read_checkpoint(path, mmap=True).get("state_dict", {})
@@ -204,32 +238,40 @@ def _check_checkpoint_fits(model: pl.LightningModule, path: Path, *, strict: boo
         detail = f"this model has {missing[:3]} that the checkpoint lacks" if missing else f"the checkpoint has {unexpected[:3]} that this model lacks"
     trained_with = path.parent.parent / "config.yaml"
     hint = f"; resume it with the config it was trained with: tzoo fit --config {trained_with} --ckpt_path {path}" if trained_with.is_file() else ""
-    raise SystemExit(
-        f"tzoo: checkpoint {str(path)!r} does not fit this model ({detail}): it was trained with another configuration "
+    raise UsageError(
+        f"checkpoint {str(path)!r} does not fit this model ({detail}): it was trained with another configuration "
         f"or other data{hint}. Nothing was written."
     )
 
 
-def _add_trainer_defaults(trainer: dict[str, Any], task: str, *, resume_last: bool = False) -> Path | None:
+def _add_trainer_defaults(trainer: dict[str, Any], task: str, *, fingerprint: str, ckpt_path: str | None = None, subcommand: str = "fit") -> Path | None:
     """Loggers and callbacks a user expects, unless the config chose its own (or turned them off):
     CSV + TensorBoard logs in <default_root_dir>/<task>/version_N (one N for both; left alone the
     two loggers pick their versions independently and can disagree), a learning-rate monitor, a
-    rich progress bar and a checkpoint callback that also keeps ``last.ckpt``. With ``resume_last``
-    (``--ckpt_path last``) the loggers continue the newest version that has a ``last.ckpt``, which
-    is where Lightning then finds it. Returns that ``last.ckpt`` (None when not resuming one)."""
+    rich progress bar, a checkpoint callback that also keeps ``last.ckpt``, the run card and the
+    run state (``tzoo.tasks.runs``). With ``--ckpt_path last`` the loggers continue the run that
+    ``resolve_last`` picks (ResumeError when none or several qualify) and that run's CSV history;
+    resuming a checkpoint file starts a new version whose CSV log begins with the history of the
+    checkpoint's run up to the checkpoint. Returns the checkpoint that ``last`` resolved to."""
     callbacks = list(trainer.get("callbacks") or [])
     resume_from = None
     if trainer.get("logger") in (None, True):
         root = Path(trainer.get("default_root_dir") or RUNS_DIR)
         taken = [p.name.removeprefix("version_") for p in (root / task).glob("version_*")]
-        version = latest_resumable_version(root, task) if resume_last else None
-        if version is not None:  # as Lightning resolves "last": the newest last*.ckpt there
-            found = (root / task / f"version_{version}" / "checkpoints").glob("last*.ckpt")
-            resume_from = max((p for p in found if p.is_file()), key=lambda p: p.stat().st_mtime, default=None)
-        else:
-            version = max((int(v) for v in taken if v.isdigit()), default=-1) + 1
-        trainer["logger"] = [CSVLogger(root, name=task, version=version), TensorBoardLogger(root, name=task, version=version)]
+        version = max((int(v) for v in taken if v.isdigit()), default=-1) + 1
+        history = resume_step = None
+        if ckpt_path == "last":
+            run = resolve_last(root, task, fingerprint, training=subcommand == "fit")
+            version, resume_from, history = run.version, run.last, run.path / "metrics.csv"
+        elif ckpt_path and Path(ckpt_path).is_file():
+            history = Path(ckpt_path).resolve().parent.parent / "metrics.csv"
+        if history is not None and subcommand == "fit":
+            resume_step = _log_step(resume_from or Path(str(ckpt_path)))
+        csv_logger = HistoryCSVLogger(root, name=task, version=version, history=history, resume_step=resume_step)
+        trainer["logger"] = [csv_logger, TensorBoardLogger(root, name=task, version=version)]
         callbacks.append(LearningRateMonitor(logging_interval="step"))
+        if subcommand == "fit":
+            callbacks.append(RunState(fingerprint, resumed_from=str(resume_from or ckpt_path) if ckpt_path else None))
     if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
         callbacks.append(RichProgressBar())
     if trainer.get("enable_checkpointing") is not False and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
@@ -240,23 +282,47 @@ def _add_trainer_defaults(trainer: dict[str, Any], task: str, *, resume_last: bo
     return resume_from
 
 
+def _log_step(ckpt: Path) -> int | None:
+    """The step the loggers' rows of a run resumed from ``ckpt`` start at: its ``global_step``
+    (a step's rows are logged just after that step's checkpoint, with the step's index)."""
+    try:
+        step = read_checkpoint(ckpt, mmap=True).get("global_step")
+    except (OSError, ValueError):
+        return None
+    return int(step) if step is not None else None
+
+
 def _expand_task(args: list[str]) -> list[str]:
     """``--task NAME`` (or ``--task=NAME``) -> ``--config <that task's default config>``, in place,
-    so flags after it still override the config."""
-    out = []
+    so flags after it still override the config. ``--task`` with ``--config`` (or a second
+    ``--task``) is refused: the files would be layered in command-line order, so another task's
+    config, or the task's defaults over the user's own settings, would win without a word."""
+    out: list[str] = []
+    configs, tasks = _config_paths(args), []
     i = 0
     while i < len(args):
         arg = args[i]
         if arg == "--task" or arg.startswith("--task="):
             if arg == "--task":
                 if i + 1 >= len(args):
-                    raise SystemExit("tzoo: --task needs a task name (see `tzoo tasks`)")
+                    raise UsageError("--task needs a task name (see `tzoo tasks`)")
                 name, i = args[i + 1], i + 2
             else:
                 name, i = arg.split("=", 1)[1], i + 1
-            task = get_task(name)
+            try:
+                task = get_task(name)
+            except ValueError as exc:  # unknown task: the registry lists the valid ones
+                raise UsageError(str(exc)) from None
             if task.config is None:
-                raise SystemExit(f"tzoo: task {name!r} has no default config; use --config FILE")
+                raise UsageError(f"task {name!r} has no default config; use --config FILE")
+            given = [f"--task {t}" for t in tasks] + [f"--config {c}" for c in configs]
+            if given:
+                raise UsageError(
+                    f"--task {name} cannot be combined with {given[0]}: --task {name} stands for --config {task.config}, "
+                    f"and which file's settings win would depend on their order; give --config files only "
+                    f"(later ones override earlier ones), or --task with --section.key overrides"
+                )
+            tasks.append(name)
             out += ["--config", str(task.config)]
             continue
         out.append(arg)
@@ -274,11 +340,123 @@ def _print_tasks() -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
 
 
-def _check_config_files(args: list[str]) -> None:
+def _config_paths(args: list[str]) -> list[str]:
+    """The files given as ``--config FILE``, ``-c FILE`` or ``--config=FILE``, in order."""
+    paths = []
     for i, arg in enumerate(args):
-        path = args[i + 1] if arg in ("--config", "-c") and i + 1 < len(args) else arg.split("=", 1)[1] if arg.startswith("--config=") else None
-        if path is not None and not Path(path).is_file():
-            raise SystemExit(f"tzoo: config file {path!r} does not exist (try one under configs/, or `tzoo tasks`)")
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            paths.append(args[i + 1])
+        elif arg.startswith("--config="):
+            paths.append(arg.split("=", 1)[1])
+    return paths
+
+
+def _check_config_files(args: list[str]) -> None:
+    """Each config file exists, is a file and is YAML (an error names the file and the line), and
+    together they configure one task's model."""
+    models: list[tuple[str, str]] = []  # (file, its model's class_path)
+    for path in _config_paths(args):
+        document = _read_config(path)
+        model = document.get("model") if isinstance(document, dict) else None
+        class_path = model.get("class_path") if isinstance(model, dict) else model
+        if isinstance(class_path, str):
+            models.append((path, class_path))
+    for path, class_path in models[1:]:
+        first, first_class = models[0]
+        if class_path != first_class:
+            raise UsageError(
+                f"--config {first} configures {_describe_model(first_class)} but --config {path} configures "
+                f"{_describe_model(class_path)}: one run trains one model; give the configs of one task"
+            )
+
+
+def _read_config(path: str) -> Any:
+    import yaml
+
+    file = Path(path)
+    if file.is_dir():
+        examples = sorted(p.name for p in file.glob("*.y*ml"))[:3]
+        hint = f" such as {', '.join(examples)}" if examples else ""
+        raise UsageError(f"--config {path!r} is a folder, not a config file: give a YAML file{hint}")
+    if not file.is_file():
+        raise UsageError(f"config file {path!r} does not exist (try one under configs/, or `tzoo tasks`)")
+    raw = file.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"config file {path!r} is not UTF-8 text (byte {raw[exc.start : exc.start + 1]!r} at offset {exc.start}); "
+            f"a config is a YAML text file"
+        ) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        after = f" ({context} that starts at line {start.line + 1})" if context and start is not None else ""
+        raise UsageError(f"config file {path!r} is not valid YAML{where}: {problem}{after}") from None
+    if document is not None and not isinstance(document, dict):
+        raise UsageError(
+            f"config file {path!r} holds a {type(document).__name__} at its top level, not sections "
+            f"(trainer:, model:, data:, ...)"
+        )
+    return document
+
+
+def _describe_model(class_path: str) -> str:
+    """'the 'lm' task's model (LanguageModel)', or the class path of a model no task registers."""
+    for task in list_tasks()[0]:
+        if f"{task.module.__module__}.{task.module.__qualname__}" == class_path:
+            return f"the {task.name!r} task's model ({task.module.__name__})"
+    return class_path
+
+
+def _refuse_text_file(path: str) -> None:
+    """A text file given as a checkpoint (a config, a log, tokenizer.json) is named as such; read as a
+    checkpoint it would be reported as truncated or corrupt, which sends one looking for damage."""
+    with open(path, "rb") as f:
+        head = f.read(256)
+    if not head or b"\0" in head:  # checkpoints (zip archives, pickles) hold NUL or non-UTF-8 bytes early
+        return
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not just a character cut off at the end of the 256 bytes
+            return
+        text = head[: exc.start].decode("utf-8")
+    raise UsageError(
+        f"--ckpt_path {path!r} is a text file, not a checkpoint (it starts with {text[:40]!r}): give a .ckpt file "
+        f"written by tzoo fit (under <default_root_dir>/<task>/version_N/checkpoints/), or 'last'"
+    )
+
+
+def _check_trainer_counts(trainer: Any) -> None:
+    """Step and epoch counts Lightning would refuse only after the data and the model are built."""
+    for name, low in (("max_steps", -1), ("max_epochs", -1), ("min_steps", 0), ("min_epochs", 0)):
+        value = trainer.get(name)
+        if value is not None and not (isinstance(value, int) and value >= low):
+            valid = "a count >= 0, or -1 for no limit" if low == -1 else "a count >= 0"
+            raise UsageError(f"--trainer.{name}={value!r} is not valid: give {valid}")
+
+
+def _check_writable(folder: Path, option: str) -> None:
+    """A run's output folder (or, when it does not exist yet, the nearest folder above it that
+    does) takes new files: found now rather than at the first checkpoint, after training."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{option}={str(folder)!r} cannot be made: {str(existing)!r} is a file, not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".tzoo-write-check-"):
+            pass
+    except OSError as exc:
+        where = "" if existing == folder else f" (it would be made in {str(existing)!r})"
+        raise UsageError(
+            f"{option}={str(folder)!r} is not writable{where}: {exc.strerror}; give a folder you can write to"
+        ) from None
 
 
 _WRAPPERS = ("Does not validate against any of the Union subtypes", "Problem with given class_path")
@@ -301,8 +479,50 @@ def _root_cause(exc: BaseException) -> str:
     return str(inner)
 
 
+_OWN_CODE = (Path(__file__).resolve().parent, Path(__file__).resolve().parent.parent / "core")
+
+
+def _input_error(exc: BaseException) -> str | None:
+    """The one-line message for an error about the user's input, None for anything else (whose
+    traceback stays): a UsageError; a model or data module refusing its arguments while being built
+    (its own message, without jsonargparse's wrappers); a ValueError or OSError that a ``raise``
+    statement in tzoo's own code raised (bad input, by the house style, names the value and what
+    would be valid; an error some library or a Python operation raised is not one of these)."""
+    if isinstance(exc, UsageError):
+        return str(exc)
+    if isinstance(exc, (ValueError, TypeError)) and _is_wrapper(exc):
+        return f"the configuration does not build: {_root_cause(exc)}"
+    if isinstance(exc, (ValueError, OSError)) and _raised_by_tzoo(exc):
+        return str(exc)
+    return None
+
+
+def _raised_by_tzoo(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    file = Path(tb.tb_frame.f_code.co_filename).resolve()
+    if not any(file.is_relative_to(folder) for folder in _OWN_CODE):
+        return False
+    return linecache.getline(str(file), tb.tb_lineno).lstrip().startswith("raise")
+
+
 def main(args: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if args is None else args)
+    """The ``tzoo`` command. A bad input it recognises ends it with one line on stderr,
+    ``tzoo: error: <message>``, and exit status 2."""
+    try:
+        _main(list(sys.argv[1:] if args is None else args))
+    except Exception as exc:
+        message = _input_error(exc)
+        if message is None:
+            raise
+        print(f"tzoo: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _main(argv: list[str]) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print("usage:\n" + __doc__.split("\n\n")[1].rstrip() + "\n\n`tzoo SUBCOMMAND --help` for a subcommand's options")
         return
@@ -324,19 +544,9 @@ def main(args: list[str] | None = None) -> None:
 
         check_main(argv[1:])
         return
-    try:
-        argv = _expand_task(argv)
-    except ValueError as exc:
-        raise SystemExit(f"tzoo: {exc}") from None
+    argv = _expand_task(argv)
     _check_config_files(argv)
-    try:
-        TzooCLI(args=argv)
-    except (ValueError, TypeError) as exc:
-        if _WRAPPERS[0] not in str(exc):
-            raise
-        # a model or data module refused its arguments while being built: its own message, without
-        # jsonargparse's wrapper and traceback (nothing has run yet)
-        raise SystemExit(f"tzoo: the configuration does not build: {_root_cause(exc)}") from None
+    TzooCLI(args=argv)
 
 
 if __name__ == "__main__":
