@@ -37,6 +37,13 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = 16000) -> Tensor
         ) from None
     if samples.shape[0] == 0:
         raise ValueError(f"audio file {str(path)!r} is empty (0 samples); a recording needs at least one frame of sound")
+    finite = np.isfinite(samples).all(axis=1)
+    if not finite.all():  # a float file can hold NaN / Inf, which would silently transcribe as nothing
+        first, count = int(np.argmin(finite)), int((~finite).sum())
+        raise ValueError(
+            f"audio file {str(path)!r} has {count} sample{'s' if count > 1 else ''} that {'are' if count > 1 else 'is'} "
+            f"NaN or infinite (the first at sample {first}, {first / rate:.3f} s): a recording must hold finite values"
+        )
     if samples.shape[1] > 1:
         warnings.warn(f"{path.name}: {samples.shape[1]} channels downmixed to mono (their mean)", UserWarning, stacklevel=2)
     wave = torch.from_numpy(np.ascontiguousarray(samples.mean(axis=1)))  # (S,)

@@ -135,7 +135,7 @@ def check_text(text: str, alphabet: str, where: str) -> str:
 
 
 def read_manifest(path: str | os.PathLike[str], alphabet: str = ALPHABET) -> list[dict[str, Any]]:
-    """JSONL manifest -> entries with absolute ``audio`` paths and checked, lower-cased ``text``."""
+    """JSONL manifest -> entries with absolute ``audio`` paths (of existing files) and checked, lower-cased ``text``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest {str(path)!r} does not exist")
@@ -155,6 +155,8 @@ def read_manifest(path: str | os.PathLike[str], alphabet: str = ALPHABET) -> lis
             entry["text"] = check_text(entry["text"], alphabet, where)
             audio = Path(entry["audio"])
             entry["audio"] = str(audio if audio.is_absolute() else path.parent / audio)
+            if not Path(entry["audio"]).is_file():  # found now, not when a batch first reaches it
+                raise FileNotFoundError(f"{where}: audio file {entry['audio']!r} does not exist")
             entry.setdefault("duration", None)
             entries.append(entry)
     if not entries:

@@ -14,6 +14,7 @@ Shape legend: B batch, S samples, F mel bands, T mel frames, N nodes (T / subsam
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 import torchaudio.transforms as AT
 from torch import Tensor, nn
 
@@ -98,6 +99,9 @@ class LogMel(nn.Module):
         S = wave.shape[1]
         real = torch.arange(S, device=wave.device)[None, :] < lengths[:, None]  # (B, S)
         wave = wave * real
+        reach = self.mel.n_fft // 2  # center=True reflects this many samples at each end, so needs more
+        if S <= reach:  # a clip this short gets zeros after it, as past any clip's length (frames come from lengths)
+            wave = F.pad(wave, (0, reach + 1 - S))  # (B, reach + 1)
         spec = self.mel.spectrogram(wave.float())  # (B, n_fft / 2 + 1, T) power
         if warp is not None or formants is not None:
             warp = torch.ones(len(wave), device=wave.device) if warp is None else warp

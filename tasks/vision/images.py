@@ -34,6 +34,7 @@ __all__ = [
     "folder_samples",
     "load_digits",
     "read_idx",
+    "rgb_image",
     "readable_image",
     "resize_images",
     "stratified_split",
@@ -153,10 +154,23 @@ class FileImages(Dataset):
         path, label = self.samples[i]
         try:
             with Image.open(path) as image:
-                rgb = image.convert("RGB")
+                rgb = rgb_image(image)
         except OSError as err:  # checked at setup; a file that broke since then still names itself
             raise ValueError(f"cannot read image {path!r}: {err}") from None
         return self.transform(rgb), torch.tensor(label)
+
+
+def rgb_image(image: Any) -> Any:
+    """A PIL image as 8-bit RGB. 16-bit greyscale (PIL modes ``I;16*``, and ``I``, in which older
+    Pillows open 16-bit PNGs) is scaled from 0..65535 to 0..255: PIL's own ``convert`` clips those
+    values at 255, which leaves an ordinary 16-bit scan about two grey levels."""
+    from PIL import Image
+
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        pixels = np.asarray(image).astype(np.float64)  # (H, W)
+        grey = np.clip(np.round(pixels / 257), 0, 255).astype(np.uint8)  # 65535 / 257 = 255
+        return Image.fromarray(grey).convert("RGB")
+    return image.convert("RGB")
 
 
 def readable_image(path: str) -> bool:
@@ -183,6 +197,11 @@ def folder_classes(root: Path) -> list[str]:
         raise ValueError(
             f"image folder {str(root)!r} has no class subfolders: expected <folder>/<class name>/<image files> "
             f"(or train/ and val/ folders laid out that way)"
+        )
+    if len(classes) == 1:  # a classifier of one class learns nothing (its loss is 0 from the start)
+        raise ValueError(
+            f"image folder {str(root)!r} has one class subfolder ({classes[0]!r}): a classifier needs at least 2, "
+            f"laid out as <folder>/<class name>/<image files>"
         )
     return classes
 

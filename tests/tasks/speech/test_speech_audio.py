@@ -47,3 +47,14 @@ def test_stereo_is_downmixed_with_a_note(tmp_path):
     with pytest.warns(UserWarning, match="2 channels downmixed to mono"):
         wave = load_audio(path, 16000)
     assert wave.shape == (1600,) and torch.allclose(wave, torch.full((1600,), 0.125))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_float_file_with_nan_or_inf_samples_is_named(tmp_path, bad):
+    # (a NaN sample made every frame NaN and the clip transcribed as an empty string)
+    path = tmp_path / "glitch.wav"
+    samples = np.sin(np.arange(1600) * 0.05).astype(np.float32) * 0.5
+    samples[800:803] = bad
+    soundfile.write(path, samples, 16000, subtype="FLOAT")
+    with pytest.raises(ValueError, match=r"audio file '.*glitch\.wav' has 3 samples that are NaN or infinite \(the first at sample 800, 0\.050 s\)"):
+        load_audio(path)

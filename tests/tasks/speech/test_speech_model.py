@@ -243,6 +243,18 @@ def test_cross_attention_ignores_padded_frames():
         assert not torch.allclose(model.decode(tokens, memory, None)[1], model.decode(tokens, changed, None)[1])
 
 
+@pytest.mark.parametrize("samples", [1, 100, 256, 257])
+def test_a_clip_shorter_than_the_fft_window_is_transcribed(samples):
+    # (center=True pads 256 samples by reflection at each end: 256 or fewer crashed in torch's padding)
+    model = _model()
+    memory, mask = model.encode(torch.randn(1, samples) * 0.1, torch.tensor([samples]))
+    assert memory.shape[:2] == mask.shape and mask.all() and torch.isfinite(memory).all()
+    assert isinstance(greedy(model, memory, mask, max_len=4)[0], list)
+    # its frames come from its true length, not from the padded one
+    mel, frames = LogMel()(torch.randn(1, samples), torch.tensor([samples]))
+    assert mel.shape[-1] >= frames.item() == samples // 160 + 1
+
+
 def test_audio_longer_than_the_maximum_is_a_clear_error():
     model = _model(max_frames=20)
     with pytest.raises(ValueError, match=r"audio of 26 frames \(~1\.0 s\) is longer than the model's maximum of 20 frames.*not chunked"):

@@ -2,6 +2,7 @@
 predict (a WAV file) from the checkpoint; the data module's bad inputs."""
 
 import json
+import re
 import shutil
 import textwrap
 
@@ -75,6 +76,30 @@ def test_test_and_predict_on_a_wav_from_the_checkpoint(fitted, tiny_corpus, tmp_
     assert line["audio"] == str(wav) and isinstance(line["text"], str)
 
 
+def test_predict_transcribes_a_very_short_clip_and_names_a_nan_one(fitted, tmp_path, capsys):
+    # (256 samples or fewer crashed in the front end's padding; a NaN sample transcribed as "")
+    import numpy as np
+    import soundfile
+
+    config, _, ckpt = fitted
+    short, glitch = tmp_path / "click.wav", tmp_path / "glitch.wav"
+    soundfile.write(short, np.full(200, 0.1, dtype=np.float32), 16000)
+    samples = np.full(4000, 0.1, dtype=np.float32)
+    samples[1000] = np.nan
+    soundfile.write(glitch, samples, 16000, subtype="FLOAT")
+    main(["predict", "--config", str(config), "--ckpt_path", str(ckpt), f"--data.init_args.predict_files=[{short}]",
+          f"--trainer.default_root_dir={tmp_path / 'p'}"])  # fmt: skip
+    (out,) = (tmp_path / "p").rglob("transcripts.jsonl")
+    (line,) = [json.loads(x) for x in out.read_text().splitlines()]
+    assert line["audio"] == str(short) and isinstance(line["text"], str)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--config", str(config), "--ckpt_path", str(ckpt), f"--data.init_args.predict_files=[{glitch}]",
+              f"--trainer.default_root_dir={tmp_path / 'q'}"])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert re.search(r"^tzoo: error: audio file '.*glitch\.wav' has 1 sample that is NaN or infinite \(the first at sample 1000, 0\.062 s\)", capsys.readouterr().err, re.M)
+
+
 def test_module_transcribes_by_hand(fitted, tiny_corpus):
     _, _, ckpt = fitted
     module = SpeechRecognizer.load_from_checkpoint(ckpt).eval()
@@ -102,24 +127,33 @@ def test_bad_manifest_line_stops_setup_with_its_line_number(tiny_corpus, tmp_pat
         SpeechDataModule("manifest", data_dir=str(root)).setup("fit")
 
 
-def test_missing_audio_file_in_a_manifest_is_named(tiny_corpus, tmp_path):
+def test_missing_audio_file_in_a_manifest_is_named_before_training(tiny_corpus, tmp_path, capsys):
+    # (found when a batch first reached it: for a training file, mid-epoch)
     root = tmp_path / "corpus"
     shutil.copytree(tiny_corpus, root)
     (root / "val" / "000001.wav").unlink()
     data = SpeechDataModule("manifest", data_dir=str(root), batch_size=3)
-    data.setup("validate")
-    with pytest.raises(FileNotFoundError, match=r"val/000001\.wav' does not exist"):
-        next(iter(data.val_dataloader()))
+    with pytest.raises(FileNotFoundError, match=r"val\.jsonl:2: audio file '.*val/000001\.wav' does not exist"):
+        data.setup("validate")
+    (root / "train" / "000004.wav").unlink()
+    config = _config(tmp_path / "speech.yaml", tmp_path / "runs", root)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config)])
+    assert exit_info.value.code == 2
+    assert re.search(r"^tzoo: error: .*train\.jsonl:5: audio file '.*train/000004\.wav' does not exist$", capsys.readouterr().err, re.M)
+    assert not list((tmp_path / "runs").rglob("*.ckpt"))
 
 
-def test_model_and_data_must_agree_on_the_alphabet(fitted, tiny_corpus, tmp_path):
+def test_model_and_data_must_agree_on_the_alphabet(fitted, tiny_corpus, tmp_path, capsys):
     config, _, ckpt = fitted
     other = SpeechRecognizer(alphabet="abcdefgh", dim=32, encoder_depth=1, decoder_depth=1, num_heads=2)
     with pytest.raises(ValueError, match=r"trained with alphabet=.* but this model has alphabet='abcdefgh'"):
         other.on_load_checkpoint(torch.load(ckpt, weights_only=False))
-    with pytest.raises(ValueError, match=r"character\(s\) .* outside the vocabulary 'abcdefgh '"):
+    with pytest.raises(SystemExit) as exit_info:
         main(["test", "--config", str(config), "--ckpt_path", str(ckpt), "--data.init_args.alphabet=abcdefgh ",
               f"--trainer.default_root_dir={tmp_path}"])
+    assert exit_info.value.code == 2
+    assert re.search(r"^tzoo: error: .*character\(s\) .* outside the vocabulary 'abcdefgh '", capsys.readouterr().err, re.M)
 
 
 def test_collate_pads_audio_with_zeros_and_text_with_ignore():

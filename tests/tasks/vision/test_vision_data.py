@@ -102,7 +102,10 @@ def test_missing_and_empty_folders(tmp_path):
     with pytest.raises(ValueError, match=r"image folder '.*empty' has no class subfolders"):
         ImageDataModule("folder", data_dir=str(tmp_path / "empty"), image_size=8).setup()
     (tmp_path / "hollow" / "cat").mkdir(parents=True)
-    with pytest.raises(ValueError, match=r"image folder '.*hollow' has no readable images in its class subfolders \['cat'\]"):
+    with pytest.raises(ValueError, match=r"image folder '.*hollow' has one class subfolder \('cat'\): a classifier needs at least 2"):
+        ImageDataModule("folder", data_dir=str(tmp_path / "hollow"), image_size=8).num_classes
+    (tmp_path / "hollow" / "dog").mkdir()
+    with pytest.raises(ValueError, match=r"image folder '.*hollow' has no readable images in its class subfolders \['cat', 'dog'\]"):
         ImageDataModule("folder", data_dir=str(tmp_path / "hollow"), image_size=8).setup()
     with pytest.raises(FileNotFoundError, match=r"predict_dir '.*gone' does not exist"):
         ImageDataModule("digits", predict_dir=str(tmp_path / "gone")).setup()
@@ -119,6 +122,24 @@ def test_corrupt_images_are_skipped_with_a_warning_naming_them(tmp_path):
     assert any("truncated.png" in str(w.message) for w in record)
     paths = [p for p, _ in data.splits["train"].samples + data.splits["val"].samples]
     assert len(paths) == 9 and not any("broken" in p or "truncated" in p for p in paths)
+
+
+def test_a_16_bit_png_keeps_its_grey_levels(tmp_path):
+    # (PIL's own convert("RGB") clips 16-bit values at 255: a 16-bit scan became about two grey levels)
+    from tzoo.tasks.vision.images import FileImages
+
+    levels = np.linspace(0, 65535, 64).round().astype(np.uint16).reshape(8, 8)
+    for name in ("a", "b"):
+        (tmp_path / "scans" / name).mkdir(parents=True)
+        Image.fromarray(levels).save(tmp_path / "scans" / name / "0.png")
+    path = tmp_path / "scans" / "a" / "0.png"
+    with Image.open(path) as image:
+        assert image.mode.startswith("I")  # PIL reads it as 16-bit
+    image, _ = FileImages([(str(path), 0)], lambda rgb: torch.as_tensor(np.asarray(rgb)))[0]  # (H, W, 3) uint8
+    expected = torch.as_tensor(np.round(levels / 257).astype(np.uint8))
+    assert image.dtype == torch.uint8 and all(torch.equal(image[..., c], expected) for c in range(3))
+    data = ImageDataModule("folder", data_dir=str(tmp_path / "scans"), image_size=8)
+    assert data.load_images([path])[0, 0].unique().numel() == 64  # every level distinct after normalisation too
 
 
 def test_read_idx(tmp_path):

@@ -99,7 +99,7 @@ def test_predict_a_folder_of_image_files(fitted, tmp_path):
     assert [r["item"] for r in csv.DictReader(written.open())] == [str(pics / f"{i}.png") for i in range(3)]
 
 
-def test_a_checkpoint_for_another_number_of_classes_is_refused(fitted, tmp_path):
+def test_a_checkpoint_for_another_number_of_classes_is_refused(fitted, tmp_path, capsys):
     _, _, ckpt = fitted
     root = tmp_path / "three"
     for name in ("a", "b", "c"):
@@ -108,8 +108,12 @@ def test_a_checkpoint_for_another_number_of_classes_is_refused(fitted, tmp_path)
             Image.fromarray(np.full((8, 8, 3), 30 * i, dtype=np.uint8)).save(root / name / f"{i}.png")
     # 3 classes: the number of classes is checked first, before the weights are loaded
     config = _config(tmp_path / "three.yaml", tmp_path / "runs", {"dataset": "folder", "data_dir": root, "image_size": 8})
-    with pytest.raises(ValueError, match=r"the checkpoint was trained for num_classes=10, but this model \(built for the data\) has num_classes=3"):
+    with pytest.raises(SystemExit) as exit_info:
         main(["test", "--config", str(config), "--ckpt_path", str(ckpt), "--trainer.logger=false"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "tzoo: error: the checkpoint was trained for num_classes=10, but this model (built for the data) has num_classes=3:"
+    )
 
 
 def test_data_that_does_not_fit_the_model(tmp_path):
