@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -59,14 +60,34 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _temperature(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number >= 0 (0 = always the most likely token)")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 1:  # False for NaN too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a probability in (0, 1]")
+    return value
+
+
 def generate_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="tzoo generate", description="Sample text from a checkpoint.")
     parser.add_argument("--ckpt", required=True, help="checkpoint file (e.g. runs/lm/version_0/checkpoints/last.ckpt)")
     parser.add_argument("--prompt", default="\n")
     parser.add_argument("--max_new_tokens", type=_positive_int, default=500)
-    parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--top_k", type=int, default=None)
-    parser.add_argument("--top_p", type=float, default=None)
+    parser.add_argument("--temperature", type=_temperature, default=0.8)
+    parser.add_argument("--top_k", type=_positive_int, default=None)
+    parser.add_argument("--top_p", type=_probability, default=None)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--no_cache", action="store_true", help="recompute the whole window every step")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model first (tens of seconds, once; faster long samples)")
@@ -86,5 +107,7 @@ def generate_main(argv: list[str]) -> None:
             compile=args.compile,
         )
     except (ValueError, FileNotFoundError) as exc:
-        raise SystemExit(f"tzoo generate: {exc}") from None
+        from tzoo.tasks.cli import UsageError
+
+        raise UsageError(str(exc)) from None
     print(text)

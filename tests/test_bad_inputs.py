@@ -70,8 +70,10 @@ CASES: list[Case] = [
      FileNotFoundError, r"corpus '.*nowhere\.txt' is not a named corpus \['shakespeare', 'python-stdlib', 'tinyshakespeare'\]"),
     ("lm.data.corpus_blank", lambda t: TextDataModule(str(_file(t, "blank.txt", " \n\n ")), cache_dir=str(t)).prepare_data(),
      ValueError, r"corpus '.*blank\.txt' is empty \(no characters other than whitespace\)"),
-    ("lm.data.corpus_not_utf8", lambda t: TextDataModule(str(_file(t, "latin.txt", b"caf\xe9")), cache_dir=str(t)).prepare_data(),
-     ValueError, r"corpus '.*latin\.txt': a file is not UTF-8 text"),
+    ("lm.data.corpus_not_utf8", lambda t: TextDataModule(str(_file(t, "latin.txt", b"caf\xe9 au lait")), cache_dir=str(t)).prepare_data(),
+     ValueError, r"corpus file '.*latin\.txt' is not UTF-8 text: byte 0xe9 at offset 3 .*convert it to UTF-8"),
+    ("lm.data.corpus_binary", lambda t: TextDataModule(str(_file(t, "pic.png", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR")), cache_dir=str(t)).prepare_data(),
+     ValueError, r"corpus file '.*pic\.png' is not text: a NUL byte at offset 8 \(a binary file.*give a UTF-8 text file"),
     ("lm.data.corpus_too_short", _short_corpus, ValueError,
      r"corpus '.*short\.txt' has 9 train and 1 validation tokens, but block_size=64 needs at least 65 in each"),
     ("lm.data.sha256_mismatch", lambda t: TextDataModule(str(_file(t, "c.txt", "abc")), sha256="0" * 64, cache_dir=str(t)).prepare_data(),
@@ -107,6 +109,8 @@ CASES: list[Case] = [
     ("lm.model.warmup_steps", lambda t: LanguageModel(10, warmup_steps=-1), ValueError, r"warmup_steps must be >= 0, got -1"),
     ("lm.model.sequence_too_long", lambda t: GPT(10, block_size=4, dim=8, depth=1, num_heads=2)(torch.zeros(1, 5, dtype=torch.long)),
      ValueError, r"5 tokens at position 0 exceed the model's block_size=4 \(its maximum positions\); crop the input to the last 4 tokens"),
+    ("lm.model.temperature_nan", lambda t: GPT(10, block_size=4, dim=8, depth=1, num_heads=2).generate(torch.zeros(1, 1, dtype=torch.long), 2,
+     temperature=float("nan")), ValueError, r"temperature must be a finite number >= 0 \(0 = greedy\), got nan"),
     ("lm.model.max_new_tokens", lambda t: GPT(10, block_size=4, dim=8, depth=1, num_heads=2).generate(torch.zeros(1, 1, dtype=torch.long), -5),
      ValueError, r"max_new_tokens must be a whole number >= 0, got -5"),
     # --- vision ----------------------------------------------------------------------------------
@@ -139,6 +143,8 @@ CASES: list[Case] = [
      r"auto_augment='auto' is not one of \(None, 'trivial', 'rand'\)"),
     ("vision.data.random_erasing", lambda t: ImageDataModule("digits", random_erasing=2), ValueError,
      r"random_erasing is a probability in \[0, 1\], got 2"),
+    ("vision.data.folder_one_class", lambda t: ImageDataModule("folder", data_dir=str(_image_folder(t, "cats")), image_size=8).num_classes,
+     ValueError, r"image folder '.*pics' has one class subfolder \('cats'\): a classifier needs at least 2"),
     ("vision.data.folder_missing", lambda t: ImageDataModule("folder", data_dir=str(t / "nowhere"), image_size=8).num_classes,
      FileNotFoundError, r"image folder '.*nowhere' does not exist"),
     # --- decision --------------------------------------------------------------------------------
@@ -148,6 +154,14 @@ CASES: list[Case] = [
      r"context_length \(K\) must be >= 1 step, got 0"),
     ("decision.model.links_unset", lambda t: DecisionTransformer(), ValueError,
      r"obs_dim, act_dim, discrete, env_id, max_timestep, context_length not set: the tzoo CLI links them"),
+    ("decision.model.eval_target_return", lambda t: _decision(eval_target_return=float("nan")), ValueError,
+     r"eval_target_return must be a finite number \(the return to ask the model for\), got nan"),
+    ("decision.model.eval_temperature", lambda t: _decision(eval_temperature=-0.5), ValueError,
+     r"eval_temperature must be a finite number >= 0 \(0 = the most likely action\), got -0\.5"),
+    ("decision.evaluate.target_return", lambda t: _decision(statistics=True).evaluate(float("nan"), temperature=0), ValueError,
+     r"target_return must be a finite number \(the return to ask the model for\), got nan"),
+    ("decision.evaluate.temperature", lambda t: _decision(statistics=True).evaluate(100.0, temperature=float("nan")), ValueError,
+     r"temperature must be a finite number >= 0 \(0 = the most likely action\), got nan"),
     ("decision.data.context_length", lambda t: TrajectoryDataModule(context_length=0), ValueError,
      r"context_length \(K\) must be >= 1 step, got 0"),
     ("decision.data.random_rate", lambda t: TrajectoryDataModule(random_rate=(0.5, 0.1)), ValueError,
@@ -164,6 +178,26 @@ CASES: list[Case] = [
      r"'.*plain\.pt' is not a Lightning checkpoint \(no 'state_dict'\)"),
     ("training.guard_action", lambda t: NonFiniteLossGuard("ignore"), ValueError, r"action='ignore' is not one of \('stop', 'skip'\)"),
 ]  # fmt: skip
+
+
+def _image_folder(tmp_path: Path, *classes: str) -> Path:
+    from PIL import Image
+
+    for name in classes:
+        (tmp_path / "pics" / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "pics" / name / "0.png")
+    return tmp_path / "pics"
+
+
+def _decision(*, statistics: bool = False, **options) -> DecisionTransformer:
+    import numpy as np
+
+    from tzoo.tasks.decision.tokenizer import DatasetStatistics
+
+    module = DecisionTransformer(4, 2, True, "CartPole-v1", 500, 5, dim=16, depth=1, num_heads=2, eval_episodes=1, **options)
+    if statistics:  # a model that can play: its target and temperature are what is checked
+        module.model.tokenizer.set_statistics(DatasetStatistics.from_arrays(np.ones((10, 4)), np.array([20.0, 30.0])))
+    return module
 
 
 def _torch_file(tmp_path: Path, obj: object) -> Path:

@@ -13,7 +13,7 @@ from tzoo.tasks.reliability import read_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n\n" * 30
 LM = ["--model.init_args.dim=32", "--model.init_args.depth=1", "--model.init_args.num_heads=2",
-      "--model.init_args.sample_tokens=4", "--data.init_args.block_size=16", "--model.init_args.block_size=16",
+      "--model.init_args.sample_tokens=4", "--model.init_args.sample_prompt=To be", "--data.init_args.block_size=16", "--model.init_args.block_size=16",
       "--data.init_args.batch_size=4", "--data.init_args.val_batches=1"]  # fmt: skip
 
 

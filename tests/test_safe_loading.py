@@ -4,6 +4,7 @@ the file; tokenizers are JSON."""
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from tzoo.tasks.reliability import SafeCheckpointIO, read_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 LM_TINY = [
     "--model.init_args.dim=16", "--model.init_args.depth=1", "--model.init_args.num_heads=2",
-    "--model.init_args.sample_tokens=4", "--data.init_args.block_size=16", "--model.init_args.block_size=16",
+    "--model.init_args.sample_tokens=4", "--model.init_args.sample_prompt=First", "--data.init_args.block_size=16", "--model.init_args.block_size=16",
     "--data.init_args.batch_size=2", "--data.init_args.val_batches=1",
 ]  # fmt: skip
 CORPUS = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 40
@@ -59,7 +60,15 @@ def _plant(tmp_path: Path) -> tuple[Path, Path]:
     return evil, marker
 
 
-def test_a_malicious_pickle_is_refused_by_every_loader(tmp_path, lm_checkpoint):
+def _fails(capsys, argv: list[str], pattern: str) -> None:
+    """The tzoo command ends with one line ``tzoo: error: ...`` matching ``pattern``, exit status 2."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert re.search(rf"^tzoo: error: .*{pattern}", capsys.readouterr().err, re.M)
+
+
+def test_a_malicious_pickle_is_refused_by_every_loader(tmp_path, lm_checkpoint, capsys):
     evil, marker = _plant(tmp_path)
     message = r"refused to load checkpoint '.*evil\.ckpt': it holds objects that only code execution could rebuild"
     with pytest.raises(ValueError, match=message):
@@ -68,27 +77,25 @@ def test_a_malicious_pickle_is_refused_by_every_loader(tmp_path, lm_checkpoint):
         SafeCheckpointIO().load_checkpoint(evil)
     with pytest.raises(ValueError, match=message):
         load_module(evil)
-    with pytest.raises(SystemExit, match=message):
-        main(["generate", "--ckpt", str(evil)])
+    _fails(capsys, ["generate", "--ckpt", str(evil)], message)
     # resuming a run from it: the trainer reads checkpoints through SafeCheckpointIO
     config = lm_checkpoint.parents[1] / "config.yaml"
-    with pytest.raises(ValueError, match=message):
-        main(["fit", "--config", str(config), "--ckpt_path", str(evil), f"--trainer.default_root_dir={tmp_path}"])
+    _fails(capsys, ["fit", "--config", str(config), "--ckpt_path", str(evil), f"--trainer.default_root_dir={tmp_path}"], message)
     assert not marker.exists()  # the payload never ran
     torch.load(evil, weights_only=False)  # (check that the planted payload is real)
     assert marker.exists()
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
-def test_a_damaged_checkpoint_is_an_error_naming_the_file(tmp_path, lm_checkpoint, damage):
+def test_a_damaged_checkpoint_is_an_error_naming_the_file(tmp_path, lm_checkpoint, damage, capsys):
     data = lm_checkpoint.read_bytes()
     bad = tmp_path / f"{damage}.ckpt"
     bad.write_bytes({"truncated": data[: len(data) // 2], "garbage": os.urandom(4096), "empty": b""}[damage])
     with pytest.raises(ValueError, match=rf"checkpoint '.*{damage}\.ckpt' \(\d+ bytes\) is truncated or corrupt"):
         read_checkpoint(bad)
     config = lm_checkpoint.parents[1] / "config.yaml"
-    with pytest.raises(ValueError, match=rf"'.*{damage}\.ckpt' .* is truncated or corrupt .* resume from an earlier checkpoint"):
-        main(["fit", "--config", str(config), "--ckpt_path", str(bad), f"--trainer.default_root_dir={tmp_path}"])
+    _fails(capsys, ["fit", "--config", str(config), "--ckpt_path", str(bad), f"--trainer.default_root_dir={tmp_path}"],
+           rf"'.*{damage}\.ckpt' .* is truncated or corrupt .* resume from an earlier checkpoint")
 
 
 def test_a_missing_checkpoint_is_named(tmp_path):

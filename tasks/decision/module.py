@@ -24,7 +24,7 @@ from torch import Tensor
 from tzoo.tasks.base import TaskModule
 from tzoo.tasks.decision.collect import REFERENCE_SCORES
 from tzoo.tasks.decision.model import DecisionTransformerModel
-from tzoo.tasks.decision.rollout import Rollouts, normalized_return, play
+from tzoo.tasks.decision.rollout import Rollouts, check_play_settings, normalized_return, play
 
 __all__ = ["DecisionTransformer"]
 
@@ -70,6 +70,10 @@ class DecisionTransformer(TaskModule):
             )
         if eval_episodes < 0:
             raise ValueError(f"eval_episodes must be >= 0 (0 = don't play), got {eval_episodes}")
+        try:  # checked here, not in the first evaluation after a training epoch
+            check_play_settings(target_return=eval_target_return, temperature=eval_temperature)
+        except ValueError as err:
+            raise ValueError(f"eval_{err}") from None
         self.save_hyperparameters()
         assert obs_dim is not None and act_dim is not None and max_timestep is not None and context_length is not None
         self.model = DecisionTransformerModel(
@@ -167,6 +171,7 @@ class DecisionTransformer(TaskModule):
         self, target_return: float | None = None, *, episodes: int | None = None, seed: int | None = None, temperature: float | None = None, record: bool = False
     ) -> Rollouts:
         """Play episodes in the environment (defaults: the ``eval_*`` settings)."""
+        check_play_settings(target_return=target_return, temperature=temperature, episodes=episodes)
         tokenizer = self.model.tokenizer
         if not tokenizer.has_statistics:
             raise ValueError(

@@ -13,6 +13,7 @@ Shape legend: E episodes, K steps, S state size, A action size.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch
 from tzoo.tasks.decision.collect import make_env
 from tzoo.tasks.decision.model import DecisionTransformerModel
 
-__all__ = ["Rollouts", "normalized_return", "play"]
+__all__ = ["Rollouts", "check_play_settings", "normalized_return", "play"]
 
 
 @dataclass
@@ -42,6 +43,17 @@ def normalized_return(mean_return: float, reference: tuple[float, float] | None)
     return 100.0 * (mean_return - random) / (expert - random)
 
 
+def check_play_settings(*, target_return: float | None = None, temperature: float | None = None, episodes: int | None = None) -> None:
+    """ValueError naming a setting the rollouts cannot use (None: not given). A NaN target or
+    temperature would not fail on its own: the model would act on NaN and still return a score."""
+    if target_return is not None and not math.isfinite(target_return):
+        raise ValueError(f"target_return must be a finite number (the return to ask the model for), got {target_return}")
+    if temperature is not None and not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = the most likely action), got {temperature}")
+    if episodes is not None and episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+
+
 @torch.inference_mode()
 def play(
     model: DecisionTransformerModel,
@@ -57,10 +69,7 @@ def play(
     return-to-go of ``target_return``. Discrete actions are drawn from softmax(logits / temperature)
     (seeded by ``seed``), or are the most likely one at ``temperature=0``; continuous ones are the
     model's output."""
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = the most likely action), got {temperature}")
+    check_play_settings(target_return=target_return, temperature=temperature, episodes=episodes)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device

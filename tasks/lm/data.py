@@ -161,10 +161,26 @@ def _read_text_path(path: Path) -> str:
     files = [path] if path.is_file() else sorted(path.rglob("*.txt"))
     if not files:
         raise ValueError(f"corpus folder {str(path)!r} has no *.txt files")
+    return "\n\n".join(_read_utf8(file) for file in files)
+
+
+def _read_utf8(file: Path) -> str:
+    """A corpus file's text. A binary file, or bytes that are not UTF-8, are an error naming the file
+    and the offset of the first bad byte (not characters for the tokenizer to learn)."""
+    raw = file.read_bytes()
+    nul = raw.find(b"\0")
+    if nul != -1:
+        raise ValueError(
+            f"corpus file {str(file)!r} is not text: a NUL byte at offset {nul} (a binary file, or text in UTF-16 "
+            f"or UTF-32); give a UTF-8 text file"
+        )
     try:
-        return "\n\n".join(file.read_text(encoding="utf-8") for file in files)
+        return raw.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ValueError(f"corpus {str(path)!r}: a file is not UTF-8 text ({err})") from None
+        raise ValueError(
+            f"corpus file {str(file)!r} is not UTF-8 text: byte 0x{raw[err.start]:02x} at offset {err.start} "
+            f"({err.reason}); convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
 
 
 def _sha256_file(path: Path) -> str:

@@ -91,6 +91,19 @@ class LanguageModel(TaskModule):
                 )
             if self.tokenizer is None:
                 self.tokenizer = datamodule.tokenizer
+        if stage in ("fit", "validate") and self.tokenizer is not None and self.sample_tokens > 0:
+            self._check_sample_prompt()
+
+    def _check_sample_prompt(self) -> None:
+        """The prompt of the sample printed after each validation encodes: checked before training,
+        not found at the first sample, an epoch in."""
+        try:
+            self.tokenizer.encode(self.sample_prompt)
+        except ValueError as err:
+            raise ValueError(
+                f"model.init_args.sample_prompt={self.sample_prompt!r} cannot be encoded with this corpus's tokenizer: "
+                f"{err}; give a prompt of the corpus's characters (e.g. the default '\\n'), or sample_tokens=0 for no sample"
+            ) from None
 
     # --- steps --------------------------------------------------------------------------------
 
