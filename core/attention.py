@@ -11,7 +11,9 @@ Shape legend
 
 Masks (the meaning ``F.scaled_dot_product_attention`` gives them): boolean ``True`` = may attend,
 float = added to the scores. ``key_padding_mask`` is (B, M) with ``True`` = real node; ``mask`` is
-(N, M), (B, N, M) or (B, H, N, M). M never counts memory nodes: they are always visible.
+any 2- to 4-axis tensor that broadcasts to (B, H, N, M) as SDPA broadcasts it — (N, M), (B, 1, 1, M),
+(1, 1, N, M), (B, H, N, M), ... — except that a 3-D mask means (B, N, M). M never counts memory
+nodes: they are always visible.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tzoo.core._checks import check_nodes, check_padding_mask
 from tzoo.core.positional import RelativePosition
 
 __all__ = ["KVCache", "MultiHeadAttention", "capture_attention"]
@@ -101,6 +104,10 @@ class MultiHeadAttention(nn.Module):
     ) -> None:
         super().__init__()
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+        if dim < 1:
+            raise ValueError(f"dim must be >= 1 (the width of the nodes), got dim={dim}")
+        if context_dim is not None and context_dim < 1:
+            raise ValueError(f"context_dim must be >= 1 (or None: the context has width dim), got context_dim={context_dim}")
         if num_heads < 1 or dim % num_heads:
             raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads} (num_heads >= 1)")
         if num_kv_heads < 1 or num_heads % num_kv_heads:
@@ -116,13 +123,22 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"num_memory must be >= 0, got {num_memory}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if pos is not None:
+            if not isinstance(pos, RelativePosition):
+                raise TypeError(
+                    f"pos must be a RelativePosition module (e.g. RotaryEmbedding(head_dim), ALiBi(num_heads)) "
+                    f"or None, got {pos!r}"
+                )
+            pos.check_fits(num_heads, dim // num_heads)
         self.dim, self.num_heads, self.num_kv_heads = dim, num_heads, num_kv_heads
         self.head_dim = dim // num_heads
         self.dropout, self.window, self.top_k, self.pos = dropout, window, top_k, pos
         kv_dim = num_kv_heads * self.head_dim
         # q, k and v projections stored as one (D + 2·Hkv·Dh, D) matrix, rows [q; k; v], when keys
         # come from nodes of the same width: self-attention then takes one matmul, and
-        # cross-attention uses the q rows and the k, v rows separately (views, no copies).
+        # cross-attention uses the q rows and the k, v rows separately (views, no copies). With
+        # another context width the layer can only cross-attend (k, v take width context_dim).
+        self.context_dim = dim if context_dim is None else context_dim
         self.qkv_proj: nn.Linear | None = None
         self.q_proj: nn.Linear | None = None
         self.kv_proj: nn.Linear | None = None
@@ -133,8 +149,9 @@ class MultiHeadAttention(nn.Module):
             self.kv_proj = nn.Linear(context_dim, 2 * kv_dim, bias=bias)
         self.out_proj = nn.Linear(dim, dim, bias=bias)
         self.memory = nn.Parameter(torch.randn(2, num_kv_heads, num_memory, self.head_dim) * 0.02) if num_memory else None
-        # Set by `capture_attention`: a list that receives this layer's attention weights.
-        self.captured: list[Tensor] | None = None
+        # Set by `capture_attention`: the lists (one per active capture) that receive this layer's
+        # attention weights; None when nothing captures.
+        self.captured: list[list[Tensor]] | None = None
 
     def forward(
         self,
@@ -151,16 +168,33 @@ class MultiHeadAttention(nn.Module):
         With a ``cache``, self-attention treats x as the nodes following the cached ones (a causal
         decoder step or a prefill); cross-attention computes the context's keys/values once.
         """
+        check_nodes(x, "x", self.dim, "this attention's width is dim")
         B, N, _ = x.shape
         H, Hkv, Dh = self.num_heads, self.num_kv_heads, self.head_dim
         offset = 0
         if context is None:
+            if self.qkv_proj is None:
+                raise ValueError(
+                    f"this MultiHeadAttention was built with context_dim={self.context_dim} != dim={self.dim}, so it can "
+                    f"only cross-attend: pass context= (B, M, {self.context_dim}), or build it without context_dim "
+                    f"for self-attention"
+                )
             if cache is not None:
                 offset = cache.length
             q, k, v = self._project_self(x, offset)  # (B, H, N, Dh), (B, Hkv, N, Dh) twice
             if cache is not None:
                 k, v = cache.append(k, v)  # (B, Hkv, M, Dh), M = offset + N
         else:
+            check_nodes(
+                context, "context", self.context_dim, "this attention takes context of width context_dim", nodes="M"
+            )
+            if context.shape[0] != B:
+                raise ValueError(f"context has batch size {context.shape[0]} but x has {B}: give each sequence in x its own context")
+            if is_causal:
+                raise ValueError(
+                    "is_causal=True applies to self-attention (a node and the nodes before it); a query may see all of "
+                    "the context in cross-attention: pass a mask= to restrict it"
+                )
             wq, bq, wkv, bkv = self._cross_weights()
             q = F.linear(x, wq, bq).view(B, N, H, Dh).transpose(1, 2)  # (B, H, N, Dh)
             if cache is not None and cache.length:
@@ -195,7 +229,9 @@ class MultiHeadAttention(nn.Module):
                 q, k, v, attn_mask=attn_mask, dropout_p=dropout, is_causal=sdpa_causal, enable_gqa=Hkv != H
             )  # (B, H, N, Dh)
         if self.captured is not None:
-            self.captured.append(_attention_weights(q, k, attn_mask, top_k=self.top_k).detach())
+            weights = _attention_weights(q, k, attn_mask, top_k=self.top_k).detach()
+            for record in self.captured:  # nested captures of this layer each get the weights
+                record.append(weights)
         out = out.transpose(1, 2).reshape(B, N, self.dim)  # (B, N, D)
         return self.out_proj(out)
 
@@ -204,12 +240,8 @@ class MultiHeadAttention(nn.Module):
         positional scheme. (B, N, D) -> (B, H, N, Dh), (B, Hkv, N, Dh), (B, Hkv, N, Dh)."""
         B, N, _ = x.shape
         H, Hkv, Dh = self.num_heads, self.num_kv_heads, self.head_dim
-        if self.qkv_proj is not None:
-            qkv = self.qkv_proj(x)
-        else:  # keys/values made for a context of another width, used on x itself
-            assert self.q_proj is not None and self.kv_proj is not None
-            qkv = torch.cat([self.q_proj(x), self.kv_proj(x)], dim=-1)
-        qkv = qkv.view(B, N, H + 2 * Hkv, Dh).transpose(1, 2)  # (B, H + 2Hkv, N, Dh)
+        assert self.qkv_proj is not None  # forward refused self-attention for a cross-only layer
+        qkv = self.qkv_proj(x).view(B, N, H + 2 * Hkv, Dh).transpose(1, 2)  # (B, H + 2Hkv, N, Dh)
         if self.pos is None:
             return qkv.split([H, Hkv, Hkv], dim=1)
         qk, v = qkv.split([H + Hkv, Hkv], dim=1)
@@ -259,11 +291,7 @@ class MultiHeadAttention(nn.Module):
             if self.window is not None:
                 allowed = allowed & ((q_pos - k_pos).abs() < self.window)  # (N, M)
         if key_padding_mask is not None:
-            if key_padding_mask.shape != (B, M) or key_padding_mask.dtype != torch.bool:
-                raise ValueError(
-                    f"key_padding_mask must be a bool tensor of shape (B, M) = ({B}, {M}) "
-                    f"(True = real node), got {key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
-                )
+            check_padding_mask(key_padding_mask, "key_padding_mask", B, M)
             kp = key_padding_mask[:, None, None, :]  # (B, 1, 1, M)
             allowed = kp if allowed is None else allowed & kp
         additive = bias
@@ -280,18 +308,21 @@ class MultiHeadAttention(nn.Module):
         return additive, False
 
     def _check_mask(self, mask: Tensor, B: int, N: int, M: int) -> Tensor:
-        shape = tuple(mask.shape)
-        ok = (
-            (mask.dim() == 2 and shape == (N, M))
-            or (mask.dim() == 3 and shape == (B, N, M))
-            or (mask.dim() == 4 and shape[0] == B and shape[1] in (1, self.num_heads) and shape[2:] == (N, M))
-        )
-        if not ok:
+        """A bool or float mask that broadcasts to (B, H, N, M) -> one SDPA broadcasts the same way."""
+        if not isinstance(mask, Tensor) or not (mask.dtype == torch.bool or mask.is_floating_point()):
+            got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+            raise TypeError(f"mask must be a bool tensor (True = may attend) or a floating one (added to the scores), got {got}")
+        shape, d = tuple(mask.shape), mask.dim()
+        # a 3-D mask is (B, N, M), as documented; every other rank aligns with (B, H, N, M) from the right
+        full = (B, N, M) if d == 3 else (B, self.num_heads, N, M)
+        if not 2 <= d <= 4 or any(s != 1 and s != f for s, f in zip(shape, full[len(full) - d :])):
             raise ValueError(
-                f"mask has shape {shape}; valid shapes here are (N, M) = ({N}, {M}), (B, N, M) = ({B}, {N}, {M}) "
-                f"or (B, H, N, M) with H in (1, {self.num_heads}) (for a (B, M) key-padding mask use key_padding_mask=)"
+                f"mask has shape {shape}, which does not broadcast to (B, H, N, M) = ({B}, {self.num_heads}, {N}, {M}): "
+                f"it needs 2 to 4 axes, each 1 or the full size, e.g. (N, M) = ({N}, {M}), (B, 1, 1, M), (1, 1, N, M), "
+                f"(B, H, N, M), or (B, N, M) = ({B}, {N}, {M}) for a 3-D mask "
+                f"(for a (B, M) key-padding mask use key_padding_mask=)"
             )
-        return mask[:, None] if mask.dim() == 3 else mask  # (B, 1, N, M)
+        return mask[:, None] if d == 3 else mask  # (B, 1, N, M)
 
     def _add_memory(
         self, k: Tensor, v: Tensor, attn_mask: Tensor | None, B: int, N: int, causal: bool, offset: int
@@ -346,23 +377,27 @@ def _explicit_attention(
 
 
 @contextmanager
-def capture_attention(model: nn.Module, layers: Iterable[str] | None = None) -> Iterator[dict[str, list[Tensor]]]:
+def capture_attention(model: nn.Module, layers: Iterable[str] | str | None = None) -> Iterator[dict[str, list[Tensor]]]:
     """Record the attention weights of chosen layers while the model runs on its fast path.
 
     Yields ``{layer name: [weights (B, H, N, P + M) per forward call]}``. Only the chosen layers
     recompute softmax(q kᵀ + mask), from the same q and k the fast path used; the output is
-    unchanged. ``layers`` are names from ``model.named_modules()`` (default: every attention).
+    unchanged. ``layers`` are names from ``model.named_modules()`` (default: every attention), or
+    one such name. Captures nest: an inner one on the same layer does not take the outer one's maps.
     """
     found = {name: m for name, m in model.named_modules() if isinstance(m, MultiHeadAttention)}
-    names = list(found) if layers is None else list(layers)
+    if isinstance(layers, str):  # one name, not a sequence of one-letter names
+        layers = [layers]
+    names = list(found) if layers is None else list(dict.fromkeys(layers))
     unknown = [n for n in names if n not in found]
     if unknown:
-        raise ValueError(f"no attention layer named {unknown}; attention layers: {list(found)}")
+        raise ValueError(f"no attention layer named {', '.join(map(repr, unknown))}; attention layers: {list(found)}")
     maps: dict[str, list[Tensor]] = {name: [] for name in names}
     for name in names:
-        found[name].captured = maps[name]
+        found[name].captured = [*(found[name].captured or []), maps[name]]
     try:
         yield maps
     finally:
-        for name in names:
-            found[name].captured = None
+        for name in names:  # remove this capture's list only: an enclosing capture keeps recording
+            rest = [record for record in found[name].captured or [] if record is not maps[name]]
+            found[name].captured = rest or None

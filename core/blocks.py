@@ -11,9 +11,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tzoo.core._checks import is_finite_real, is_whole
 from tzoo.core.attention import KVCache, MultiHeadAttention
 
 __all__ = ["DropPath", "LayerScale", "MLP", "SwiGLU", "TransformerBlock"]
+
+
+def _check_widths(what: str, dim: int, hidden_dim: int, dropout: float) -> None:
+    # a zero hidden width builds and silently turns the branch into a constant (its output bias)
+    for name, value in (("dim", dim), ("hidden_dim", hidden_dim)):
+        if not (is_whole(value) and value >= 1):
+            raise ValueError(f"{what} needs an integer {name} >= 1, got {name}={value!r}")
+    if not (is_finite_real(dropout) and 0.0 <= dropout < 1.0):
+        raise ValueError(f"{what} dropout must be in [0, 1), got dropout={dropout!r}")
 
 
 class MLP(nn.Module):
@@ -21,6 +31,7 @@ class MLP(nn.Module):
 
     def __init__(self, dim: int, hidden_dim: int, *, dropout: float = 0.0, bias: bool = True) -> None:
         super().__init__()
+        _check_widths("MLP", dim, hidden_dim, dropout)
         self.fc1 = nn.Linear(dim, hidden_dim, bias=bias)
         self.fc2 = nn.Linear(hidden_dim, dim, bias=bias)
         self.dropout = nn.Dropout(dropout) if dropout else None
@@ -38,6 +49,7 @@ class SwiGLU(nn.Module):
 
     def __init__(self, dim: int, hidden_dim: int, *, dropout: float = 0.0, bias: bool = False) -> None:
         super().__init__()
+        _check_widths("SwiGLU", dim, hidden_dim, dropout)
         self.w1 = nn.Linear(dim, hidden_dim, bias=bias)
         self.w3 = nn.Linear(dim, hidden_dim, bias=bias)
         self.w2 = nn.Linear(hidden_dim, dim, bias=bias)
@@ -53,6 +65,8 @@ class LayerScale(nn.Module):
 
     def __init__(self, dim: int, init: float = 1e-5) -> None:
         super().__init__()
+        if not is_finite_real(init):
+            raise ValueError(f"LayerScale init must be a finite number (e.g. 1e-5), got init={init!r}")
         self.gamma = nn.Parameter(torch.full((dim,), init))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -64,8 +78,8 @@ class DropPath(nn.Module):
 
     def __init__(self, p: float = 0.0) -> None:
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"drop path probability must be in [0, 1), got {p}")
+        if not (is_finite_real(p) and 0.0 <= p < 1.0):
+            raise ValueError(f"drop path probability must be in [0, 1), got {p!r}")
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:
@@ -135,6 +149,12 @@ class TransformerBlock(nn.Module):
             h = self.cross_norm(x) if self.norm_first else x
             h = self.cross_attn(h, context, key_padding_mask=context_padding_mask, cache=cross_cache)
             x = self._add(x, h, self.cross_norm, self.cross_out)
+        elif context is not None or context_padding_mask is not None or cross_cache is not None:
+            given = "context" if context is not None else "context_padding_mask" if cross_cache is None else "cross_cache"
+            raise ValueError(
+                f"{given} was given but this block has no cross-attention, so it would be ignored: build the block "
+                f"with cross_attn=MultiHeadAttention(dim, num_heads, context_dim=<the context's width>)"
+            )
         h = self.feed_forward(self.ff_norm(x) if self.norm_first else x)
         return self._add(x, h, self.ff_norm, self.ff_out)
 

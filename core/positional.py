@@ -14,6 +14,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from tzoo.core._checks import is_finite_real, is_whole
+
 __all__ = [
     "ALiBi",
     "LearnedPositionalEmbedding",
@@ -27,6 +29,8 @@ __all__ = [
 
 
 def _check_length(n: int, offset: int, max_len: int, what: str) -> None:
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0 (the position of the first node), got offset={offset}")
     if offset + n > max_len:
         raise ValueError(
             f"{what} covers positions 0..{max_len - 1}, but positions {offset}..{offset + n - 1} "
@@ -35,10 +39,23 @@ def _check_length(n: int, offset: int, max_len: int, what: str) -> None:
         )
 
 
+def _check_base(base: float, what: str) -> None:
+    # base <= 0 or NaN puts NaN in every table; base <= 1 turns the geometric ladder of wavelengths
+    # (2π up to 2π·base) upside down or flat
+    if not (is_finite_real(base) and base > 1):
+        raise ValueError(f"{what} needs a finite base > 1 (10000 is usual), got base={base!r}")
+
+
+def _check_count(value: int, name: str, what: str) -> None:
+    if not (is_whole(value) and value >= 1):
+        raise ValueError(f"{what} needs an integer {name} >= 1, got {name}={value!r}")
+
+
 def sincos_1d(positions: Tensor, dim: int, *, base: float = 10000.0) -> Tensor:
     """Transformer sin/cos table: positions (N,) -> (N, D), sines in even, cosines in odd columns."""
-    if dim % 2:
-        raise ValueError(f"sin-cos encodings need an even width, got dim={dim}")
+    if not (is_whole(dim) and dim >= 2 and dim % 2 == 0):
+        raise ValueError(f"sin-cos encodings need a positive, even width, got dim={dim!r}")
+    _check_base(base, "a sin-cos encoding")
     freqs = torch.exp(torch.arange(0, dim, 2, dtype=torch.float64) * (-math.log(base) / dim))
     angles = positions.to(torch.float64)[:, None] * freqs[None, :]  # (N, D/2)
     table = torch.empty(len(positions), dim, dtype=torch.float64)
@@ -52,8 +69,10 @@ def sincos_2d(height: int, width: int, dim: int, *, base: float = 10000.0) -> Te
 
     Half the channels encode the row, half the column (as in MAE / ViT-22B).
     """
-    if dim % 4:
-        raise ValueError(f"2-D sin-cos encodings need a width divisible by 4, got dim={dim}")
+    if not (is_whole(dim) and dim >= 4 and dim % 4 == 0):
+        raise ValueError(f"2-D sin-cos encodings need a positive width divisible by 4, got dim={dim!r}")
+    _check_count(height, "height", "a 2-D sin-cos grid")
+    _check_count(width, "width", "a 2-D sin-cos grid")
     rows = torch.arange(height).repeat_interleave(width)  # (H*W,)
     cols = torch.arange(width).repeat(height)  # (H*W,)
     return torch.cat([sincos_1d(rows, dim // 2, base=base), sincos_1d(cols, dim // 2, base=base)], dim=1)
@@ -64,6 +83,7 @@ class SinusoidalPositionalEncoding(nn.Module):
 
     def __init__(self, dim: int, *, max_len: int = 8192, base: float = 10000.0) -> None:
         super().__init__()
+        _check_count(max_len, "max_len", "SinusoidalPositionalEncoding")
         self.max_len = max_len
         self.register_buffer("table", sincos_1d(torch.arange(max_len), dim, base=base), persistent=False)
 
@@ -78,6 +98,8 @@ class LearnedPositionalEmbedding(nn.Module):
 
     def __init__(self, max_len: int, dim: int) -> None:
         super().__init__()
+        _check_count(max_len, "max_len", "LearnedPositionalEmbedding")
+        _check_count(dim, "dim", "LearnedPositionalEmbedding")
         self.max_len = max_len
         self.weight = nn.Parameter(torch.empty(max_len, dim))
         nn.init.normal_(self.weight, std=0.02)
@@ -96,6 +118,9 @@ class SinCos2DPositionalEncoding(nn.Module):
 
     def __init__(self, dim: int, *, base: float = 10000.0) -> None:
         super().__init__()
+        if not (is_whole(dim) and dim >= 4 and dim % 4 == 0):
+            raise ValueError(f"2-D sin-cos encodings need a positive width divisible by 4, got dim={dim!r}")
+        _check_base(base, "SinCos2DPositionalEncoding")
         self.dim, self.base = dim, base
         self._cache: dict[tuple[int, int], Tensor] = {}
 
@@ -123,6 +148,10 @@ class RelativePosition(nn.Module):
     def bias(self, num_queries: int, num_keys: int, offset: int) -> Tensor | None:
         return None
 
+    def check_fits(self, num_heads: int, head_dim: int) -> None:
+        """Raise a ValueError if this scheme cannot serve attention of these sizes (called once,
+        when the attention layer is built)."""
+
 
 class RotaryEmbedding(RelativePosition):
     """RoPE (Su et al. 2021): rotates channel pairs (i, i + Dh/2) of q and k by position-dependent
@@ -130,8 +159,10 @@ class RotaryEmbedding(RelativePosition):
 
     def __init__(self, head_dim: int, *, base: float = 10000.0, max_len: int = 4096) -> None:
         super().__init__()
-        if head_dim % 2:
-            raise ValueError(f"RoPE needs an even head width, got head_dim={head_dim}")
+        if not (is_whole(head_dim) and head_dim >= 2 and head_dim % 2 == 0):
+            raise ValueError(f"RoPE needs a positive, even head width, got head_dim={head_dim!r}")
+        _check_base(base, "RoPE")
+        _check_count(max_len, "max_len", "RoPE")
         self.head_dim, self.base = head_dim, base
         inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
         self.register_buffer("inv_freq", inv_freq.float(), persistent=False)
@@ -143,9 +174,18 @@ class RotaryEmbedding(RelativePosition):
         self.register_buffer("cos", angles.cos().float(), persistent=False)
         self.register_buffer("sin", angles.sin().float(), persistent=False)
 
+    def check_fits(self, num_heads: int, head_dim: int) -> None:
+        if head_dim != self.head_dim:
+            raise ValueError(
+                f"RotaryEmbedding(head_dim={self.head_dim}) cannot rotate heads of width {head_dim}: "
+                f"build it with head_dim = dim / num_heads = {head_dim}"
+            )
+
     def rotate(self, x: Tensor, offset: int) -> Tensor:
         """x (..., N, Dh) at positions offset.. -> x rotated, same shape."""
         n = x.shape[-2]
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0 (the position of the first node), got offset={offset}")
         if offset + n > self.cos.shape[0]:  # grow the table instead of failing on long sequences
             self._build(max(2 * self.cos.shape[0], offset + n))
         cos = self.cos[offset : offset + n].to(x.dtype)  # (N, Dh/2)
@@ -162,6 +202,7 @@ class ALiBi(RelativePosition):
 
     def __init__(self, num_heads: int) -> None:
         super().__init__()
+        _check_count(num_heads, "num_heads", "ALiBi")
         self.num_heads = num_heads
         self.register_buffer("slopes", _alibi_slopes(num_heads), persistent=False)
 
@@ -170,6 +211,13 @@ class ALiBi(RelativePosition):
         k_pos = torch.arange(num_keys, device=self.slopes.device)
         distance = (q_pos[:, None] - k_pos[None, :]).abs()  # (N, M)
         return -self.slopes[:, None, None] * distance  # (H, N, M)
+
+    def check_fits(self, num_heads: int, head_dim: int) -> None:
+        if num_heads != self.num_heads:
+            raise ValueError(
+                f"ALiBi(num_heads={self.num_heads}) has one slope per head but the attention has "
+                f"num_heads={num_heads}: build it with ALiBi({num_heads})"
+            )
 
 
 def _alibi_slopes(n: int) -> Tensor:

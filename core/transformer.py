@@ -10,8 +10,10 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
+from tzoo.core._checks import check_nodes, check_padding_mask, is_finite_real, is_whole
 from tzoo.core.attention import KVCache, MultiHeadAttention
 from tzoo.core.blocks import MLP, SwiGLU, TransformerBlock
 from tzoo.core.positional import ALiBi, RelativePosition, RotaryEmbedding
@@ -44,16 +46,15 @@ class TransformerConfig:
     rope_base: float = 10000.0
 
     def __post_init__(self) -> None:
-        if self.depth < 1:
-            raise ValueError(f"depth must be >= 1, got {self.depth}")
-        if self.num_heads < 1 or self.dim % self.num_heads:
-            raise ValueError(f"dim={self.dim} must be divisible by num_heads={self.num_heads}")
-        choices = {"feed_forward": ("gelu", "swiglu"), "norm": ("layernorm", "rmsnorm"), "position": ("none", "rope", "alibi")}
-        for field, valid in choices.items():
-            if getattr(self, field) not in valid:
-                raise ValueError(f"{field}={getattr(self, field)!r} is not one of {valid}")
+        self._check_fields()
         # options that are each valid alone but not together: say which conflicts with which
-        if self.num_kv_heads is not None and (self.num_kv_heads < 1 or self.num_heads % self.num_kv_heads):
+        if self.dim % self.num_heads:
+            divisors = [d for d in range(1, self.dim + 1) if self.dim % d == 0 and d <= 64]
+            raise ValueError(
+                f"dim={self.dim} must be divisible by num_heads={self.num_heads}: every head gets dim / num_heads "
+                f"channels (valid num_heads for this dim: {divisors}{', ...' if divisors[-1] < self.dim else ''})"
+            )
+        if self.num_kv_heads is not None and self.num_heads % self.num_kv_heads:
             divisors = [d for d in range(1, self.num_heads + 1) if self.num_heads % d == 0]
             raise ValueError(
                 f"num_kv_heads={self.num_kv_heads} conflicts with num_heads={self.num_heads}: each key/value head "
@@ -69,6 +70,45 @@ class TransformerConfig:
                 f"feed_forward='swiglu' conflicts with mlp_ratio={self.mlp_ratio} at dim={self.dim}: "
                 f"its hidden width 2/3 * mlp_ratio * dim rounds to 0 (raise mlp_ratio or dim)"
             )
+        if self.feed_forward == "gelu" and int(self.mlp_ratio * self.dim) < 1:
+            raise ValueError(
+                f"feed_forward='gelu' conflicts with mlp_ratio={self.mlp_ratio} at dim={self.dim}: "
+                f"its hidden width mlp_ratio * dim rounds to 0 (raise mlp_ratio or dim)"
+            )
+
+    def _check_fields(self) -> None:
+        """Each field alone: its type and range. The message names the field, the value and what is valid."""
+
+        def bad(field: str, valid: str) -> ValueError:
+            return ValueError(f"{field} must be {valid}, got {field}={getattr(self, field)!r}")
+
+        for field, low in (("dim", 1), ("depth", 1), ("num_heads", 1), ("num_memory", 0)):
+            if not (is_whole(getattr(self, field)) and getattr(self, field) >= low):
+                raise bad(field, f"an integer >= {low}")
+        for field, meaning in (
+            ("num_kv_heads", "None (as many as num_heads)"),
+            ("window", "None (no window)"),
+            ("top_k", "None (keep every score)"),
+        ):
+            value = getattr(self, field)
+            if value is not None and not (is_whole(value) and value >= 1):
+                raise bad(field, f"an integer >= 1 or {meaning}")
+        if not (is_finite_real(self.mlp_ratio) and self.mlp_ratio > 0):
+            raise bad("mlp_ratio", "a finite number > 0 (the feed-forward's hidden width / dim, e.g. 4)")
+        for field in ("dropout", "attn_dropout", "drop_path"):
+            if not (is_finite_real(getattr(self, field)) and 0 <= getattr(self, field) < 1):
+                raise bad(field, "a probability in [0, 1)")
+        if self.layer_scale is not None and not (is_finite_real(self.layer_scale) and self.layer_scale > 0):
+            raise bad("layer_scale", "a finite number > 0 (the initial per-channel scale, e.g. 1e-5) or None")
+        if not (is_finite_real(self.rope_base) and self.rope_base > 1):
+            raise bad("rope_base", "a finite number > 1 (10000 is usual)")
+        for field in ("norm_first", "bias"):
+            if not isinstance(getattr(self, field), bool):
+                raise bad(field, "True or False")
+        choices = {"feed_forward": ("gelu", "swiglu"), "norm": ("layernorm", "rmsnorm"), "position": ("none", "rope", "alibi")}
+        for field, valid in choices.items():
+            if getattr(self, field) not in valid:
+                raise ValueError(f"{field}={getattr(self, field)!r} is not one of {valid}")
 
     @property
     def head_dim(self) -> int:
@@ -133,6 +173,8 @@ class _Stack(nn.Module):
         self.blocks = nn.ModuleList(
             _block(cfg, i, pos, cross_attention=cross_attention, context_dim=context_dim) for i in range(cfg.depth)
         )
+        self.cross_attention = cross_attention
+        self.context_dim = cfg.dim if context_dim is None else context_dim
         # a pre-norm stack leaves its residual stream un-normalised: normalise once at the end
         self.norm = _norm(cfg)(cfg.dim) if cfg.norm_first else nn.Identity()
 
@@ -148,6 +190,10 @@ class Encoder(_Stack):
         super().__init__(cfg, cross_attention=False)
 
     def forward(self, x: Tensor, *, key_padding_mask: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        """x (B, N, D), key_padding_mask (B, N) bool, mask broadcastable to (B, H, N, N) -> (B, N, D)."""
+        check_nodes(x, "x", self.config.dim, "this Encoder's width is dim")
+        if key_padding_mask is not None:
+            check_padding_mask(key_padding_mask, "key_padding_mask", x.shape[0], x.shape[1], what="N")
         for block in self.blocks:
             x = block(x, mask=mask, key_padding_mask=key_padding_mask)
         return self.norm(x)
@@ -173,6 +219,27 @@ class Decoder(_Stack):
         cache: list[KVCache] | None = None,
         cross_cache: list[KVCache] | None = None,
     ) -> Tensor:
+        """x (B, N, D), context (B, M, Dc), key_padding_mask (B, cached + N), context_padding_mask
+        (B, M) -> (B, N, D)."""
+        check_nodes(x, "x", self.config.dim, "this Decoder's width is dim")
+        if not self.cross_attention:
+            if context is not None or context_padding_mask is not None or cross_cache is not None:
+                given = [
+                    name
+                    for name, value in (("context", context), ("context_padding_mask", context_padding_mask), ("cross_cache", cross_cache))
+                    if value is not None
+                ]
+                raise ValueError(
+                    f"{' and '.join(given)} given, but this Decoder has no cross-attention, so it would be ignored: "
+                    f"to attend to an encoder's output build it with Decoder(cfg, cross_attention=True, "
+                    f"context_dim=<the encoder's width>)"
+                )
+        elif context is not None:
+            check_nodes(context, "context", self.context_dim, "this Decoder's cross-attention takes context_dim", nodes="M")
+            if context_padding_mask is not None:
+                check_padding_mask(context_padding_mask, "context_padding_mask", context.shape[0], context.shape[1])
+        if cache is not None or cross_cache is not None:
+            self._check_caches(cache, cross_cache)
         for i, block in enumerate(self.blocks):
             x = block(
                 x,
@@ -184,6 +251,34 @@ class Decoder(_Stack):
                 cross_cache=cross_cache[i] if cross_cache is not None else None,
             )
         return self.norm(x)
+
+    def _check_caches(self, cache: list[KVCache] | None, cross_cache: list[KVCache] | None) -> None:
+        """One cache object per layer: a cache shared by layers mixes their keys and decodes garbage."""
+        depth = len(self.blocks)
+        named = (("cache", cache), ("cross_cache", cross_cache)) if cross_cache is not None else (("cache", cache),)
+        named = named if cache is not None else named[1:]
+        for name, caches in named:
+            if isinstance(caches, KVCache) or len(caches) != depth:
+                got = "a single KVCache" if isinstance(caches, KVCache) else f"{len(caches)} caches"
+                raise ValueError(
+                    f"{name} must hold one KVCache per layer ({depth} for this Decoder), got {got}: "
+                    f"make it with decoder.make_cache({'max_len' if name == 'cache' else ''})"
+                )
+        if torch.compiler.is_compiling():
+            return  # the identity check would guard on each cache object and recompile per generation
+        every = named[0][1] if len(named) == 1 else [*cache, *cross_cache]  # type: ignore[misc]
+        if len(set(map(id, every))) == len(every):
+            return
+        seen: dict[int, tuple[str, int]] = {}
+        for name, caches in named:
+            for i, c in enumerate(caches):
+                first = seen.setdefault(id(c), (name, i))
+                if first != (name, i):
+                    raise ValueError(
+                        f"{first[0]}[{first[1]}] and {name}[{i}] are the same KVCache object, used by layers {first[1]} "
+                        f"and {i}: every layer needs a cache of its own (a list like [KVCache(n)] * depth repeats one "
+                        f"object); use decoder.make_cache(max_len) or [KVCache(max_len) for _ in range(depth)]"
+                    )
 
 
 RESIDUAL_OUTPUTS = ("out_proj.weight", "fc2.weight", "w2.weight")  # the projections that write into the residual stream

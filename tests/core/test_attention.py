@@ -1,6 +1,7 @@
 """MultiHeadAttention against a naive reference written here (matmul, mask, softmax, matmul)."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -47,8 +48,12 @@ def naive_attention(m, x, context=None, *, mask=None, kpm=None, causal=False, ro
                     scores[:, h, i, j] -= 2 ** (-8 * (h + 1) / Hq) * abs(i - j)
     if kpm is not None:
         allowed &= kpm[:, None, None, :]
-    if mask is not None:
-        allowed &= mask
+    if mask is not None:  # broadcast as SDPA does, except that a 3-D mask is (B, N, M)
+        mask = mask[:, None] if mask.dim() == 3 else mask
+        if mask.dtype == torch.bool:
+            allowed = allowed & mask
+        else:
+            scores = scores + mask
     if m.memory is not None:
         mk = m.memory[0].repeat_interleave(Hq // Hkv, dim=0)[None].expand(Bx, -1, -1, -1)
         mv = m.memory[1].repeat_interleave(Hq // Hkv, dim=0)[None].expand(Bx, -1, -1, -1)
@@ -269,6 +274,60 @@ def test_heads_not_divisible_by_kv_heads():
 def test_window_or_k_below_one(arg):
     with pytest.raises(ValueError, match=rf"{arg} must be >= 1.*got {arg}=0"):
         MultiHeadAttention(32, 4, **{arg: 0})
+
+
+# --- masks of every shape SDPA broadcasts ---------------------------------------------------------
+
+BROADCAST_SHAPES = [(N, N), (B, 1, 1, N), (1, 1, N, N), (B, H, N, N), (1, H, 1, N), (B, 1, N, N), (B, N, N), (1, N, N), (1, N)]
+MASK_SETUPS = {
+    "plain": (dict(), dict()),
+    "causal_padding": (dict(), dict(causal=True, kpm=padding())),
+    "memory_padding_gqa": (dict(num_memory=2, num_kv_heads=2), dict(causal=True, kpm=padding())),
+    "top_k_padding": (dict(top_k=3), dict(kpm=padding())),
+}
+
+
+def broadcast_mask(shape, kind):
+    g = torch.Generator().manual_seed(4)
+    if kind == "float":
+        return torch.randn(shape, generator=g)
+    mask = torch.rand(shape, generator=g) > 0.4
+    mask[..., 0] = True  # every query keeps a key (the first node is real and causally visible)
+    return mask
+
+
+@pytest.mark.parametrize("setup", list(MASK_SETUPS))
+@pytest.mark.parametrize("kind", ["bool", "float"])
+@pytest.mark.parametrize("shape", BROADCAST_SHAPES, ids=str)
+def test_broadcastable_masks_match_naive_reference(shape, kind, setup):
+    kw, ref_kw = MASK_SETUPS[setup]
+    m, x, mask = make(**kw), inputs(), broadcast_mask(shape, kind)
+    with capture_attention(m) as maps:
+        out = m(x, mask=mask, key_padding_mask=ref_kw.get("kpm"), is_causal=ref_kw.get("causal", False))
+    ref_out, ref_weights = naive_attention(m, x, mask=mask, **ref_kw)
+    assert (out - ref_out).abs().max().item() <= TOL
+    assert (maps[""][0] - ref_weights).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("kind", ["bool", "float"])
+@pytest.mark.parametrize("shape", [s for s in BROADCAST_SHAPES if len(s) != 3], ids=str)
+def test_broadcastable_masks_reach_sdpa_as_given(shape, kind):
+    """Without other rules the core's result is SDPA's on the same mask."""
+    m, x, mask = make(), inputs(), broadcast_mask(shape, kind)
+    q, k, v = (torch.nn.functional.linear(x, *m.projections()[name]).view(B, N, H, -1).transpose(1, 2) for name in "qkv")
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    ref = m.out_proj(ref.transpose(1, 2).reshape(B, N, D))
+    assert (m(x, mask=mask) - ref).abs().max().item() <= TOL
+
+
+@pytest.mark.parametrize("shape", [(B, 1, N, N + 1), (3, N, N), (B, 3, N, N), (1, 1, 1, N, N), (N,), (N, B)], ids=str)
+def test_masks_that_do_not_broadcast_are_refused(shape):
+    with pytest.raises(
+        ValueError,
+        match=rf"mask has shape {re.escape(str(shape))}, which does not broadcast to \(B, H, N, M\) = \(2, 4, 9, 9\): "
+        r"it needs 2 to 4 axes, each 1 or the full size",
+    ):
+        make()(inputs(), mask=torch.ones(shape, dtype=torch.bool))
 
 
 def test_mask_of_wrong_shape():
