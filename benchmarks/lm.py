@@ -39,14 +39,22 @@ from torch import Tensor, nn
 
 from tzoo.tasks.base import cosine_with_warmup
 from tzoo.tasks.lm.data import TextDataModule
-from tzoo.tasks.lm.model import GPT
+from tzoo.core import TransformerConfig
+from tzoo.tasks.config import OptimConfig
+from tzoo.tasks.lm.model import GPT, GPTConfig
 from tzoo.tasks.lm.module import LanguageModel
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"
 REFERENCE = {"val_loss": 1.886, "ms_per_iter": 32.8, "wall_s": 81.0, "sample_tokens_per_s": 490.0}
 
-MODEL = dict(block_size=64, dim=128, depth=4, num_heads=4, dropout=0.0, bias=False, betas=(0.9, 0.99), weight_decay=0.1, warmup_steps=100, sample_tokens=0)
+def gpt(vocab_size: int, *, block_size: int = 64, position: str = "learned", dim: int = 128, depth: int = 4, num_heads: int = 4) -> GPTConfig:
+    """The benchmark's model: nanoGPT's CPU recipe sizes, bias-free, learned or rotary positions."""
+    stack = TransformerConfig(dim=dim, depth=depth, num_heads=num_heads, bias=False, position="rope" if position == "rope" else "none")
+    return GPTConfig(vocab_size, block_size=block_size, position="learned" if position == "learned" else "none", transformer=stack)
+
+
+OPTIM = dict(betas=(0.9, 0.99), weight_decay=0.1, warmup_steps=100)
 RUNS = {
     "nanoGPT recipe": dict(position="learned", lr=1e-3, min_lr=1e-4),
     "learned positions, lr 2e-3": dict(position="learned", lr=2e-3, min_lr=2e-4),
@@ -163,7 +171,10 @@ class StepTimer(pl.Callback):
 def train(name: str, corpus: Path, steps: int, cache: Path) -> dict[str, Any]:
     pl.seed_everything(1337, verbose=False)
     data = TextDataModule(str(corpus), block_size=64, batch_size=12, val_fraction=0.1, val_batches=20, cache_dir=str(cache))
-    model = LanguageModel(data.vocab_size, **MODEL, **RUNS[name])
+    run = dict(RUNS[name])
+    net = gpt(data.vocab_size, position=run.pop("position"))
+    compile = run.pop("compile", False)
+    model = LanguageModel(net, OptimConfig(**OPTIM, **run), sample_tokens=0, compile=compile)
     timer = StepTimer()
     trainer = pl.Trainer(
         max_steps=steps,
@@ -212,7 +223,7 @@ def hardware_floor(vocab_size: int, repeats: int = 50) -> dict[str, float]:
     residual adds, the loss, clipping, the optimizer, Python and the autograd engine all come on
     top of it."""
     torch.manual_seed(0)
-    model = GPT(vocab_size, block_size=64, bias=False, dim=128, depth=4, num_heads=4)
+    model = GPT(gpt(vocab_size))
     rows = 12 * 64
     gemms: list[tuple[Tensor, Tensor]] = []
     flops = 0
@@ -251,7 +262,7 @@ def sampling_speed(vocab_size: int, rounds: int) -> list[dict[str, Any]]:
     rows = []
     for name, dims in SAMPLERS.items():
         torch.manual_seed(0)
-        model = GPT(vocab_size, block_size=256, bias=False, **dims).eval()
+        model = GPT(gpt(vocab_size, block_size=256, **dims)).eval()
         prompt = torch.zeros(1, 1, dtype=torch.long)
         modes = [(False, True), (False, False), (True, True), (True, False)]  # (compile, use_cache)
 

@@ -10,13 +10,18 @@ schedule, pass ``--optimizer`` / ``--lr_scheduler`` to the CLI: LightningCLI the
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from torch import nn
+
+from tzoo.tasks.config import OptimConfig, from_dict, to_dict
 
 __all__ = ["TaskModule", "cosine_with_warmup", "param_groups"]
 
@@ -39,33 +44,66 @@ def cosine_with_warmup(step: int, *, warmup_steps: int, total_steps: int, min_ra
 
 
 class TaskModule(pl.LightningModule):
-    """Base LightningModule of a tzoo task. Subclasses set ``task_name`` and call
-    ``super().__init__(lr=..., ...)`` with their optimisation settings."""
+    """Base LightningModule of a tzoo task. Subclasses set ``task_name``, take ``net`` (their
+    model's config), ``optim`` and their own options, and call ``super().__init__(optim=optim,
+    compile=compile)``."""
 
     task_name: str = ""
     #: the logged metric a run card reports as this task's result (``tzoo.tasks.run_card``)
     card_metric: str = "val/loss"
 
-    def __init__(
-        self,
-        *,
-        lr: float = 1e-3,
-        min_lr: float | None = None,
-        weight_decay: float = 0.1,
-        betas: tuple[float, float] = (0.9, 0.95),
-        warmup_steps: int = 100,
-        compile: bool = False,
-    ) -> None:
-        """``compile``: ``torch.compile`` the task's ``self.model`` for training (in place, so
-        checkpoints keep the plain model's state-dict keys)."""
+    def __init__(self, *, optim: OptimConfig | None = None, compile: bool = False) -> None:
+        """``optim``: the optimizer and LR schedule (a dict of its fields is taken too, as a
+        checkpoint holds it). ``compile``: ``torch.compile`` the task's ``self.model`` for training
+        (in place, so checkpoints keep the plain model's state-dict keys)."""
         super().__init__()
-        if lr <= 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
-        if warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-        self.lr, self.weight_decay, self.betas, self.warmup_steps = lr, weight_decay, tuple(betas), warmup_steps
-        self.min_lr = lr / 10 if min_lr is None else min_lr
+        self.optim = from_dict(OptimConfig, OptimConfig() if optim is None else optim, where="optim")
         self.compile_model = compile
+
+    @classmethod
+    def upgrade_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
+        """A checkpoint's hyperparameters in this version's shape. Tasks whose arguments changed
+        override it (the LM turns an older tzoo's flat arguments into ``net`` / ``optim``)."""
+        return hparams
+
+    @classmethod
+    def hparams_from_checkpoint(cls, hparams: dict[str, Any], *, path: Any = "") -> dict[str, Any]:
+        """``upgrade_hparams``, then a ValueError naming the arguments this class does not take
+        (a checkpoint of an older tzoo, or of another version of a plugin)."""
+        hparams = cls.upgrade_hparams(dict(hparams))
+        params = inspect.signature(cls.__init__).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            return hparams
+        unknown = sorted(k for k in hparams if k not in params and not k.startswith("_"))
+        if unknown and ("net" not in params or "net" in hparams):
+            # an older version's setting (renamed or removed since): the current default stands in
+            warnings.warn(f"checkpoint {str(path)!r} has settings {cls.__name__} no longer takes, ignored: {unknown}", stacklevel=2)
+            return {k: v for k, v in hparams.items() if k not in unknown}
+        if unknown:
+            raise ValueError(
+                f"checkpoint {str(path)!r} holds hyperparameters that {cls.__name__} does not take ({', '.join(unknown[:6])}): "
+                f"it was written by an older tzoo, whose models took flat arguments (dim, depth, lr ...) where they now "
+                f"take net=<model config> and optim=<OptimConfig>. Retrain with a current config (configs/), or load its "
+                f"weights by hand into a model built with net.transformer set to the same sizes"
+            )
+        return hparams
+
+    @property
+    def lr(self) -> float:
+        return self.optim.lr
+
+    @property
+    def min_lr(self) -> float:
+        return self.optim.lr / 10 if self.optim.min_lr is None else self.optim.min_lr
+
+    def save_hyperparameters(self, *args: Any, **kwargs: Any) -> None:
+        """Lightning's, with config dataclasses stored as plain dicts: checkpoints then load with
+        ``weights_only=True`` and ``hparams.yaml`` shows every field."""
+        kwargs.setdefault("frame", inspect.currentframe().f_back)  # type: ignore[union-attr]
+        super().save_hyperparameters(*args, **kwargs)
+        for key, value in list(self.hparams.items()):
+            if dataclasses.is_dataclass(value) and not isinstance(value, type):
+                self.hparams[key] = to_dict(value)
 
     def setup(self, stage: str) -> None:
         if self.compile_model and stage == "fit":
@@ -92,12 +130,13 @@ class TaskModule(pl.LightningModule):
         # Lightning's mixed-precision plugin refuses to clip the gradients of a fused optimizer
         # (it assumes the optimizer unscales them itself, as under 16-bit loss scaling)
         fused = fused and "mixed" not in str(getattr(self._trainer, "precision", ""))
-        optimizer = torch.optim.AdamW(param_groups(self, self.weight_decay), lr=self.lr, betas=self.betas, fused=fused)
+        optim = self.optim
+        optimizer = torch.optim.AdamW(param_groups(self, optim.weight_decay), lr=optim.lr, betas=optim.betas, fused=fused)
         total = self._total_steps()
-        ratio = self.min_lr / self.lr
+        ratio = self.min_lr / optim.lr
 
         def schedule(step: int) -> float:
-            return cosine_with_warmup(step, warmup_steps=self.warmup_steps, total_steps=total, min_ratio=ratio)
+            return cosine_with_warmup(step, warmup_steps=optim.warmup_steps, total_steps=total, min_ratio=ratio)
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -19,6 +19,7 @@ import inspect
 import linecache
 import sys
 import tempfile
+import typing
 import warnings
 from pathlib import Path
 from typing import Any
@@ -52,14 +53,33 @@ class UsageError(Exception):
 
 def explicit_model_args(argv: list[str]) -> set[str]:
     """The model arguments a command line sets: ``--model.init_args.NAME[=V]`` or ``--model.NAME[=V]``
-    -> NAME (nested ones by their first part)."""
+    -> NAME, nested ones dotted (``net.transformer.window``)."""
     names = set()
     for arg in argv:
         if arg.startswith("--model."):
             key = arg[len("--model.") :].split("=", 1)[0].removeprefix("init_args.")
             if key and key != "class_path":
-                names.add(key.split(".", 1)[0])
+                names.add(key)
     return names
+
+
+def _import_class(path: str | None) -> type | None:
+    from jsonargparse._util import import_object  # type: ignore[attr-defined]
+
+    try:
+        return import_object(path) if path else None
+    except Exception:  # noqa: BLE001 - a class that is gone: the checkpoint check reports it later
+        return None
+
+
+def _drop(hparams: dict[str, Any], dotted: str) -> None:
+    """Remove ``a.b.c`` from nested dicts, if there."""
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        hparams = hparams.get(part) if isinstance(hparams, dict) else None  # type: ignore[assignment]
+        if not isinstance(hparams, dict):
+            return
+    hparams.pop(leaf, None)
 
 
 class TzooCLI(LightningCLI):
@@ -112,12 +132,19 @@ class TzooCLI(LightningCLI):
                 f"(config.yaml in its run folder)"
             )
         hparams.pop("_instantiator", None)
+        class_path = hparams.pop("_class_path", None)
+        module_class = _import_class(class_path or wanted)
+        if module_class is not None and hasattr(module_class, "hparams_from_checkpoint"):
+            try:  # an older tzoo's flat arguments migrate, or are refused naming them
+                hparams = module_class.hparams_from_checkpoint(hparams, path=ckpt_path)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
         for name in explicit_model_args(getattr(self, "_argv", [])):
-            hparams.pop(name, None)
+            _drop(hparams, name)
         if not hparams:
             return
-        if "_class_path" in hparams:
-            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        if class_path:
+            hparams = {"class_path": class_path, "init_args": hparams}
         self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
 
     def before_instantiate_classes(self) -> None:
@@ -181,33 +208,54 @@ def _instantiate(spec: Namespace) -> Any:
     return parser.instantiate(Namespace(data=spec)).data
 
 
+def link_target(model_cls: type, name: str) -> str | None:
+    """Where a value linked from the data lands in ``model_cls``'s arguments: the parameter
+    ``name`` itself, else the field ``name`` of a config dataclass parameter (``net.vocab_size``)."""
+    from tzoo.tasks.config import _dataclass_in, config_fields
+
+    params = inspect.signature(model_cls.__init__).parameters
+    if name in params:
+        return name
+    try:
+        hints = typing.get_type_hints(model_cls.__init__)
+    except Exception:  # noqa: BLE001 - annotations that do not resolve: no nested targets
+        return None
+    for param in params:
+        config = _dataclass_in(hints.get(param))
+        if config is not None and name in config_fields(config):
+            return f"{param}.{name}"
+    return None
+
+
 def _link_data_to_model(data: pl.LightningDataModule, model: Namespace) -> None:
-    """Copy ``data.model_links`` values into the model's init_args, loudly."""
+    """Copy ``data.model_links`` values into the model's init_args (nested config fields
+    included), loudly."""
     from jsonargparse._util import import_object  # type: ignore[attr-defined]
 
     names = tuple(getattr(data, "model_links", ()))
     if not names:
         return
     model_cls = import_object(model.class_path)
-    params = inspect.signature(model_cls.__init__).parameters
     if model.get("init_args") is None:
         model.init_args = Namespace()
     for name in names:
-        if name not in params:
+        target = link_target(model_cls, name)
+        if target is None:
+            params = [p for p in inspect.signature(model_cls.__init__).parameters if p != "self"]
             raise ValueError(
                 f"{type(data).__name__} provides {name!r} for the model, but {model_cls.__name__} has no "
-                f"parameter {name!r} (its parameters: {', '.join(p for p in params if p != 'self')})"
+                f"parameter {name!r}, nor a config field of that name (its parameters: {', '.join(params)})"
             )
         value = getattr(data, name)
-        given = model.init_args.get(name)
+        given = model.init_args.get(target)
         if given is not None and given != value:
             warnings.warn(
-                f"model.init_args.{name}={given!r} from your config is replaced by {value!r}, "
+                f"model.init_args.{target}={given!r} from your config is replaced by {value!r}, "
                 f"linked from the data ({type(data).__name__}.{name})",
                 UserWarning,
                 stacklevel=2,
             )
-        model.init_args[name] = value
+        model.init_args[target] = value
 
 
 def _builds_weights_later(model: pl.LightningModule) -> bool:

@@ -7,9 +7,7 @@ never runs code from the file.
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +36,9 @@ def load_module(path: str | Path, *, task: str | None = None) -> Any:
     # LightningCLI adds bookkeeping entries such as `_class_path` to the saved hyperparameters
     hparams = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
     module_class = get_task(written_by).module
-    accepted = inspect.signature(module_class.__init__).parameters
-    unknown = sorted(k for k in hparams if k not in accepted)
-    if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
-        # an older version's setting (renamed or removed since): the current default stands in
-        warnings.warn(f"checkpoint {str(path)!r} has settings {module_class.__name__} no longer takes, ignored: {unknown}", stacklevel=2)
-        hparams = {k: v for k, v in hparams.items() if k not in unknown}
+    upgrade = getattr(module_class, "hparams_from_checkpoint", None)
+    if upgrade is not None:  # a TaskModule: older layouts migrate or are refused by name
+        hparams = upgrade(hparams, path=path)
     module = module_class(**hparams)
     module.on_load_checkpoint(checkpoint)
     module.load_state_dict(checkpoint["state_dict"])

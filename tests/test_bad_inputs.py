@@ -24,7 +24,8 @@ from tzoo.tasks.decision.module import DecisionTransformer
 from tzoo.tasks.decision.tokenizer import TrajectoryTokenizer
 from tzoo.tasks.generate import load_checkpoint
 from tzoo.tasks.lm.data import TextDataModule
-from tzoo.tasks.lm.model import GPT
+from tzoo.tasks.config import OptimConfig
+from tzoo.tasks.lm.model import GPT, GPTConfig
 from tzoo.tasks.lm.module import LanguageModel
 from tzoo.tasks.lm.tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
 from tzoo.tasks.reliability import NonFiniteLossGuard, read_checkpoint
@@ -33,6 +34,12 @@ from tzoo.tasks.vision.module import VisionClassifier
 from tzoo.tasks.vision.tokenizer import PatchTokenizer, grid_size, unpatchify
 
 CHAR = CharTokenizer.from_text("abc")
+
+
+def _gpt(vocab_size: int, *, block_size: int = 16) -> GPTConfig:
+    from tzoo.core import TransformerConfig
+
+    return GPTConfig(vocab_size, block_size=block_size, transformer=TransformerConfig(dim=8, depth=1, num_heads=2))
 
 
 def _file(tmp_path: Path, name: str, content: str | bytes) -> Path:
@@ -104,14 +111,20 @@ CASES: list[Case] = [
     ("lm.tokenizer.bpe_lone_surrogate", lambda t: BPETokenizer.train("abc", vocab_size=260).encode("a\ud800"), ValueError,
      r"cannot encode '\\ud800' at index 1: a lone surrogate is not valid Unicode text"),
     # --- lm: model -----------------------------------------------------------------------------
-    ("lm.model.vocab_size_unset", lambda t: LanguageModel(), ValueError, r"vocab_size is not set: the tzoo CLI links it from the data"),
-    ("lm.model.lr", lambda t: LanguageModel(10, lr=0.0), ValueError, r"lr must be > 0, got 0\.0"),
-    ("lm.model.warmup_steps", lambda t: LanguageModel(10, warmup_steps=-1), ValueError, r"warmup_steps must be >= 0, got -1"),
-    ("lm.model.sequence_too_long", lambda t: GPT(10, block_size=4, dim=8, depth=1, num_heads=2)(torch.zeros(1, 5, dtype=torch.long)),
+    ("lm.model.vocab_size_unset", lambda t: LanguageModel(), ValueError, r"net.vocab_size is not set: the tzoo CLI links it from the data"),
+    ("lm.model.lr", lambda t: LanguageModel(_gpt(10), OptimConfig(lr=0.0)), ValueError, r"optim.lr must be a finite number > 0, got 0\.0"),
+    ("lm.model.warmup_steps", lambda t: LanguageModel(_gpt(10), {"warmup_steps": -1}), ValueError, r"optim.warmup_steps must be >= 0, got -1"),
+    ("lm.model.optim_unknown_field", lambda t: LanguageModel(_gpt(10), {"learning_rate": 1e-3}), ValueError,
+     r"optim has no field 'learning_rate' \(valid fields: lr, min_lr, weight_decay, betas, warmup_steps\)"),
+    ("lm.model.net_unknown_nested_field", lambda t: LanguageModel({"vocab_size": 10, "transformer": {"windw": 4}}), ValueError,
+     r"net.transformer has no field 'windw' \(valid fields: dim, depth, .*window"),
+    ("lm.model.relative_position_in_the_wrong_place", lambda t: GPTConfig(10, position="rope"), ValueError,
+     r"net.position='rope' is not one of \('learned', 'none'\); relative positions are net.transformer.position"),
+    ("lm.model.sequence_too_long", lambda t: GPT(_gpt(10, block_size=4))(torch.zeros(1, 5, dtype=torch.long)),
      ValueError, r"5 tokens at position 0 exceed the model's block_size=4 \(its maximum positions\); crop the input to the last 4 tokens"),
-    ("lm.model.temperature_nan", lambda t: GPT(10, block_size=4, dim=8, depth=1, num_heads=2).generate(torch.zeros(1, 1, dtype=torch.long), 2,
+    ("lm.model.temperature_nan", lambda t: GPT(_gpt(10, block_size=4)).generate(torch.zeros(1, 1, dtype=torch.long), 2,
      temperature=float("nan")), ValueError, r"temperature must be a finite number >= 0 \(0 = greedy\), got nan"),
-    ("lm.model.max_new_tokens", lambda t: GPT(10, block_size=4, dim=8, depth=1, num_heads=2).generate(torch.zeros(1, 1, dtype=torch.long), -5),
+    ("lm.model.max_new_tokens", lambda t: GPT(_gpt(10, block_size=4)).generate(torch.zeros(1, 1, dtype=torch.long), -5),
      ValueError, r"max_new_tokens must be a whole number >= 0, got -5"),
     # --- vision ----------------------------------------------------------------------------------
     ("vision.tokenizer.not_4d", lambda t: PatchTokenizer(8, in_channels=3)(torch.zeros(3, 8, 8)), ValueError,

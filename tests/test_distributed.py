@@ -66,7 +66,7 @@ def _lm_args(tmp_path: Path, batch_size: int) -> list[str]:
               log_every_n_steps: 1
             model:
               class_path: tzoo.tasks.lm.module.LanguageModel
-              init_args: {{block_size: 16, dim: 32, depth: 2, num_heads: 2, sample_tokens: 0, warmup_steps: 2, lr: 3.0e-3}}
+              init_args: {{sample_tokens: 0, net: {{block_size: 16, transformer: {{dim: 32, depth: 2, num_heads: 2}}}}, optim: {{warmup_steps: 2, lr: 3.0e-3}}}}
             data:
               class_path: tzoo.tasks.lm.data.TextDataModule
               init_args: {{corpus: {corpus}, block_size: 16, batch_size: {batch_size}, train_batches: 8, val_batches: 4}}

@@ -25,7 +25,7 @@ class Regression(TaskModule):
     task_name = "regression"
 
     def __init__(self, bad_steps: tuple[int, ...] = (), bad: float = math.nan) -> None:
-        super().__init__(lr=1e-2, warmup_steps=0)
+        super().__init__(optim={"lr": 1e-2, "warmup_steps": 0})
         self.layer = torch.nn.Linear(4, 1)
         self.bad_steps, self.bad = bad_steps, bad
         self.snapshots: dict[int, dict[str, torch.Tensor]] = {}
@@ -100,8 +100,8 @@ def test_the_cli_trainer_has_the_guards(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text("To be, or not to be, that is the question.\n" * 20)
     args = [
-        "--model=tzoo.tasks.lm.module.LanguageModel", "--model.init_args.dim=16", "--model.init_args.depth=1",
-        "--model.init_args.num_heads=2", "--model.init_args.block_size=8",
+        "--model=tzoo.tasks.lm.module.LanguageModel", "--model.init_args.net.transformer.dim=16",
+        "--model.init_args.net.transformer.depth=1", "--model.init_args.net.transformer.num_heads=2", "--model.init_args.net.block_size=8",
         "--data=tzoo.tasks.lm.data.TextDataModule", f"--data.init_args.corpus={corpus}", "--data.init_args.block_size=8",
         f"--data.init_args.cache_dir={tmp_path}", f"--trainer.default_root_dir={tmp_path}",
     ]  # fmt: skip

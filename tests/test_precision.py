@@ -12,8 +12,8 @@ from tzoo.tasks.reliability import read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n\n" * 30
-LM = ["--model.init_args.dim=32", "--model.init_args.depth=1", "--model.init_args.num_heads=2",
-      "--model.init_args.sample_tokens=4", "--model.init_args.sample_prompt=To be", "--data.init_args.block_size=16", "--model.init_args.block_size=16",
+LM = ["--model.init_args.net.transformer.dim=32", "--model.init_args.net.transformer.depth=1", "--model.init_args.net.transformer.num_heads=2",
+      "--model.init_args.sample_tokens=4", "--model.init_args.sample_prompt=To be", "--data.init_args.block_size=16", "--model.init_args.net.block_size=16",
       "--data.init_args.batch_size=4", "--data.init_args.val_batches=1"]  # fmt: skip
 
 
@@ -71,7 +71,8 @@ def test_vision_compile_option_compiles_the_model_in_place_for_fit_only():
 def test_masks_reach_sdpa_as_booleans_or_as_its_causal_flag(monkeypatch):
     """The core hands SDPA either ``is_causal=True`` without a mask (the flash kernel's form) or a
     boolean mask; never a float mask built per call."""
-    from tzoo.tasks.lm.model import GPT
+    from tzoo.core import TransformerConfig
+    from tzoo.tasks.lm.model import GPT, GPTConfig
 
     calls = []
     real = torch.nn.functional.scaled_dot_product_attention
@@ -81,6 +82,6 @@ def test_masks_reach_sdpa_as_booleans_or_as_its_causal_flag(monkeypatch):
         return real(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, **kw)
 
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
-    GPT(20, block_size=16, dim=16, depth=1, num_heads=2)(torch.zeros(2, 16, dtype=torch.long))
+    GPT(GPTConfig(20, block_size=16, transformer=TransformerConfig(dim=16, depth=1, num_heads=2)))(torch.zeros(2, 16, dtype=torch.long))
     assert calls and all(dtype in (None, torch.bool) for dtype, _ in calls)
     assert all(causal for dtype, causal in calls if dtype is None)

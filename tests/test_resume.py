@@ -60,7 +60,7 @@ def _lm_args(tmp_path: Path) -> list[str]:
                 - class_path: throttle.Throttle
             model:
               class_path: tzoo.tasks.lm.module.LanguageModel
-              init_args: {{block_size: 16, dim: 16, depth: 1, num_heads: 2, sample_tokens: 4, dropout: 0.1, warmup_steps: 5}}
+              init_args: {{sample_tokens: 4, net: {{block_size: 16, transformer: {{dim: 16, depth: 1, num_heads: 2, dropout: 0.1}}}}, optim: {{warmup_steps: 5}}}}
             data:
               class_path: tzoo.tasks.lm.data.TextDataModule
               init_args:

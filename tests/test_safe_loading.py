@@ -17,8 +17,8 @@ from tzoo.tasks.reliability import SafeCheckpointIO, read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 LM_TINY = [
-    "--model.init_args.dim=16", "--model.init_args.depth=1", "--model.init_args.num_heads=2",
-    "--model.init_args.sample_tokens=4", "--model.init_args.sample_prompt=First", "--data.init_args.block_size=16", "--model.init_args.block_size=16",
+    "--model.init_args.net.transformer.dim=16", "--model.init_args.net.transformer.depth=1", "--model.init_args.net.transformer.num_heads=2",
+    "--model.init_args.sample_tokens=4", "--model.init_args.sample_prompt=First", "--data.init_args.block_size=16", "--model.init_args.net.block_size=16",
     "--data.init_args.batch_size=2", "--data.init_args.val_batches=1",
 ]  # fmt: skip
 CORPUS = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 40
@@ -110,7 +110,7 @@ def test_the_lm_checkpoint_holds_only_safe_values_and_a_json_tokenizer(lm_checkp
     assert checkpoint["tokenizer"]["kind"] == "char"
     assert "RNGStateCallback" in checkpoint["callbacks"]
     run_dir = lm_checkpoint.parents[1]
-    assert load_tokenizer(run_dir / "tokenizer.json").vocab_size == checkpoint["hyper_parameters"]["vocab_size"]
+    assert load_tokenizer(run_dir / "tokenizer.json").vocab_size == checkpoint["hyper_parameters"]["net"]["vocab_size"]
     assert load_module(lm_checkpoint).sample("All:", max_new_tokens=3, seed=0).startswith("All:")
 
 
@@ -156,3 +156,31 @@ def test_a_setting_an_older_version_had_is_ignored_with_a_warning_naming_it(tmp_
     with pytest.warns(UserWarning, match=r"no longer takes, ignored: \['retired_setting'\]"):
         module = load_module(old)
     assert module.sample("All:", max_new_tokens=3, seed=0) == load_module(lm_checkpoint).sample("All:", max_new_tokens=3, seed=0)
+
+
+def test_a_checkpoint_with_an_older_tzoos_flat_arguments_loads_through_the_migration(tmp_path, lm_checkpoint):
+    """Before net/optim, LanguageModel took dim, depth, lr ... flat: such a checkpoint still loads
+    (LanguageModel.upgrade_hparams) and gives the same model."""
+    checkpoint = torch.load(lm_checkpoint, weights_only=True)
+    hp = checkpoint["hyper_parameters"]
+    net, optim = hp.pop("net"), hp.pop("optim")
+    flat = {**hp, **{k: v for k, v in net["transformer"].items() if k in ("dim", "depth", "num_heads", "num_kv_heads", "dropout", "bias", "feed_forward", "norm")}}
+    flat.update(vocab_size=net["vocab_size"], block_size=net["block_size"], position="rope" if net["transformer"]["position"] == "rope" else "learned", **optim)
+    checkpoint["hyper_parameters"] = flat
+    old = tmp_path / "flat.ckpt"
+    torch.save(checkpoint, old)
+    assert "dim" in torch.load(old, weights_only=True)["hyper_parameters"]
+    module = load_module(old)
+    assert module.sample("All:", max_new_tokens=5, seed=0) == load_module(lm_checkpoint).sample("All:", max_new_tokens=5, seed=0)
+    assert module.optim.lr == optim["lr"]
+
+
+def test_a_flat_checkpoint_of_a_task_without_a_migration_is_refused_saying_how_to_retrain():
+    from tzoo.tasks.base import TaskModule
+
+    class Plain(TaskModule):  # takes net / optim, knows no older layout
+        def __init__(self, net: dict | None = None, optim: dict | None = None) -> None:
+            super().__init__(optim=optim)
+
+    with pytest.raises(ValueError, match=r"'x\.ckpt' holds hyperparameters that Plain does not take \(depth, dim\).*older tzoo.*Retrain with a current config"):
+        Plain.hparams_from_checkpoint({"dim": 8, "depth": 1}, path="x.ckpt")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -15,54 +16,59 @@ from torch import Tensor, nn
 
 from tzoo.core import Decoder, KVCache, LearnedPositionalEmbedding, TransformerConfig, init_gpt2
 
-__all__ = ["GPT", "filter_logits", "sample_next"]
+__all__ = ["GPT", "GPTConfig", "filter_logits", "sample_next"]
+
+
+def _gpt_transformer() -> TransformerConfig:
+    return TransformerConfig(dim=384, depth=6, num_heads=6, bias=False)
+
+
+@dataclass
+class GPTConfig:
+    """The language model: its own fields and the core stack's ``TransformerConfig``.
+
+    ``vocab_size`` is linked from the data by the CLI. ``block_size`` is the most positions the
+    model takes. ``position`` is the absolute scheme added to token embeddings (``learned``, or
+    ``none`` when the stack's relative ``transformer.position`` is ``rope`` / ``alibi``)."""
+
+    vocab_size: int | None = None
+    block_size: int = 256
+    position: Literal["learned", "none"] = "learned"
+    transformer: TransformerConfig = field(default_factory=_gpt_transformer)
+
+    def __post_init__(self) -> None:
+        if self.vocab_size is not None and self.vocab_size < 1:
+            raise ValueError(f"net.vocab_size must be >= 1, got {self.vocab_size}")
+        if self.block_size < 1:
+            raise ValueError(f"net.block_size must be >= 1, got {self.block_size}")
+        if self.position not in ("learned", "none"):
+            raise ValueError(
+                f"net.position={self.position!r} is not one of ('learned', 'none'); relative positions are "
+                f"net.transformer.position ('rope', 'alibi')"
+            )
 
 
 class GPT(nn.Module):
-    """Token embedding (+ learned positions, or RoPE inside attention) -> causal decoder blocks ->
-    final norm -> LM head tied to the embedding. ``block_size`` is the most positions it takes."""
+    """Token embedding (+ learned positions, or RoPE / ALiBi inside attention) -> causal decoder
+    blocks -> final norm -> LM head tied to the embedding."""
 
-    def __init__(
-        self,
-        vocab_size: int,
-        *,
-        block_size: int = 256,
-        dim: int = 384,
-        depth: int = 6,
-        num_heads: int = 6,
-        num_kv_heads: int | None = None,
-        dropout: float = 0.0,
-        bias: bool = False,
-        position: Literal["learned", "rope"] = "learned",
-        feed_forward: Literal["gelu", "swiglu"] = "gelu",
-        norm: Literal["layernorm", "rmsnorm"] = "layernorm",
-    ) -> None:
+    def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
-        if vocab_size < 1:
-            raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
-        if block_size < 1:
-            raise ValueError(f"block_size must be >= 1, got {block_size}")
-        if position not in ("learned", "rope"):
-            raise ValueError(f"position={position!r} is not one of ('learned', 'rope')")
-        self.vocab_size, self.block_size = vocab_size, block_size
-        self.embed = nn.Embedding(vocab_size, dim)
-        self.pos = LearnedPositionalEmbedding(block_size, dim) if position == "learned" else None
-        self.drop = nn.Dropout(dropout) if dropout else None
-        config = TransformerConfig(
-            dim=dim,
-            depth=depth,
-            num_heads=num_heads,
-            num_kv_heads=num_kv_heads,
-            feed_forward=feed_forward,
-            norm=norm,
-            bias=bias,
-            dropout=dropout,
-            position="rope" if position == "rope" else "none",
-        )
-        self.decoder = Decoder(config)
-        self.head = nn.Linear(dim, vocab_size, bias=False)
+        if cfg.vocab_size is None:
+            raise ValueError(
+                "net.vocab_size is not set: the tzoo CLI links it from the data; when building the model "
+                "yourself pass GPTConfig(vocab_size=<the tokenizer's vocab_size>, ...)"
+            )
+        self.cfg = cfg
+        t = cfg.transformer
+        self.vocab_size, self.block_size = cfg.vocab_size, cfg.block_size
+        self.embed = nn.Embedding(cfg.vocab_size, t.dim)
+        self.pos = LearnedPositionalEmbedding(cfg.block_size, t.dim) if cfg.position == "learned" else None
+        self.drop = nn.Dropout(t.dropout) if t.dropout else None
+        self.decoder = Decoder(t)
+        self.head = nn.Linear(t.dim, cfg.vocab_size, bias=False)
         self.head.weight = self.embed.weight  # tied (Press & Wolf 2017)
-        init_gpt2(self, depth)
+        init_gpt2(self, t.depth)
         self._compiled_forward: Callable[..., Tensor] | None = None  # made by compiled_forward(); not state
 
     def num_params(self, *, non_embedding: bool = True) -> int:

@@ -18,10 +18,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tzoo.tasks.base import TaskModule
-from tzoo.tasks.lm.model import GPT
+from tzoo.tasks.config import OptimConfig, from_dict
+from tzoo.tasks.lm.model import GPT, GPTConfig
 from tzoo.tasks.lm.tokenizer import load_tokenizer
 
 __all__ = ["LanguageModel"]
+
+_FLAT_TRANSFORMER = ("dim", "depth", "num_heads", "num_kv_heads", "dropout", "bias", "feed_forward", "norm")
+_FLAT_OPTIM = ("lr", "min_lr", "weight_decay", "betas", "warmup_steps")
 
 
 class LanguageModel(TaskModule):
@@ -30,52 +34,45 @@ class LanguageModel(TaskModule):
 
     def __init__(
         self,
-        vocab_size: int | None = None,
+        net: GPTConfig = GPTConfig(),
+        optim: OptimConfig = OptimConfig(betas=(0.9, 0.99)),
         *,
-        block_size: int = 256,
-        dim: int = 384,
-        depth: int = 6,
-        num_heads: int = 6,
-        num_kv_heads: int | None = None,
-        dropout: float = 0.0,
-        bias: bool = False,
-        position: Literal["learned", "rope"] = "learned",
-        feed_forward: Literal["gelu", "swiglu"] = "gelu",
-        norm: Literal["layernorm", "rmsnorm"] = "layernorm",
-        lr: float = 1e-3,
-        min_lr: float | None = None,
-        weight_decay: float = 0.1,
-        betas: tuple[float, float] = (0.9, 0.99),
-        warmup_steps: int = 100,
         sample_prompt: str = "\n",
         sample_tokens: int = 200,
         compile: bool = False,
     ) -> None:
-        """``vocab_size`` is linked from the data by the ``tzoo`` CLI; pass it when building by hand."""
-        super().__init__(lr=lr, min_lr=min_lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps, compile=compile)
-        if vocab_size is None:
-            raise ValueError(
-                "vocab_size is not set: the tzoo CLI links it from the data; "
-                "when building LanguageModel yourself pass vocab_size=<the tokenizer's vocab_size>"
-            )
+        """``net``: the model (``GPTConfig``: vocabulary size, linked from the data by the ``tzoo``
+        CLI, block size, absolute positions, and the core's ``TransformerConfig`` as
+        ``net.transformer``). ``optim``: optimizer and schedule. ``sample_prompt`` /
+        ``sample_tokens``: the sample printed after each validation (0 tokens: none)."""
+        super().__init__(optim=optim, compile=compile)
+        net = from_dict(GPTConfig, net, where="net")
         self.save_hyperparameters()
-        self.model = GPT(
-            vocab_size,
-            block_size=block_size,
-            dim=dim,
-            depth=depth,
-            num_heads=num_heads,
-            num_kv_heads=num_kv_heads,
-            dropout=dropout,
-            bias=bias,
-            position=position,
-            feed_forward=feed_forward,
-            norm=norm,
-        )
+        self.model = GPT(net)
         self.sample_prompt, self.sample_tokens = sample_prompt, sample_tokens
         self.tokenizer: Any = None
         self._val_losses: list[Tensor] = []
         self._step_start: float | None = None
+
+    @classmethod
+    def upgrade_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
+        """A checkpoint of an older tzoo took the model's and optimizer's arguments flat
+        (``dim``, ``depth``, ``lr`` ...); they are ``net`` / ``optim`` now."""
+        if "net" in hparams or "dim" not in hparams:
+            return hparams
+        flat = dict(hparams)
+        transformer = {k: flat.pop(k) for k in _FLAT_TRANSFORMER if k in flat}
+        position = flat.pop("position", "learned")
+        if position == "rope":
+            transformer["position"] = "rope"
+        net = {
+            "vocab_size": flat.pop("vocab_size", None),
+            "block_size": flat.pop("block_size", 256),
+            "position": "learned" if position == "learned" else "none",
+            "transformer": transformer,
+        }
+        optim = {k: flat.pop(k) for k in _FLAT_OPTIM if k in flat}
+        return {**flat, "net": net, "optim": optim}
 
     # --- set-up -------------------------------------------------------------------------------
 

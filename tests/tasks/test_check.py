@@ -22,7 +22,7 @@ def config(tmp_path):
         seed_everything: 0
         model:
           class_path: tzoo.tasks.lm.module.LanguageModel
-          init_args: {{block_size: 16, dim: 16, depth: 2, num_heads: 4, num_kv_heads: 2, position: rope, sample_tokens: 0}}
+          init_args: {{sample_tokens: 0, net: {{block_size: 16, position: none, transformer: {{dim: 16, depth: 2, num_heads: 4, num_kv_heads: 2, position: rope}}}}}}
         data:
           class_path: tzoo.tasks.lm.data.TextDataModule
           init_args: {{corpus: {corpus}, block_size: 16, batch_size: 8, cache_dir: {tmp_path / "cache"}}}
@@ -78,8 +78,8 @@ def test_cache_matches_for_attention_position_memory_combinations(combo):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("--model.init_args.num_kv_heads=3", r"num_kv_heads=3 conflicts with num_heads=4: .* \(valid: \[1, 2, 4\]\)"),
-    ("--model.init_args.dim=12", r"position='rope' conflicts with dim=12 and num_heads=4: .* dim / num_heads = 3 must be even"),
+    ("--model.init_args.net.transformer.num_kv_heads=3", r"num_kv_heads=3 conflicts with num_heads=4: .* \(valid: \[1, 2, 4\]\)"),
+    ("--model.init_args.net.transformer.dim=12", r"position='rope' conflicts with dim=12 and num_heads=4: .* dim / num_heads = 3 must be even"),
 ])
 def test_conflicting_options_are_rejected_at_config_time(config, override, message):
     with pytest.raises(SystemExit, match=r"tzoo check: the configuration is invalid: " + message):

@@ -34,11 +34,10 @@ def tiny_config(tmp_path):
             model:
               class_path: tzoo.tasks.lm.module.LanguageModel
               init_args:
-                block_size: 16
-                dim: 16
-                depth: 1
-                num_heads: 2
                 sample_tokens: 8
+                net:
+                  block_size: 16
+                  transformer: {{dim: 16, depth: 1, num_heads: 2}}
             data:
               class_path: tzoo.tasks.lm.data.TextDataModule
               init_args:
@@ -98,8 +97,8 @@ def test_print_config_shows_the_resolved_config(tiny_config, capsys):
 
 def test_user_value_replaced_by_a_link_is_reported(tiny_config):
     tmp_path, config = tiny_config
-    with pytest.warns(UserWarning, match=r"model.init_args.vocab_size=5 from your config is replaced by \d+, linked from the data"):
-        main(["validate", "--config", str(config), "--model.init_args.vocab_size=5", "--trainer.logger=false"])
+    with pytest.warns(UserWarning, match=r"model.init_args.net.vocab_size=5 from your config is replaced by \d+, linked from the data"):
+        main(["validate", "--config", str(config), "--model.init_args.net.vocab_size=5", "--trainer.logger=false"])
 
 
 def test_missing_config_file(tmp_path, capsys):
@@ -167,7 +166,7 @@ def test_a_link_the_model_cannot_take_is_an_error():
         num_classes = 3
 
     model = Namespace(class_path="tzoo.tasks.lm.module.LanguageModel", init_args=Namespace())
-    with pytest.raises(ValueError, match=r"Data provides 'num_classes' for the model, but LanguageModel has no parameter 'num_classes'"):
+    with pytest.raises(ValueError, match=r"Data provides 'num_classes' for the model, but LanguageModel has no parameter 'num_classes', nor a config field of that name"):
         _link_data_to_model(Data(), model)  # type: ignore[arg-type]
 
 
@@ -191,7 +190,11 @@ def test_resuming_a_run_with_another_model_fails_before_writing_anything(tiny_co
     kept = {name: (run / name).read_bytes() for name in ("config.yaml", "hparams.yaml", "run_card.json", "metrics.csv")}
     other = tmp_path / "other.txt"
     other.write_text("".join(chr(c) for c in range(ord("a"), ord("z") + 1)) * 50)  # another vocabulary
+    # `last` looks only for runs of this model + data configuration
     fails(capsys, ["fit", "--config", str(config), "--ckpt_path", "last", f"--data.init_args.corpus={other}"],
+          r"--ckpt_path last found no run to resume .* version_0: finished, another model/data configuration")
+    # the checkpoint file itself: its weights are checked against the model before anything is written
+    fails(capsys, ["fit", "--config", str(config), "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), f"--data.init_args.corpus={other}"],
           r"checkpoint '.*version_0/checkpoints/last\.ckpt' does not fit this model "
           r"\(model\.embed\.weight is \[\d+, 16\] in the checkpoint and \[27, 16\] in this model\).*"
           r"tzoo fit --config .*version_0/config\.yaml")  # fmt: skip
@@ -228,7 +231,7 @@ def test_help_lists_every_subcommand_and_runs_carry_no_args_warning(tiny_config,
 
 def test_a_model_that_refuses_its_arguments_is_one_clear_line(tiny_config, capsys):
     tmp_path, config = tiny_config
-    fails(capsys, ["fit", "--config", str(config), "--model.init_args.num_kv_heads=3"],
+    fails(capsys, ["fit", "--config", str(config), "--model.init_args.net.transformer.num_kv_heads=3"],
           r"^tzoo: error: the configuration does not build: num_kv_heads=3 conflicts with num_heads=2.*valid: \[1, 2\]")
     assert not (tmp_path / "runs").exists()
 

@@ -19,7 +19,7 @@ class Toy(TaskModule):
     card_metric = "val/acc"
 
     def __init__(self):
-        super().__init__(lr=1e-2, warmup_steps=1)
+        super().__init__(optim={"lr": 1e-2, "warmup_steps": 1})
         self.net = torch.nn.Linear(4, 2)
 
     def training_step(self, batch, batch_idx):

@@ -3,12 +3,15 @@
 import pytest
 import torch
 
-from tzoo.tasks.lm.model import GPT, filter_logits, sample_next
+from tzoo.core import TransformerConfig
+from tzoo.tasks.lm.model import GPT, GPTConfig, filter_logits, sample_next
 
 
 def tiny(position="learned", **kw):
     torch.manual_seed(0)
-    return GPT(23, block_size=32, dim=32, depth=2, num_heads=4, position=position, **kw).eval()
+    relative = "rope" if position == "rope" else "none"
+    stack = TransformerConfig(dim=32, depth=2, num_heads=4, position=relative, **kw)
+    return GPT(GPTConfig(23, block_size=32, position="learned" if position == "learned" else "none", transformer=stack)).eval()
 
 
 @pytest.mark.parametrize("position", ["learned", "rope"])
@@ -78,7 +81,7 @@ def test_tied_head_and_param_count():
 @pytest.mark.parametrize(
     "kw, message",
     [
-        (dict(temperature=-0.5), r"temperature must be >= 0.*got -0.5"),
+        (dict(temperature=-0.5), r"temperature must be a finite number >= 0.*got -0.5"),
         (dict(top_p=0.0), r"top_p must be in \(0, 1\].*got 0.0"),
         (dict(top_p=1.5), r"top_p must be in \(0, 1\].*got 1.5"),
         (dict(top_k=0), r"top_k must be >= 1.*got 0"),

@@ -6,6 +6,9 @@ import torch
 
 from tzoo.tasks.generate import load_module
 from tzoo.tasks.lm.data import TextDataModule
+from tzoo.core import TransformerConfig
+from tzoo.tasks.config import OptimConfig
+from tzoo.tasks.lm.model import GPTConfig
 from tzoo.tasks.lm.module import LanguageModel
 
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 30
@@ -18,8 +21,12 @@ def data(tmp_path):
     return TextDataModule(str(corpus), block_size=16, batch_size=4, val_batches=2, cache_dir=str(tmp_path / "cache"))
 
 
-def tiny(vocab_size, **kw):
-    return LanguageModel(vocab_size, block_size=16, dim=16, depth=1, num_heads=2, sample_tokens=0, warmup_steps=2, **kw)
+def net(vocab_size, block_size=16):
+    return GPTConfig(vocab_size, block_size=block_size, transformer=TransformerConfig(dim=16, depth=1, num_heads=2))
+
+
+def tiny(vocab_size, **optim):
+    return LanguageModel(net(vocab_size), OptimConfig(warmup_steps=2, **optim), sample_tokens=0)
 
 
 def trainer(tmp_path, steps=6):
@@ -55,13 +62,13 @@ def test_prompt_outside_the_character_vocabulary(tmp_path, data):
 
 
 def test_data_block_size_larger_than_model_positions(tmp_path, data):
-    model = LanguageModel(data.vocab_size, block_size=8, dim=16, depth=1, num_heads=2)
+    model = LanguageModel(net(data.vocab_size, block_size=8))
     with pytest.raises(ValueError, match=r"data's block_size=16 is larger than the model's block_size=8"):
         trainer(tmp_path).fit(model, datamodule=data)
 
 
 def test_vocab_size_must_be_given_outside_the_cli():
-    with pytest.raises(ValueError, match=r"vocab_size is not set: the tzoo CLI links it from the data"):
+    with pytest.raises(ValueError, match=r"net.vocab_size is not set: the tzoo CLI links it from the data"):
         LanguageModel()
 
 

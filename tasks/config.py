@@ -1,0 +1,89 @@
+"""Configuration objects shared by every task: the optimizer / schedule settings, and turning the
+plain dicts a checkpoint or YAML file holds back into (nested) dataclasses with clear errors.
+
+A task's LightningModule takes ``net`` (its model's config dataclass, which holds the core's
+``TransformerConfig``), ``optim`` (``OptimConfig``) and its own task options. jsonargparse builds
+the dataclasses from YAML and the command line (``--model.init_args.net.transformer.window 64``);
+checkpoints store them as plain dicts (``to_dict``), so they load with ``weights_only=True``, and
+``from_dict`` rebuilds them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+__all__ = ["OptimConfig", "config_fields", "from_dict", "to_dict"]
+
+T = TypeVar("T")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with weight decay on matrices only, under linear warmup then cosine decay to
+    ``min_lr`` (``lr / 10`` when None)."""
+
+    lr: float = 1e-3
+    min_lr: float | None = None
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = 100
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"optim.lr must be a finite number > 0, got {self.lr}")
+        if self.min_lr is not None and not (math.isfinite(self.min_lr) and 0 <= self.min_lr <= self.lr):
+            raise ValueError(f"optim.min_lr must be in [0, lr={self.lr}] (or None for lr / 10), got {self.min_lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"optim.weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"optim.betas must be two numbers in [0, 1), got {self.betas}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+
+
+def config_fields(cls: type) -> dict[str, Any]:
+    """A dataclass's fields and their resolved types."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _dataclass_in(tp: Any) -> type | None:
+    """The dataclass a field's type names (``X`` or ``X | None``), or None."""
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        found = [a for a in typing.get_args(tp) if dataclasses.is_dataclass(a)]
+        return found[0] if len(found) == 1 else None
+    return None
+
+
+def from_dict(cls: type[T], value: Any, *, where: str = "") -> T:
+    """``cls`` built from ``value`` (an instance of it, or a dict of its fields, nested dataclasses
+    as dicts too). An unknown field is a ValueError naming it and listing the valid ones."""
+    if isinstance(value, cls):
+        return value
+    if hasattr(value, "as_dict"):  # a jsonargparse Namespace
+        value = value.as_dict()
+    name = where or cls.__name__
+    if not isinstance(value, dict):
+        raise TypeError(f"{name} must be a {cls.__name__} or a dict of its fields, got {type(value).__name__}")
+    fields = config_fields(cls)
+    unknown = sorted(set(value) - set(fields))
+    if unknown:
+        raise ValueError(f"{name} has no field {unknown[0]!r} (valid fields: {', '.join(fields)})")
+    kwargs = {}
+    for key, item in value.items():
+        nested = _dataclass_in(fields[key])
+        kwargs[key] = from_dict(nested, item, where=f"{name}.{key}") if nested is not None and item is not None else item
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A (nested) dataclass as plain dicts, lists and scalars: what a checkpoint can hold."""
+    return dataclasses.asdict(config)
