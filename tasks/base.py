@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,11 @@ from torch import nn
 from tzoo.tasks.config import OptimConfig, from_dict, to_dict
 
 __all__ = ["TaskModule", "cosine_with_warmup", "param_groups"]
+
+
+def _plain(value: Any) -> Any:
+    """Lists and tuples alike (a checkpoint's hyperparameters hold lists where a config held tuples)."""
+    return tuple(_plain(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -51,6 +57,11 @@ class TaskModule(pl.LightningModule):
     task_name: str = ""
     #: the logged metric a run card reports as this task's result (``tzoo.tasks.run_card``)
     card_metric: str = "val/loss"
+    #: the step timer logs ``train/<throughput_unit>_per_s`` (of ``throughput_count(batch)``); None: no such metric
+    throughput_unit: str | None = None
+    #: values linked from the data (``model_links``) that must equal the model's when a trained model meets
+    #: data (test / predict / resume with a checkpoint); None: all of them
+    strict_links: tuple[str, ...] | None = None
 
     def __init__(self, *, optim: OptimConfig | None = None, compile: bool = False) -> None:
         """``optim``: the optimizer and LR schedule (a dict of its fields is taken too, as a
@@ -58,7 +69,8 @@ class TaskModule(pl.LightningModule):
         (in place, so checkpoints keep the plain model's state-dict keys)."""
         super().__init__()
         self.optim = from_dict(OptimConfig, OptimConfig() if optim is None else optim, where="optim")
-        self.compile_model = compile
+        self.compile_model, self._compiled = compile, False
+        self._step_start: float | None = None
 
     @classmethod
     def upgrade_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
@@ -105,9 +117,88 @@ class TaskModule(pl.LightningModule):
             if dataclasses.is_dataclass(value) and not isinstance(value, type):
                 self.hparams[key] = to_dict(value)
 
+    # --- framework hooks: subclasses that override one call super() ----------------------------
+
     def setup(self, stage: str) -> None:
-        if self.compile_model and stage == "fit":
-            self.model.compile()  # in place: state_dict keys stay those of the plain model
+        """Checks that the model fits the data it meets (``strict_links``)."""
+        data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if data is not None:
+            self.check_links(data)
+
+    def check_links(self, data: Any) -> None:
+        """ValueError naming the first value linked from ``data`` that differs from the model's own."""
+        links = getattr(data, "model_links", ())
+        for name in links if self.strict_links is None else [n for n in self.strict_links if n in links]:
+            ours, theirs = self.linked_value(name), getattr(data, name, None)
+            if ours is not None and theirs is not None and _plain(ours) != _plain(theirs):
+                where = getattr(data, "dataset", None) or type(data).__name__
+                raise ValueError(
+                    f"the model has {name}={ours!r} but the data ({where}) has {name}={theirs!r}: use a checkpoint "
+                    f"trained on this data, or data with {name}={ours!r}"
+                )
+
+    def linked_value(self, name: str) -> Any:
+        """The model's value of a linked argument: a hyperparameter, or a field of a config (``net.vocab_size``)."""
+        if name in self.hparams:
+            return self.hparams[name]
+        for value in self.hparams.values():
+            if isinstance(value, dict) and name in value:
+                return value[name]
+        return None
+
+    def configure_model(self) -> None:
+        """Under Lightning's ``ModelParallelStrategy`` (FSDP2), shard the model over the device
+        mesh's data-parallel dimension (see ``tzoo.tasks.parallel``); other strategies have no mesh.
+        Then, with ``compile=True`` and when fitting, ``torch.compile`` ``self.model`` in place
+        (state-dict keys stay those of the plain model). Tasks do not override this hook."""
+        if self.device_mesh is not None:
+            from tzoo.tasks.parallel import fully_shard_blocks
+
+            fully_shard_blocks(self, self.device_mesh["data_parallel"])
+        if self.compile_model and self._trainer is not None and self.trainer.state.fn == "fit" and not self._compiled:
+            self.model.compile()
+            self._compiled = True
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuses a checkpoint stamped by another task, before any weight is loaded."""
+        stamp = checkpoint.get("tzoo", {})
+        if stamp.get("task", self.task_name) != self.task_name:
+            raise ValueError(
+                f"this checkpoint was written by the {stamp.get('task')!r} task ({stamp.get('class_path')}), "
+                f"not by {type(self).__name__} (the {self.task_name!r} task)"
+            )
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._step_start = time.perf_counter()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """The step timer: ``train/<throughput_unit>_per_s`` on the steps the loggers write."""
+        if self._step_start is None or self.throughput_unit is None:
+            return
+        count = self.throughput_count(batch)
+        if count is not None:
+            seconds = time.perf_counter() - self._step_start
+            self.log_train_metrics({f"train/{self.throughput_unit}_per_s": float(count) / seconds})
+
+    def throughput_count(self, batch: Any) -> float | None:
+        """What one training batch holds, in ``throughput_unit`` (default: its nodes)."""
+        return self.count_nodes(batch)
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        """``tzoo predict`` writes ``prediction_rows`` into the run folder when the task defines them."""
+        if type(self).prediction_rows is TaskModule.prediction_rows:
+            return []
+        from tzoo.tasks.predictions import PredictionWriter
+
+        return [PredictionWriter()]
+
+    def prediction_rows(self, predictions: list[Any], data: Any) -> list[dict[str, Any]]:
+        """One dict per predicted item, from ``predict_step``'s outputs (``predict_file`` names the
+        file: ``.csv`` or ``.jsonl``). Tasks that predict override it."""
+        raise NotImplementedError
+
+    #: where ``prediction_rows`` are written, in the run folder
+    predict_file: str = "predictions.csv"
 
     def run_dir(self) -> Path | None:
         """The folder for a run's pictures and side files: the logger's run directory, or ``None``
@@ -115,14 +206,6 @@ class TaskModule(pl.LightningModule):
         collect stray files). Call it on every rank: ``log_dir`` is a collective under DDP."""
         trainer = self.trainer
         return Path(trainer.log_dir) if trainer.loggers and trainer.log_dir else None
-
-    def configure_model(self) -> None:
-        """Under Lightning's ``ModelParallelStrategy`` (FSDP2), shard the model over the device
-        mesh's data-parallel dimension (see ``tzoo.tasks.parallel``); other strategies have no mesh."""
-        if self.device_mesh is not None:
-            from tzoo.tasks.parallel import fully_shard_blocks
-
-            fully_shard_blocks(self, self.device_mesh["data_parallel"])
 
     def configure_optimizers(self) -> Any:
         # the fused kernel (CPU and CUDA) is one call per step instead of several per tensor

@@ -11,9 +11,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 TINY = {
     "lm": [
-        "--model.init_args.dim=16", "--model.init_args.depth=1", "--model.init_args.num_heads=2",
-        "--model.init_args.num_kv_heads=null", "--model.init_args.sample_tokens=4",
-        "--data.init_args.block_size=16", "--model.init_args.block_size=16", "--data.init_args.batch_size=2",
+        "--model.init_args.net.transformer.dim=16", "--model.init_args.net.transformer.depth=1",
+        "--model.init_args.net.transformer.num_heads=2", "--model.init_args.net.transformer.num_kv_heads=null",
+        "--model.init_args.sample_tokens=4", "--data.init_args.block_size=16", "--model.init_args.net.block_size=16",
+        "--data.init_args.batch_size=2",
     ],
     "speech": [
         "--data.init_args.corpus_size=[6,3,3]", "--data.init_args.max_words=2", "--data.init_args.workers=1",

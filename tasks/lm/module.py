@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +30,7 @@ _FLAT_OPTIM = ("lr", "min_lr", "weight_decay", "betas", "warmup_steps")
 class LanguageModel(TaskModule):
     task_name = "lm"
     card_metric = "val/ppl"
+    throughput_unit = "tokens"
 
     def __init__(
         self,
@@ -52,7 +52,6 @@ class LanguageModel(TaskModule):
         self.sample_prompt, self.sample_tokens = sample_prompt, sample_tokens
         self.tokenizer: Any = None
         self._val_losses: list[Tensor] = []
-        self._step_start: float | None = None
 
     @classmethod
     def upgrade_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
@@ -84,7 +83,7 @@ class LanguageModel(TaskModule):
             if block is not None and block > self.model.block_size:
                 raise ValueError(
                     f"the data's block_size={block} is larger than the model's block_size={self.model.block_size} "
-                    f"(its maximum positions); set model.init_args.block_size >= {block} or data.init_args.block_size <= {self.model.block_size}"
+                    f"(its maximum positions); set model.init_args.net.block_size >= {block} or data.init_args.block_size <= {self.model.block_size}"
                 )
             if self.tokenizer is None:
                 self.tokenizer = datamodule.tokenizer
@@ -112,18 +111,10 @@ class LanguageModel(TaskModule):
         logits = self.model(x)  # (B, N, V)
         return F.cross_entropy(logits.view(-1, logits.shape[-1]), y.reshape(-1))
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self._step_start = time.perf_counter()
-
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self._loss(batch)
         self.log_train_metrics({"train/loss": loss}, prog_bar=("train/loss",))
         return loss
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._step_start is not None:
-            tokens = batch[0].numel()
-            self.log_train_metrics({"train/tokens_per_s": tokens / (time.perf_counter() - self._step_start)})
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._val_losses.append(self._loss(batch).detach())
@@ -207,12 +198,7 @@ class LanguageModel(TaskModule):
                 checkpoint["tokenizer"] = json.loads(path.read_text(encoding="utf-8"))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        stamp = checkpoint.get("tzoo", {})
-        if stamp.get("task", self.task_name) != self.task_name:
-            raise ValueError(
-                f"this checkpoint was written by the {stamp.get('task')!r} task ({stamp.get('class_path')}), "
-                f"not by the language model ('lm')"
-            )
+        super().on_load_checkpoint(checkpoint)
         if "tokenizer" in checkpoint:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "tokenizer.json"
