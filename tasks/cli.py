@@ -16,6 +16,7 @@ cannot take is an error, and a value of the user's own that a link replaces is r
 from __future__ import annotations
 
 import inspect
+import json
 import linecache
 import sys
 import tempfile
@@ -570,6 +571,36 @@ def main(args: list[str] | None = None) -> None:
         raise SystemExit(2) from None
 
 
+_NULLS = ("null", "None", "~", "none", "Null", "NULL")
+
+
+def _nested_nulls(args: list[str]) -> list[str]:
+    """``--model.init_args.net.transformer.window=null`` -> ``--model {"init_args": {"net":
+    {"transformer": {"window": null}}}}``: jsonargparse (4.53) turns a null given to a nested field
+    of a subclass's argument into the string "None" and refuses it; the same value given as a
+    nested dict merges into the config as intended."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        key, value, used = arg, None, 1
+        if "=" in arg:
+            key, value = arg.split("=", 1)
+        elif i + 1 < len(args):
+            value, used = args[i + 1], 2
+        head, _, rest = key.partition(".init_args.")
+        if head in ("--model", "--data") and "." in rest and value in _NULLS:
+            nested: Any = None
+            for part in reversed(rest.split(".")):
+                nested = {part: nested}
+            out += [head, json.dumps({"init_args": nested})]
+            i += used
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
 def _main(argv: list[str]) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print("usage:\n" + __doc__.split("\n\n")[1].rstrip() + "\n\n`tzoo SUBCOMMAND --help` for a subcommand's options")
@@ -592,7 +623,7 @@ def _main(argv: list[str]) -> None:
 
         check_main(argv[1:])
         return
-    argv = _expand_task(argv)
+    argv = _nested_nulls(_expand_task(argv))
     _check_config_files(argv)
     TzooCLI(args=argv)
 
