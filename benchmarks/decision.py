@@ -27,7 +27,7 @@ import torch
 
 from tzoo.tasks.cli import main as tzoo
 from tzoo.tasks.decision.rollout import normalized_return
-from tzoo.tasks.generate import load_module
+from tzoo.tasks.loading import load_module
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = (50, 150, 300, 500)

@@ -123,7 +123,7 @@ def _greedy_rtf(module: Any, waves: list[torch.Tensor], threads: int) -> float:
 @torch.inference_mode()
 def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | None = None,
                beam_size: int | None = None, beam_ctc_weight: float | None = None) -> None:
-    from tzoo.tasks.generate import load_module
+    from tzoo.tasks.loading import load_module
     from tzoo.tasks.speech.audio import load_audio
     from tzoo.tasks.speech.decoding import beam_search, max_tokens
 

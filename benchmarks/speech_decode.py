@@ -55,7 +55,7 @@ def main() -> None:
     from torchmetrics.functional.text import char_error_rate, word_error_rate
 
     from speech import _datamodule  # benchmarks/speech.py: the full run's data module
-    from tzoo.tasks.generate import load_module
+    from tzoo.tasks.loading import load_module
 
     ckpt = args.ckpt or Path(json.loads(args.results.read_text())["train"]["run_dir"]) / "checkpoints" / "last.ckpt"
     module = load_module(ckpt, task="speech")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tzoo.tasks.generate import load_module
+from tzoo.tasks.loading import load_module
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ KV cache, and time both.
 import argparse
 import time
 
-from tzoo.tasks.generate import load_module
+from tzoo.tasks.loading import load_module
 
 
 def main() -> None:

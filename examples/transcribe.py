@@ -14,7 +14,7 @@ import argparse
 
 import torch
 
-from tzoo.tasks.generate import load_module
+from tzoo.tasks.loading import load_module
 from tzoo.tasks.speech.audio import load_audio
 
 

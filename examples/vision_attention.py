@@ -12,7 +12,7 @@ the model was trained on them.
 
 import argparse
 
-from tzoo.tasks.generate import load_checkpoint, load_module
+from tzoo.tasks.loading import load_checkpoint, load_module
 from tzoo.tasks.vision.attention_maps import attention_figure
 from tzoo.tasks.vision.data import ImageDataModule
 

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from tzoo.core import Decoder, MultiHeadAttention
-from tzoo.tasks.cli import TzooCLI, _check_config_files, _expand_task, _root_cause
+from tzoo.tasks.cli import TzooCLI, check_config_files, expand_task, root_cause
 
 __all__ = ["Check", "check_decoder_cache", "check_decoder_causality", "check_main", "run_checks"]
 
@@ -63,7 +63,7 @@ def build(args: list[str]) -> tuple[pl.LightningModule, pl.LightningDataModule |
     try:
         cli = _BuildOnly(args=args, run=False)
     except (ValueError, TypeError, KeyError) as exc:
-        raise CheckConfigError(_root_cause(exc)) from exc
+        raise CheckConfigError(root_cause(exc)) from exc
     trainer = cli.config.get("trainer")
     return cli.model, cli.datamodule, dict(trainer) if trainer is not None else {}
 
@@ -258,10 +258,10 @@ def check_main(args: list[str]) -> None:
             raise SystemExit(2)
         return
     try:
-        args = _expand_task(args)
+        args = expand_task(args)
     except ValueError as exc:
         raise SystemExit(f"tzoo check: {exc}") from None
-    _check_config_files(args)
+    check_config_files(args)
     try:
         _, checks = run_checks(args)
     except CheckConfigError as exc:

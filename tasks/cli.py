@@ -341,7 +341,7 @@ def _log_step(ckpt: Path) -> int | None:
     return int(step) if step is not None else None
 
 
-def _expand_task(args: list[str]) -> list[str]:
+def expand_task(args: list[str]) -> list[str]:
     """``--task NAME`` (or ``--task=NAME``) -> ``--config <that task's default config>``, in place,
     so flags after it still override the config. ``--task`` with ``--config`` (or a second
     ``--task``) is refused: the files would be layered in command-line order, so another task's
@@ -400,7 +400,7 @@ def _config_paths(args: list[str]) -> list[str]:
     return paths
 
 
-def _check_config_files(args: list[str]) -> None:
+def check_config_files(args: list[str]) -> None:
     """Each config file exists, is a file and is YAML (an error names the file and the line), and
     together they configure one task's model."""
     models: list[tuple[str, str]] = []  # (file, its model's class_path)
@@ -515,7 +515,7 @@ def _is_wrapper(exc: BaseException) -> bool:
     return any(marker in str(exc) for marker in _WRAPPERS)
 
 
-def _root_cause(exc: BaseException) -> str:
+def root_cause(exc: BaseException) -> str:
     """The model's or data's own message, not jsonargparse's wrappers around it ("Does not validate
     against any of the Union subtypes ...", "Problem with given class_path ..."): follows the
     chain down from the wrappers to the first exception that is not one, honouring ``from None``."""
@@ -540,7 +540,7 @@ def _input_error(exc: BaseException) -> str | None:
     if isinstance(exc, UsageError):
         return str(exc)
     if isinstance(exc, (ValueError, TypeError)) and _is_wrapper(exc):
-        return f"the configuration does not build: {_root_cause(exc)}"
+        return f"the configuration does not build: {root_cause(exc)}"
     if isinstance(exc, (ValueError, OSError)) and _raised_by_tzoo(exc):
         return str(exc)
     return None
@@ -623,8 +623,8 @@ def _main(argv: list[str]) -> None:
 
         check_main(argv[1:])
         return
-    argv = _nested_nulls(_expand_task(argv))
-    _check_config_files(argv)
+    argv = _nested_nulls(expand_task(argv))
+    check_config_files(argv)
     TzooCLI(args=argv)
 
 

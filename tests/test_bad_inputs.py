@@ -22,12 +22,12 @@ from tzoo.tasks.decision.data import TrajectoryDataModule
 from tzoo.tasks.decision.model import DecisionTransformerModel
 from tzoo.tasks.decision.module import DecisionTransformer
 from tzoo.tasks.decision.tokenizer import TrajectoryTokenizer
-from tzoo.tasks.generate import load_checkpoint
+from tzoo.tasks.loading import load_checkpoint
 from tzoo.tasks.lm.data import TextDataModule
 from tzoo.tasks.config import OptimConfig
 from tzoo.tasks.lm.model import GPT, GPTConfig
 from tzoo.tasks.lm.module import LanguageModel
-from tzoo.tasks.lm.tokenizer import BPETokenizer, CharTokenizer, load_tokenizer
+from tzoo.tasks.text import BPETokenizer, CharTokenizer, load_tokenizer
 from tzoo.tasks.reliability import NonFiniteLossGuard, read_checkpoint
 from tzoo.tasks.vision.data import ImageDataModule
 from tzoo.tasks.vision.module import VisionClassifier

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tzoo.tasks.generate import load_module
+from tzoo.tasks.loading import load_module
 from tzoo.tasks.reliability import read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from tzoo.tasks.lm.tokenizer import EOT, BPETokenizer, CharTokenizer
+from tzoo.tasks.text import EOT, BPETokenizer, CharTokenizer
 from tzoo.tasks.vision.tokenizer import PatchTokenizer
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -203,7 +203,8 @@ def test_a_kill_during_checkpoint_saves_never_leaves_a_broken_file(tmp_path):
 def test_keyed_windows_resume_mid_epoch_and_split_across_ranks():
     import numpy as np
 
-    from tzoo.tasks.lm.data import KeyedStarts, Position
+    from tzoo.tasks.lm.data import KeyedStarts
+    from tzoo.tasks.sampling import Position
 
     def starts(position: Position, batch_size: int) -> list:
         sampler = KeyedStarts(0, 1000, block_size=8, batch_size=batch_size, num_batches=5, seed=(1, 2), position=lambda: position)

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from tzoo.tasks.cli import main
-from tzoo.tasks.generate import load_module
-from tzoo.tasks.lm.tokenizer import load_tokenizer
+from tzoo.tasks.loading import load_module
+from tzoo.tasks.text import load_tokenizer
 from tzoo.tasks.reliability import SafeCheckpointIO, read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -34,22 +34,21 @@ import sysconfig
 import urllib.error
 import urllib.parse
 import urllib.request
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tzoo.tasks.files import atomic_write
-from tzoo.tasks.lm.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
+from tzoo.tasks.sampling import KeyedBatches, KeyedLoader, LoopPosition, Position, run_seed
+from tzoo.tasks.text import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
 
 __all__ = [
     "NAMED_CORPORA",
-    "KeyedLoader",
     "KeyedStarts",
     "RandomStarts",
     "TextDataModule",
@@ -278,48 +277,10 @@ class RandomStarts(Sampler[np.ndarray]):
             yield torch.randint(self.start, high, (self.batch_size,), generator=generator).numpy()
 
 
-class Position(NamedTuple):
-    """Where a training pass starts: the epoch, the batches already done in it, and this
-    process's data-parallel rank among ``world`` ranks."""
-
-    epoch: int
-    done: int
-    rank: int = 0
-    world: int = 1
-
-
-class KeyedLoader(DataLoader):
-    """The training loader over ``KeyedStarts``. Its position is the loop's (epoch, batch), which
-    Lightning restores from a checkpoint, and its windows are keyed by the seeds, so a run resumed
-    mid-epoch continues exactly (Lightning counts it as resumable and does not warn). Its state is
-    that key: a resume whose seeds differ from the checkpoint's run is reported, since its windows
-    then differ from the ones the interrupted run would have drawn."""
-
-    def state_dict(self) -> dict[str, Any]:
-        key = getattr(self.sampler, "key", None)  # Lightning may swap the sampler (overfit_batches)
-        return {} if key is None else {"window_key": list(key)}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        saved, key = state_dict.get("window_key"), getattr(self.sampler, "key", None)
-        if saved is not None and key is not None and tuple(saved) != tuple(key):
-            warnings.warn(
-                f"resumed with training windows keyed by {tuple(key)} (data seed, seed_everything), "
-                f"but the checkpoint's run drew them with {tuple(saved)}: from here on this run sees other "
-                f"windows than the interrupted one would have",
-                stacklevel=2,
-            )
-
-
-class KeyedStarts(RandomStarts, DistributedSampler):
-    """Training window starts, resumable and rank-aware.
-
-    Batch ``i`` of epoch ``e`` is drawn by an RNG keyed by ``(*seed, e, i)``, and a pass starts at
-    the batch ``position()`` names: a run resumed mid-epoch draws exactly the windows the
-    interrupted run would have. Under data parallelism each step draws ``world * batch_size``
-    starts and rank ``r`` takes the ``r``-th slice, so the ranks together train on the batch a
-    single process with ``world * batch_size`` would. It is a ``DistributedSampler`` only so that
-    Lightning does not wrap it in one: it deals the ranks their shares itself.
-    """
+class KeyedStarts(KeyedBatches):
+    """Training window starts, resumable and rank-aware (``tzoo.tasks.sampling``): uniform over
+    the windows that fit in ``[start, stop)``, batch ``i`` of epoch ``e`` keyed by
+    ``(*seed, e, i)``."""
 
     def __init__(
         self,
@@ -332,18 +293,12 @@ class KeyedStarts(RandomStarts, DistributedSampler):
         seed: tuple[int, ...],
         position: Callable[[], Position],
     ) -> None:
-        RandomStarts.__init__(
-            self, start, stop, block_size=block_size, batch_size=batch_size, num_batches=num_batches, seed=None
-        )
-        self.key, self.position = tuple(seed), position
+        assert stop - start >= block_size + 1, "the data module checks the split sizes"
+        self.start, self.stop, self.block_size = start, stop, block_size
+        super().__init__(batch_size=batch_size, num_batches=num_batches, key=seed, position=position, draw=self._draw)
 
-    def __iter__(self) -> Iterator[np.ndarray]:
-        epoch, done, rank, world = self.position()
-        high = self.stop - self.block_size
-        b = self.batch_size
-        for i in range(done, self.num_batches):
-            rng = np.random.default_rng([*self.key, epoch, i])  # ~10 us: negligible beside a step
-            yield rng.integers(self.start, high, b * world, dtype=np.int64)[rank * b : (rank + 1) * b]
+    def _draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.integers(self.start, self.stop - self.block_size, n, dtype=np.int64)
 
 
 # --- the data module ----------------------------------------------------------------------------
@@ -416,7 +371,7 @@ class TextDataModule(pl.LightningDataModule):
         self._windows: TokenWindows | None = None  # set, with the two samplers, by setup()
         self._train_starts: RandomStarts | None = None
         self._val_starts: RandomStarts | None = None
-        self._passes = 0  # training passes made without a trainer (see _train_position)
+        self._position = LoopPosition(self, train_batches)  # where a training pass starts
 
     # --- what the model needs ---------------------------------------------------------------
 
@@ -459,31 +414,11 @@ class TextDataModule(pl.LightningDataModule):
         self._windows = TokenWindows(entry / "tokens.npy", block_size=self.block_size)
         sizes = dict(block_size=self.block_size, batch_size=self.batch_size)
         # keyed by the data seed and seed_everything's seed (its PL_GLOBAL_SEED), like the rest of the run
-        train_seed = (self.seed, int(os.environ.get("PL_GLOBAL_SEED", 0)))
+        train_seed = (self.seed, run_seed())
         self._train_starts = KeyedStarts(
-            0, n_train, num_batches=self.train_batches, seed=train_seed, position=self._train_position, **sizes
+            0, n_train, num_batches=self.train_batches, seed=train_seed, position=self._position, **sizes
         )
         self._val_starts = RandomStarts(n_train, n_train + n_val, num_batches=self.val_batches, seed=self.seed, **sizes)
-
-    def _train_position(self) -> Position:
-        """Where a training pass starts (see ``KeyedStarts``).
-
-        Under a trainer this reads its loop progress, which a checkpoint restores: on resume the
-        pass skips the batches the interrupted run trained on. Without a trainer every pass is a
-        new epoch."""
-        trainer = self.trainer
-        if trainer is None:
-            self._passes += 1
-            return Position(self._passes - 1, 0)
-        epoch, done = trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        limit = trainer.limit_train_batches
-        length = self.train_batches
-        length = min(length, limit) if isinstance(limit, int) else max(1, int(length * (limit if limit is not None else 1.0)))
-        if done >= length:  # resumed from a checkpoint taken at the end of an epoch
-            epoch, done = epoch + 1, 0
-        # DDP and ModelParallelStrategy both say which data-parallel rank this process is
-        ranks = getattr(trainer.strategy, "distributed_sampler_kwargs", None) or {}
-        return Position(epoch, done, ranks.get("rank", 0), ranks.get("num_replicas", 1))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

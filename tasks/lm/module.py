@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,7 @@ from torch import Tensor
 from tzoo.tasks.base import TaskModule
 from tzoo.tasks.config import OptimConfig, from_dict
 from tzoo.tasks.lm.model import GPT, GPTConfig
-from tzoo.tasks.lm.tokenizer import load_tokenizer
+from tzoo.tasks.text import load_tokenizer
 
 __all__ = ["LanguageModel"]
 

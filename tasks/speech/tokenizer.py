@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import torchaudio.transforms as AT
 from torch import Tensor, nn
 
-from tzoo.tasks.lm.tokenizer import CharTokenizer
+from tzoo.tasks.text import CharTokenizer
 
 __all__ = ["BLANK", "BOS", "EOS", "AudioTokenizer", "LogMel", "text_tokenizer"]
 

@@ -121,7 +121,7 @@ def test_unknown_config_key_is_rejected(tiny_config, capsys):
 def test_generate_refuses_other_files(tmp_path, capsys):
     bogus = tmp_path / "x.ckpt"
     torch.save({"state_dict": {}, "tzoo": {"task": "vision", "class_path": "x.Y"}}, bogus)
-    from tzoo.tasks.generate import load_module
+    from tzoo.tasks.loading import load_module
 
     with pytest.raises(ValueError, match=r"written by the 'vision' task, not by 'lm'"):
         load_module(bogus, task="lm")
@@ -237,7 +237,7 @@ def test_a_model_that_refuses_its_arguments_is_one_clear_line(tiny_config, capsy
 
 
 def test_root_cause_reaches_the_models_own_message_through_jsonargparse():
-    from tzoo.tasks.cli import _root_cause
+    from tzoo.tasks.cli import root_cause
 
     def chain(inner: BaseException) -> ValueError:
         try:
@@ -251,14 +251,14 @@ def test_root_cause_reaches_the_models_own_message_through_jsonargparse():
             except ValueError as wrapper:
                 return wrapper
 
-    assert _root_cause(chain(RuntimeError("dim must be > 0, got -1"))) == "dim must be > 0, got -1"
+    assert root_cause(chain(RuntimeError("dim must be > 0, got -1"))) == "dim must be > 0, got -1"
     try:  # the model's own error raised `from None` over a KeyError: its message, not the KeyError's
         try:
             {}["heads"]
         except KeyError:
             raise ValueError("num_heads must divide dim") from None
     except ValueError as own:
-        assert _root_cause(chain(own)) == "num_heads must divide dim"
+        assert root_cause(chain(own)) == "num_heads must divide dim"
 
 
 def test_the_fit_check_compares_shapes_even_when_names_may_differ(tmp_path):

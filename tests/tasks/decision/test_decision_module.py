@@ -10,7 +10,7 @@ import torch
 from tzoo.tasks.cli import main
 from tzoo.tasks.decision.data import TrajectoryDataModule
 from tzoo.tasks.decision.module import DecisionTransformer
-from tzoo.tasks.generate import load_module
+from tzoo.tasks.loading import load_module
 
 TINY = dict(dim=16, depth=1, num_heads=2, dropout=0.0, eval_episodes=2)
 

@@ -326,5 +326,5 @@ def test_the_training_loader_is_resumable_and_reports_a_resume_with_other_seeds(
     assert not isinstance(dm.val_dataloader(), _Stateful)
     state = loader.state_dict()
     loader.load_state_dict(state)  # the same seeds: silent
-    with pytest.warns(UserWarning, match=r"resumed with training windows keyed by \(3, \d+\).*drew them with \(4, \d+\)"):
+    with pytest.warns(UserWarning, match=r"resumed with training batches keyed by \(3, \d+\).*drew them with \(4, \d+\)"):
         loader.load_state_dict({"window_key": [4, state["window_key"][1]]})

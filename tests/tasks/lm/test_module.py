@@ -4,7 +4,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
-from tzoo.tasks.generate import load_module
+from tzoo.tasks.loading import load_module
 from tzoo.tasks.lm.data import TextDataModule
 from tzoo.core import TransformerConfig
 from tzoo.tasks.config import OptimConfig

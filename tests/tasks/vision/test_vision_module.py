@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from tzoo.tasks.cli import main
-from tzoo.tasks.generate import load_module
+from tzoo.tasks.loading import load_module
 from tzoo.tasks.vision.data import ImageDataModule
 from tzoo.tasks.vision.module import VisionClassifier
 

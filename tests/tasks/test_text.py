@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tzoo.tasks.lm.data import shakespeare_text
-from tzoo.tasks.lm.tokenizer import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
+from tzoo.tasks.text import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
 
 # Unicode (accents, CJK, emoji), tabs, CRLF, runs of spaces and newlines, leading/trailing space.
 TRICKY = "  Héllo,\twörld!  \n\n\n  日本語 😀 x\r\n   end  \n "

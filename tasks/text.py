@@ -1,4 +1,5 @@
-"""Text -> token ids: a character tokenizer and a byte-level BPE tokenizer.
+"""Text -> token ids: a character tokenizer and a byte-level BPE tokenizer, shared by every task
+that reads text (the LM, speech transcripts, any plugin).
 
 Both share one interface (``Tokenizer``): ``encode``/``decode``, ``vocab_size``, ``eot_id``,
 ``special_tokens``, and ``save``/``load`` to ONE JSON file. ``load_tokenizer`` reads either kind
