@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from tzoo.core import Decoder, MultiHeadAttention
-from tzoo.tasks.cli import TzooCLI, check_config_files, expand_task, root_cause
+from tzoo.tasks.cli import TzooCLI, check_config_files, expand_task, nested_nulls, root_cause
 
 __all__ = ["Check", "check_decoder_cache", "check_decoder_causality", "check_main", "run_checks"]
 
@@ -258,7 +258,7 @@ def check_main(args: list[str]) -> None:
             raise SystemExit(2)
         return
     try:
-        args = expand_task(args)
+        args = nested_nulls(expand_task(args))
     except ValueError as exc:
         raise SystemExit(f"tzoo check: {exc}") from None
     check_config_files(args)

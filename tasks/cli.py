@@ -417,6 +417,58 @@ def check_config_files(args: list[str]) -> None:
                 f"--config {first} configures {_describe_model(first_class)} but --config {path} configures "
                 f"{_describe_model(class_path)}: one run trains one model; give the configs of one task"
             )
+    check_model_keys(args, models[-1][1] if models else None)
+
+
+def check_model_keys(args: list[str], class_path: str | None) -> None:
+    """Every nested model key of the command line and the config files names a field that exists:
+    ``--model.init_args.net.transformer.windw 4`` is a UsageError naming ``windw`` and listing the
+    fields of ``net.transformer`` (jsonargparse's own refusal is a page of usage)."""
+    for arg in args:  # --model=CLASS or --model.class_path=CLASS on the command line wins
+        key, _, value = arg.partition("=")
+        if key in ("--model", "--model.class_path") and value and not value.lstrip().startswith("{"):
+            class_path = value
+    model_cls = _import_class(class_path)
+    if model_cls is None:
+        return
+    for path in _config_paths(args):
+        document = _read_config(path)
+        init_args = (document.get("model") or {}).get("init_args") if isinstance(document, dict) else None
+        for key in _dotted_keys(init_args or {}):
+            _check_model_key(model_cls, key, where=f"--config {path}: model.init_args")
+    for arg in args:
+        key = arg.split("=", 1)[0]
+        if key.startswith("--model.init_args."):
+            _check_model_key(model_cls, key.removeprefix("--model.init_args."), where="--model.init_args")
+
+
+def _dotted_keys(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in tree.items():
+        keys += _dotted_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+    return keys
+
+
+def _check_model_key(model_cls: type, dotted: str, *, where: str) -> None:
+    """Walks ``a.b.c`` through the model's parameters and its config dataclasses' fields."""
+    from tzoo.tasks.config import _dataclass_in, config_fields
+
+    first, *rest = dotted.split(".")
+    try:
+        hints = typing.get_type_hints(model_cls.__init__)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: jsonargparse will judge
+        return
+    node = _dataclass_in(hints.get(first))
+    path = first
+    for part in rest:
+        if node is None:  # a parameter that is not a config: a dict argument, a subclass spec ...
+            return
+        fields = config_fields(node)
+        if part not in fields:
+            raise UsageError(
+                f"{where}.{path} has no field {part!r} (valid fields of {node.__name__}: {', '.join(fields)})"
+            )
+        node, path = _dataclass_in(fields[part]), f"{path}.{part}"
 
 
 def _read_config(path: str) -> Any:
@@ -574,7 +626,7 @@ def main(args: list[str] | None = None) -> None:
 _NULLS = ("null", "None", "~", "none", "Null", "NULL")
 
 
-def _nested_nulls(args: list[str]) -> list[str]:
+def nested_nulls(args: list[str]) -> list[str]:
     """``--model.init_args.net.transformer.window=null`` -> ``--model {"init_args": {"net":
     {"transformer": {"window": null}}}}``: jsonargparse (4.53) turns a null given to a nested field
     of a subclass's argument into the string "None" and refuses it; the same value given as a
@@ -623,7 +675,7 @@ def _main(argv: list[str]) -> None:
 
         check_main(argv[1:])
         return
-    argv = _nested_nulls(expand_task(argv))
+    argv = nested_nulls(expand_task(argv))
     check_config_files(argv)
     TzooCLI(args=argv)
 

@@ -14,44 +14,71 @@ Shape legend: B batch, K steps, N = 3K nodes, S state size, A actions (logits) o
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
 from tzoo.core import Decoder, TransformerConfig, init_gpt2
 from tzoo.tasks.decision.tokenizer import TrajectoryTokenizer
 
-__all__ = ["DecisionTransformerModel"]
+__all__ = ["DTConfig", "DecisionTransformerModel"]
+
+
+def _dt_transformer() -> TransformerConfig:
+    return TransformerConfig(dim=128, depth=3, num_heads=1, dropout=0.1)
+
+
+@dataclass
+class DTConfig:
+    """The decision transformer: its own fields and the core stack's ``TransformerConfig``.
+
+    ``obs_dim``, ``act_dim``, ``discrete``, ``max_timestep`` and ``context_length`` are linked from
+    the data by the CLI (the environment's spaces and episode limit, the data's window). ``act_dim``
+    counts the discrete actions, or is the size of a continuous action; ``max_timestep`` is the number
+    of timestep embeddings; ``context_length`` (K) is the most steps the model reads (3K nodes).
+    ``transformer.dropout`` also drops the node embeddings."""
+
+    obs_dim: int | None = None
+    act_dim: int | None = None
+    discrete: bool | None = None
+    max_timestep: int = 1000
+    context_length: int = 20
+    transformer: TransformerConfig = field(default_factory=_dt_transformer)
+
+    def __post_init__(self) -> None:
+        if self.context_length < 1:
+            raise ValueError(f"context_length (K) must be >= 1 step, got {self.context_length}")
+        for name in ("obs_dim", "act_dim", "max_timestep"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"net.{name} must be >= 1, got {value}")
 
 
 class DecisionTransformerModel(nn.Module):
     """Trajectory tokenizer -> causal decoder -> action head on the state nodes.
 
     Discrete actions: logits over ``act_dim`` actions. Continuous: ``tanh`` outputs in [-1, 1]
-    (the tokenizer maps them to the action bounds). ``context_length`` (K) is the most steps it reads.
+    (the tokenizer maps them to the action bounds). Every core option of ``cfg.transformer`` applies:
+    the decoder always reads a whole window of at most K steps, in training and when playing.
     """
 
-    def __init__(
-        self,
-        obs_dim: int,
-        act_dim: int,
-        *,
-        discrete: bool,
-        context_length: int = 20,
-        max_timestep: int = 1000,
-        dim: int = 128,
-        depth: int = 3,
-        num_heads: int = 1,
-        dropout: float = 0.1,
-    ) -> None:
+    def __init__(self, cfg: DTConfig) -> None:
         super().__init__()
-        if context_length < 1:
-            raise ValueError(f"context_length (K) must be >= 1 step, got {context_length}")
-        self.context_length, self.discrete = context_length, discrete
-        self.tokenizer = TrajectoryTokenizer(obs_dim, act_dim, discrete=discrete, dim=dim, max_timestep=max_timestep)
-        self.drop = nn.Dropout(dropout) if dropout else None
-        self.decoder = Decoder(TransformerConfig(dim=dim, depth=depth, num_heads=num_heads, dropout=dropout))
-        self.head = nn.Linear(dim, act_dim)
-        init_gpt2(self, depth)
+        missing = [name for name in ("obs_dim", "act_dim", "discrete") if getattr(cfg, name) is None]
+        if missing:
+            raise ValueError(
+                f"net.{', net.'.join(missing)} not set: the tzoo CLI links them from TrajectoryDataModule; when building "
+                f"the model yourself pass DTConfig(obs_dim=data.obs_dim, act_dim=data.act_dim, discrete=data.discrete, ...)"
+            )
+        assert cfg.obs_dim is not None and cfg.act_dim is not None
+        self.cfg = cfg
+        t = cfg.transformer
+        self.context_length, self.discrete = cfg.context_length, bool(cfg.discrete)
+        self.tokenizer = TrajectoryTokenizer(cfg.obs_dim, cfg.act_dim, discrete=self.discrete, dim=t.dim, max_timestep=cfg.max_timestep)
+        self.drop = nn.Dropout(t.dropout) if t.dropout else None
+        self.decoder = Decoder(t)
+        self.head = nn.Linear(t.dim, cfg.act_dim)
+        init_gpt2(self, t.depth)
 
     def forward(
         self, returns_to_go: Tensor, states: Tensor, actions: Tensor, timesteps: Tensor, mask: Tensor | None = None

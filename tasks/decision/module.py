@@ -22,51 +22,46 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tzoo.tasks.base import TaskModule
+from tzoo.tasks.config import OptimConfig, from_dict
 from tzoo.tasks.decision.collect import REFERENCE_SCORES
-from tzoo.tasks.decision.model import DecisionTransformerModel
+from tzoo.tasks.decision.model import DecisionTransformerModel, DTConfig
 from tzoo.tasks.decision.rollout import Rollouts, check_play_settings, normalized_return, play
 
 __all__ = ["DecisionTransformer"]
 
 _STATISTICS = ("state_mean", "state_std", "return_scale")
+# an older tzoo's flat arguments, and their defaults then
+_FLAT_NET = ("obs_dim", "act_dim", "discrete", "max_timestep", "context_length")
+_FLAT_TRANSFORMER = {"dim": 128, "depth": 3, "num_heads": 1, "dropout": 0.1}
+_FLAT_OPTIM = {"lr": 6e-4, "min_lr": None, "weight_decay": 1e-4, "betas": (0.9, 0.999), "warmup_steps": 200}
 
 
 class DecisionTransformer(TaskModule):
     task_name = "decision"
     card_metric = "eval/normalized_return"
+    strict_links = ("obs_dim", "act_dim", "discrete", "env_id")  # max_timestep and context_length may differ
 
     def __init__(
         self,
-        obs_dim: int | None = None,
-        act_dim: int | None = None,
-        discrete: bool | None = None,
-        env_id: str | None = None,
-        max_timestep: int | None = None,
-        context_length: int | None = None,
+        net: DTConfig = DTConfig(),
+        optim: OptimConfig = OptimConfig(lr=6e-4, weight_decay=1e-4, betas=(0.9, 0.999), warmup_steps=200),
         *,
-        dim: int = 128,
-        depth: int = 3,
-        num_heads: int = 1,
-        dropout: float = 0.1,
-        lr: float = 6e-4,
-        min_lr: float | None = None,
-        weight_decay: float = 1e-4,
-        betas: tuple[float, float] = (0.9, 0.999),
-        warmup_steps: int = 200,
+        env_id: str | None = None,
         eval_episodes: int = 10,
         eval_target_return: float | None = None,
         eval_seed: int = 1_000_000,
         eval_temperature: float = 1.0,
+        compile: bool = False,
     ) -> None:
-        """The first six arguments are linked from the data by the ``tzoo`` CLI (from the
-        environment's spaces and the data's ``context_length``); pass them when building by hand."""
-        super().__init__(lr=lr, min_lr=min_lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps)
-        linked = dict(obs_dim=obs_dim, act_dim=act_dim, discrete=discrete, env_id=env_id, max_timestep=max_timestep, context_length=context_length)
-        missing = [name for name, value in linked.items() if value is None]
-        if missing:
+        """``net``: the model (``DTConfig``: the sizes linked from the data by the ``tzoo`` CLI, and
+        the core's ``TransformerConfig`` as ``net.transformer``). ``optim``: optimizer and schedule.
+        ``env_id`` (linked from the data too) is the environment the ``eval_*`` settings play."""
+        super().__init__(optim=optim, compile=compile)
+        net = from_dict(DTConfig, net, where="net")
+        if env_id is None:
             raise ValueError(
-                f"{', '.join(missing)} not set: the tzoo CLI links them from TrajectoryDataModule; when building "
-                f"DecisionTransformer yourself pass them (e.g. data.obs_dim, data.act_dim, ...)"
+                "env_id not set: the tzoo CLI links it from TrajectoryDataModule; when building DecisionTransformer "
+                "yourself pass env_id=data.env_id (and net=DTConfig(obs_dim=data.obs_dim, ...))"
             )
         if eval_episodes < 0:
             raise ValueError(f"eval_episodes must be >= 0 (0 = don't play), got {eval_episodes}")
@@ -75,18 +70,7 @@ class DecisionTransformer(TaskModule):
         except ValueError as err:
             raise ValueError(f"eval_{err}") from None
         self.save_hyperparameters()
-        assert obs_dim is not None and act_dim is not None and max_timestep is not None and context_length is not None
-        self.model = DecisionTransformerModel(
-            obs_dim,
-            act_dim,
-            discrete=bool(discrete),
-            context_length=context_length,
-            max_timestep=max_timestep,
-            dim=dim,
-            depth=depth,
-            num_heads=num_heads,
-            dropout=dropout,
-        )
+        self.model = DecisionTransformerModel(net)
         self.env_id = str(env_id)
         self.eval_episodes, self.eval_target_return = eval_episodes, eval_target_return
         self.eval_seed, self.eval_temperature = eval_seed, eval_temperature
@@ -95,16 +79,25 @@ class DecisionTransformer(TaskModule):
         self.register_buffer("reference_scores", torch.tensor(reference))
         self._val_losses: list[Tensor] = []
 
+    @classmethod
+    def upgrade_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
+        """A checkpoint of an older tzoo took the model's and optimizer's arguments flat
+        (``obs_dim``, ``dim``, ``lr`` ...); they are ``net`` / ``optim`` now."""
+        if "net" in hparams or "obs_dim" not in hparams:
+            return hparams
+        flat = dict(hparams)
+        net: dict[str, Any] = {k: flat.pop(k) for k in _FLAT_NET if k in flat}
+        net["transformer"] = {k: flat.pop(k, default) for k, default in _FLAT_TRANSFORMER.items()}
+        optim = {k: flat.pop(k, default) for k, default in _FLAT_OPTIM.items()}
+        return {**flat, "net": net, "optim": optim}
+
     # --- set-up -------------------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)  # obs_dim, act_dim, discrete and env_id must be the data's
         data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if data is None or getattr(data, "statistics", None) is None:
             return
-        for name in ("obs_dim", "act_dim", "discrete", "env_id"):
-            ours, theirs = self.hparams[name], getattr(data, name)
-            if ours != theirs:
-                raise ValueError(f"the model was built for {name}={ours!r} but the data has {name}={theirs!r}")
         if data.context_length > self.model.context_length:
             raise ValueError(
                 f"the data's context_length={data.context_length} exceeds the model's {self.model.context_length}"
@@ -117,7 +110,8 @@ class DecisionTransformer(TaskModule):
 
     def on_train_start(self) -> None:
         returns = getattr(getattr(self.trainer, "datamodule", None), "returns", None)
-        if returns:  # the dataset's return distribution, next to the evaluation returns
+        # the dataset's return distribution, next to the evaluation returns (once: a resumed run has it)
+        if returns and self.global_step == 0:
             for logger in self.loggers:
                 logger.log_metrics({f"data/return_{k}": v for k, v in returns.items()}, step=0)
 
@@ -199,12 +193,7 @@ class DecisionTransformer(TaskModule):
     # --- checkpoints --------------------------------------------------------------------------
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        stamp = checkpoint.get("tzoo", {})
-        if stamp.get("task", self.task_name) != self.task_name:
-            raise ValueError(
-                f"this checkpoint was written by the {stamp.get('task')!r} task ({stamp.get('class_path')}), "
-                f"not by the decision transformer ('decision')"
-            )
+        super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("state_dict", {})
         problems = []
         for name in _STATISTICS:
