@@ -8,7 +8,9 @@ import pytest
 from tzoo.tasks.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
+# configs/<task>/attention/*.yaml are overlays (one attention type) on the task's first config
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+BASES = {"lm": "shakespeare_char.yaml", "vision": "digits.yaml", "decision": "cartpole.yaml", "speech": "espeak_tiny.yaml"}
 TINY = {
     "lm": [
         "--model.init_args.net.transformer.dim=16", "--model.init_args.net.transformer.depth=1",
@@ -18,12 +20,14 @@ TINY = {
     ],
     "speech": [
         "--data.init_args.corpus_size=[6,3,3]", "--data.init_args.max_words=2", "--data.init_args.workers=1",
-        "--model.init_args.dim=16", "--model.init_args.encoder_depth=1", "--model.init_args.decoder_depth=1",
-        "--model.init_args.num_heads=2", "--data.init_args.batch_size=3", "--data.init_args.num_workers=0",
+        "--model.init_args.net.encoder.dim=16", "--model.init_args.net.encoder.depth=1", "--model.init_args.net.encoder.num_heads=2",
+        "--model.init_args.net.decoder.dim=16", "--model.init_args.net.decoder.depth=1", "--model.init_args.net.decoder.num_heads=2",
+        "--data.init_args.batch_size=3", "--data.init_args.num_workers=0",
         "--trainer.precision=32-true",
     ],
     "vision": ["--model.init_args.compile=false"],  # compiling is tested apart (test_precision.py)
-    "decision": ["--data.init_args.episodes=10", "--model.init_args.dim=16", "--model.init_args.depth=1", "--model.init_args.eval_episodes=1"],
+    "decision": ["--data.init_args.episodes=10", "--model.init_args.net.transformer.dim=16", "--model.init_args.net.transformer.depth=1",
+                 "--model.init_args.eval_episodes=1"],
 }
 
 
@@ -31,8 +35,10 @@ TINY = {
 @pytest.mark.parametrize("config", CONFIGS, ids=[str(c.relative_to(ROOT / "configs")) for c in CONFIGS])
 def test_config_trains_a_few_steps(config, tmp_path, monkeypatch):
     monkeypatch.setenv("TZOO_CACHE", str(tmp_path / "cache"))
-    task = config.parent.name
-    args = ["fit", "--config", str(config), *TINY.get(task, []),
+    overlay = config.parent.name == "attention"
+    task = config.parent.parent.name if overlay else config.parent.name
+    files = ["--config", str(ROOT / "configs" / task / BASES[task])] if overlay else []
+    args = ["fit", *files, "--config", str(config), *TINY.get(task, []),
             "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.limit_val_batches=1",
             "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}"]
     if config.name in ("cifar10.yaml", "fashion_mnist.yaml"):  # downloads (or Debian files): use the bundled digits offline
