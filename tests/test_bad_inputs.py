@@ -19,7 +19,7 @@ import torch
 from tzoo.core import MultiHeadAttention
 from tzoo.tasks.base import TaskModule
 from tzoo.tasks.decision.data import TrajectoryDataModule
-from tzoo.tasks.decision.model import DecisionTransformerModel
+from tzoo.tasks.decision.model import DecisionTransformerModel, DTConfig
 from tzoo.tasks.decision.module import DecisionTransformer
 from tzoo.tasks.decision.tokenizer import TrajectoryTokenizer
 from tzoo.tasks.loading import load_checkpoint
@@ -163,10 +163,10 @@ CASES: list[Case] = [
     # --- decision --------------------------------------------------------------------------------
     ("decision.tokenizer.obs_dim", lambda t: TrajectoryTokenizer(0, 2, discrete=True, dim=8, max_timestep=10), ValueError,
      r"obs_dim must be >= 1, got 0"),
-    ("decision.model.context_length", lambda t: DecisionTransformerModel(4, 3, discrete=True, context_length=0), ValueError,
+    ("decision.model.context_length", lambda t: DTConfig(obs_dim=4, act_dim=3, discrete=True, context_length=0), ValueError,
      r"context_length \(K\) must be >= 1 step, got 0"),
     ("decision.model.links_unset", lambda t: DecisionTransformer(), ValueError,
-     r"obs_dim, act_dim, discrete, env_id, max_timestep, context_length not set: the tzoo CLI links them"),
+     r"net.obs_dim, net.act_dim, net.discrete, net.max_timestep, net.context_length, env_id not set: the tzoo CLI links them"),
     ("decision.model.eval_target_return", lambda t: _decision(eval_target_return=float("nan")), ValueError,
      r"eval_target_return must be a finite number \(the return to ask the model for\), got nan"),
     ("decision.model.eval_temperature", lambda t: _decision(eval_temperature=-0.5), ValueError,
@@ -175,6 +175,8 @@ CASES: list[Case] = [
      r"target_return must be a finite number \(the return to ask the model for\), got nan"),
     ("decision.evaluate.temperature", lambda t: _decision(statistics=True).evaluate(100.0, temperature=float("nan")), ValueError,
      r"temperature must be a finite number >= 0 \(0 = the most likely action\), got nan"),
+    ("decision.model.net_links_unset", lambda t: DecisionTransformerModel(DTConfig(obs_dim=4, act_dim=3)), ValueError,
+     r"net.discrete, net.max_timestep, net.context_length not set: the tzoo CLI links them"),
     ("decision.data.context_length", lambda t: TrajectoryDataModule(context_length=0), ValueError,
      r"context_length \(K\) must be >= 1 step, got 0"),
     ("decision.data.random_rate", lambda t: TrajectoryDataModule(random_rate=(0.5, 0.1)), ValueError,
@@ -207,7 +209,8 @@ def _decision(*, statistics: bool = False, **options) -> DecisionTransformer:
 
     from tzoo.tasks.decision.tokenizer import DatasetStatistics
 
-    module = DecisionTransformer(4, 2, True, "CartPole-v1", 500, 5, dim=16, depth=1, num_heads=2, eval_episodes=1, **options)
+    net = {"obs_dim": 4, "act_dim": 2, "discrete": True, "max_timestep": 500, "context_length": 5, "transformer": {"dim": 16, "depth": 1, "num_heads": 2}}
+    module = DecisionTransformer(net, env_id="CartPole-v1", eval_episodes=1, **options)
     if statistics:  # a model that can play: its target and temperature are what is checked
         module.model.tokenizer.set_statistics(DatasetStatistics.from_arrays(np.ones((10, 4)), np.array([20.0, 30.0])))
     return module

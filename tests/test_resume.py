@@ -1,6 +1,6 @@
 """Resume exactly: a `tzoo fit` killed with SIGKILL mid-run and restarted with `--ckpt_path last`
 ends with the same weights and the same `metrics.csv` history as an uninterrupted run (LM
-mid-epoch, on one process and on two DDP ranks; vision from an epoch-end checkpoint); a kill during
+mid-epoch, on one process and on two DDP ranks; decision mid-epoch; vision from an epoch-end checkpoint); a kill during
 a checkpoint save never leaves a broken `last.ckpt`; `last` never resumes a finished run, a run of
 another configuration or a run interrupted before its first checkpoint."""
 
@@ -79,6 +79,43 @@ def _lm_ddp_args(tmp_path: Path) -> list[str]:
     return [*_lm_args(tmp_path), "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]
 
 
+def _decision_args(tmp_path: Path) -> list[str]:
+    from tzoo.tasks.decision.collect import collect_episodes, write_dataset
+
+    # 12 CartPole episodes (~2,000 steps, well under a second), collected once for the three runs
+    write_dataset("test/cartpole-v0", collect_episodes("CartPole-v1", 12, seed=0), "CartPole-v1", data_dir=tmp_path / "minari")
+    config = tmp_path / "decision.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            seed_everything: 7
+            trainer:
+              max_steps: 20
+              limit_val_batches: 2
+              log_every_n_steps: 1
+              enable_progress_bar: false
+              deterministic: true
+              callbacks:
+                - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+                  init_args: {{every_n_train_steps: 3, save_last: true, save_top_k: 0}}
+                - class_path: throttle.Throttle
+            model:
+              class_path: tzoo.tasks.decision.module.DecisionTransformer
+              init_args: {{eval_episodes: 1, net: {{transformer: {{dim: 16, depth: 1, num_heads: 2, dropout: 0.1}}}}, optim: {{warmup_steps: 5}}}}
+            data:
+              class_path: tzoo.tasks.decision.data.TrajectoryDataModule
+              init_args:
+                dataset: test/cartpole-v0
+                data_dir: {tmp_path / "minari"}
+                context_length: 5
+                batch_size: 4
+                train_batches: 7
+            """
+        )
+    )
+    return ["--config", str(config)]
+
+
 def _vision_args(tmp_path: Path) -> list[str]:
     return [
         "--config", str(ROOT / "configs/vision/digits.yaml"),
@@ -125,8 +162,13 @@ def _progress(last: Path, key: str) -> int:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("task", "make_args", "key", "kill_at"),
-    [("lm", _lm_args, "global_step", 7), ("lm", _lm_ddp_args, "global_step", 7), ("vision", _vision_args, "epoch", 1)],
-    ids=["lm-mid-epoch", "lm-ddp-mid-epoch", "vision-epoch-end"],
+    [
+        ("lm", _lm_args, "global_step", 7),
+        ("lm", _lm_ddp_args, "global_step", 7),
+        ("decision", _decision_args, "global_step", 7),
+        ("vision", _vision_args, "epoch", 1),
+    ],
+    ids=["lm-mid-epoch", "lm-ddp-mid-epoch", "decision-mid-epoch", "vision-epoch-end"],
 )
 def test_killed_run_resumes_to_the_same_weights(tmp_path, task, make_args, key, kill_at):
     helpers = tmp_path / "helpers"
@@ -151,7 +193,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, task, make_args, key, 
         started.append(resumed := _start(args, killed, helpers, "--ckpt_path", "last"))
         out = _finish(resumed)
         assert "Restoring states from the checkpoint path" in out and "version_0" in out
-        assert "not resumable" not in out  # Lightning sees the LM's keyed loader as resumable
+        assert "not resumable" not in out  # Lightning sees the LM's and decision's keyed loaders as resumable
         assert not (killed / task / "version_1").exists()  # the resumed run continues version_0's logs
         _finish(reference)
     finally:  # a failed assertion must not leave runs (DDP ranks included) behind

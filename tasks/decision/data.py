@@ -2,7 +2,10 @@
 
 A window starts at a step drawn uniformly from all steps of the split (so longer episodes give
 more windows, as in the decision transformer) and runs K steps or to the episode's end; shorter
-windows are padded on the right and flagged in ``mask``. Episodes, not steps, are split between
+windows are padded on the right and flagged in ``mask``. Training batch ``i`` of epoch ``e`` is
+drawn with an RNG keyed by (data seed, ``seed_everything``'s seed, e, i) (``tzoo.tasks.sampling``),
+so a run resumed mid-epoch trains on the batches the interrupted run would have, and data-parallel
+ranks share out one global batch. Episodes, not steps, are split between
 training and validation, at random (the collector sweeps its random-action rate across episodes,
 so a contiguous split would validate on the noisiest play only).
 
@@ -36,6 +39,7 @@ from tzoo.tasks.decision.collect import (
     write_dataset,
 )
 from tzoo.tasks.decision.tokenizer import DatasetStatistics, returns_to_go
+from tzoo.tasks.sampling import KeyedBatches, KeyedLoader, LoopPosition, run_seed
 
 __all__ = ["RandomSteps", "TrajectoryDataModule", "TrajectoryWindows"]
 
@@ -61,6 +65,10 @@ class TrajectoryWindows(Dataset):
     def __len__(self) -> int:
         return len(self.timesteps)
 
+    def draw(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` window starts, uniform over every step (the training batches' ``draw``)."""
+        return rng.integers(0, len(self), n, dtype=np.int64)
+
     def __getitem__(self, starts: np.ndarray) -> dict[str, Tensor]:
         index = starts[:, None] + np.arange(self.context_length)  # (B, K)
         end = self.episode_end[starts][:, None]  # (B, 1)
@@ -76,18 +84,17 @@ class TrajectoryWindows(Dataset):
 
 
 class RandomSteps(Sampler[np.ndarray]):
-    """``num_batches`` arrays of ``batch_size`` step indices in ``[0, num_steps)``, uniform. With a
-    ``seed`` every pass draws the same ones (validation losses compare across evaluations);
-    without, torch's global RNG (seeded by ``seed_everything``) draws fresh ones each pass."""
+    """``num_batches`` arrays of ``batch_size`` step indices in ``[0, num_steps)``, uniform, the same
+    ones every pass (validation losses compare across evaluations)."""
 
-    def __init__(self, num_steps: int, *, batch_size: int, num_batches: int, seed: int | None) -> None:
+    def __init__(self, num_steps: int, *, batch_size: int, num_batches: int, seed: int) -> None:
         self.num_steps, self.batch_size, self.num_batches, self.seed = num_steps, batch_size, num_batches, seed
 
     def __len__(self) -> int:
         return self.num_batches
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        generator = None if self.seed is None else torch.Generator().manual_seed(self.seed)
+        generator = torch.Generator().manual_seed(self.seed)
         for _ in range(self.num_batches):
             yield torch.randint(0, self.num_steps, (self.batch_size,), generator=generator).numpy()
 
@@ -103,7 +110,9 @@ class TrajectoryDataModule(pl.LightningDataModule):
     Minari's ``~/.minari/datasets``.
 
     The environment gives the sizes the model is built with (``model_links``); the dataset must
-    have the same observation and action spaces. ``train_batches`` is the length of an epoch.
+    have the same observation and action spaces. ``train_batches`` is the length of an epoch;
+    ``batch_size`` is per process (under data parallelism with W processes a step trains on the
+    W * batch_size windows one process would draw).
     """
 
     model_links = ("obs_dim", "act_dim", "discrete", "env_id", "max_timestep", "context_length")
@@ -153,6 +162,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
         self.statistics: DatasetStatistics | None = None  # set by setup()
         self.reference_scores: tuple[float, float] | None = None  # (random, expert) returns, if known
         self.returns: dict[str, float] = {}  # the dataset's return distribution
+        self._position = LoopPosition(self, train_batches)  # where a training pass starts
 
     # --- what the model needs (from the environment: no data is read) --------------------------
 
@@ -263,8 +273,21 @@ class TrajectoryDataModule(pl.LightningDataModule):
             self.setup()
         windows = self._train if split == "train" else self._val
         assert windows is not None
-        seed, batches = (None, self.train_batches) if split == "train" else (self.seed, self.val_batches)
-        sampler = RandomSteps(len(windows), batch_size=self.batch_size, num_batches=batches, seed=seed)
-        # batch_size=None: each sampled item is a whole batch of starts, gathered with one numpy index
+        sampler: Sampler[np.ndarray]
+        if split == "train":  # keyed by the data seed and seed_everything's seed, like the rest of the run
+            key = (self.seed, run_seed())
+            sampler = KeyedBatches(batch_size=self.batch_size, num_batches=self.train_batches, key=key, position=self._position, draw=windows.draw)
+        else:
+            sampler = RandomSteps(len(windows), batch_size=self.batch_size, num_batches=self.val_batches, seed=self.seed)
+        # batch_size=None: each sampled item is a whole batch of starts, gathered with one numpy index.
+        # Its own generator: otherwise each new iterator draws a worker seed from the global RNG, and a
+        # resumed run (which makes one more iterator) would shift dropout's random stream.
         workers = self.num_workers
-        return DataLoader(windows, sampler=sampler, batch_size=None, num_workers=workers, persistent_workers=workers > 0)
+        return (KeyedLoader if split == "train" else DataLoader)(
+            windows,
+            sampler=sampler,
+            batch_size=None,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
+        )

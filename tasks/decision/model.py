@@ -21,7 +21,9 @@ from torch import Tensor, nn
 from tzoo.core import Decoder, TransformerConfig, init_gpt2
 from tzoo.tasks.decision.tokenizer import TrajectoryTokenizer
 
-__all__ = ["DTConfig", "DecisionTransformerModel"]
+__all__ = ["LINKED", "DTConfig", "DecisionTransformerModel"]
+
+LINKED = ("obs_dim", "act_dim", "discrete", "max_timestep", "context_length")  # DTConfig's fields the data sets
 
 
 def _dt_transformer() -> TransformerConfig:
@@ -41,12 +43,12 @@ class DTConfig:
     obs_dim: int | None = None
     act_dim: int | None = None
     discrete: bool | None = None
-    max_timestep: int = 1000
-    context_length: int = 20
+    max_timestep: int | None = None
+    context_length: int | None = None
     transformer: TransformerConfig = field(default_factory=_dt_transformer)
 
     def __post_init__(self) -> None:
-        if self.context_length < 1:
+        if self.context_length is not None and self.context_length < 1:
             raise ValueError(f"context_length (K) must be >= 1 step, got {self.context_length}")
         for name in ("obs_dim", "act_dim", "max_timestep"):
             value = getattr(self, name)
@@ -64,13 +66,14 @@ class DecisionTransformerModel(nn.Module):
 
     def __init__(self, cfg: DTConfig) -> None:
         super().__init__()
-        missing = [name for name in ("obs_dim", "act_dim", "discrete") if getattr(cfg, name) is None]
+        missing = [name for name in LINKED if getattr(cfg, name) is None]
         if missing:
             raise ValueError(
                 f"net.{', net.'.join(missing)} not set: the tzoo CLI links them from TrajectoryDataModule; when building "
-                f"the model yourself pass DTConfig(obs_dim=data.obs_dim, act_dim=data.act_dim, discrete=data.discrete, ...)"
+                f"the model yourself pass DTConfig(obs_dim=data.obs_dim, act_dim=data.act_dim, discrete=data.discrete, "
+                f"max_timestep=data.max_timestep, context_length=data.context_length)"
             )
-        assert cfg.obs_dim is not None and cfg.act_dim is not None
+        assert cfg.obs_dim is not None and cfg.act_dim is not None and cfg.max_timestep is not None and cfg.context_length is not None
         self.cfg = cfg
         t = cfg.transformer
         self.context_length, self.discrete = cfg.context_length, bool(cfg.discrete)

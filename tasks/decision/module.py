@@ -24,14 +24,13 @@ from torch import Tensor
 from tzoo.tasks.base import TaskModule
 from tzoo.tasks.config import OptimConfig, from_dict
 from tzoo.tasks.decision.collect import REFERENCE_SCORES
-from tzoo.tasks.decision.model import DecisionTransformerModel, DTConfig
+from tzoo.tasks.decision.model import LINKED, DecisionTransformerModel, DTConfig
 from tzoo.tasks.decision.rollout import Rollouts, check_play_settings, normalized_return, play
 
 __all__ = ["DecisionTransformer"]
 
 _STATISTICS = ("state_mean", "state_std", "return_scale")
 # an older tzoo's flat arguments, and their defaults then
-_FLAT_NET = ("obs_dim", "act_dim", "discrete", "max_timestep", "context_length")
 _FLAT_TRANSFORMER = {"dim": 128, "depth": 3, "num_heads": 1, "dropout": 0.1}
 _FLAT_OPTIM = {"lr": 6e-4, "min_lr": None, "weight_decay": 1e-4, "betas": (0.9, 0.999), "warmup_steps": 200}
 
@@ -58,10 +57,12 @@ class DecisionTransformer(TaskModule):
         ``env_id`` (linked from the data too) is the environment the ``eval_*`` settings play."""
         super().__init__(optim=optim, compile=compile)
         net = from_dict(DTConfig, net, where="net")
-        if env_id is None:
+        missing = [f"net.{name}" for name in LINKED if getattr(net, name) is None]
+        if missing or env_id is None:
             raise ValueError(
-                "env_id not set: the tzoo CLI links it from TrajectoryDataModule; when building DecisionTransformer "
-                "yourself pass env_id=data.env_id (and net=DTConfig(obs_dim=data.obs_dim, ...))"
+                f"{', '.join(missing + ['env_id'] * (env_id is None))} not set: the tzoo CLI links them from TrajectoryDataModule; "
+                f"when building DecisionTransformer yourself pass net=DTConfig(obs_dim=data.obs_dim, act_dim=data.act_dim, "
+                f"discrete=data.discrete, max_timestep=data.max_timestep, context_length=data.context_length) and env_id=data.env_id"
             )
         if eval_episodes < 0:
             raise ValueError(f"eval_episodes must be >= 0 (0 = don't play), got {eval_episodes}")
@@ -83,10 +84,10 @@ class DecisionTransformer(TaskModule):
     def upgrade_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
         """A checkpoint of an older tzoo took the model's and optimizer's arguments flat
         (``obs_dim``, ``dim``, ``lr`` ...); they are ``net`` / ``optim`` now."""
-        if "net" in hparams or "obs_dim" not in hparams:
+        if "net" in hparams or not any(k in hparams for k in (*LINKED, *_FLAT_TRANSFORMER, *_FLAT_OPTIM)):
             return hparams
         flat = dict(hparams)
-        net: dict[str, Any] = {k: flat.pop(k) for k in _FLAT_NET if k in flat}
+        net: dict[str, Any] = {k: flat.pop(k) for k in LINKED if k in flat}
         net["transformer"] = {k: flat.pop(k, default) for k, default in _FLAT_TRANSFORMER.items()}
         optim = {k: flat.pop(k, default) for k, default in _FLAT_OPTIM.items()}
         return {**flat, "net": net, "optim": optim}

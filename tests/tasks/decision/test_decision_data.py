@@ -97,3 +97,29 @@ def test_missing_dataset_names_the_path_and_how_to_create_it(tmp_path):
     data = TrajectoryDataModule("CartPole-v1", dataset="test/nowhere-v0", data_dir=str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"Minari dataset 'test/nowhere-v0' not found: no folder '.*nowhere-v0/data'.*python -m tzoo.tasks.decision.collect --env ENV_ID --dataset test/nowhere-v0 --data-dir"):
         data.setup("fit")
+
+
+def test_training_batches_are_keyed_so_a_resumed_epoch_draws_the_same_remaining_ones(minari_root, monkeypatch):
+    """Batch i of epoch e comes from an RNG keyed by (data seed, seed_everything's seed, e, i): a
+    pass resumed after 2 batches yields the last 3 of the uninterrupted pass, and 2 ranks share out
+    the batch one process with twice the batch size draws."""
+    from tzoo.tasks.sampling import Position
+
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")
+
+    def batches(position, batch_size=4):
+        data = TrajectoryDataModule("CartPole-v1", dataset="test/cartpole-v0", data_dir=str(minari_root), context_length=3,
+                                    batch_size=batch_size, train_batches=5)  # fmt: skip
+        data._position = lambda: position
+        return [b["states"] for b in data.train_dataloader()]
+
+    full = batches(Position(epoch=3, done=0))
+    assert len(full) == 5 and all(b.shape == (4, 3, 4) for b in full)
+    assert all(torch.equal(a, b) for a, b in zip(batches(Position(epoch=3, done=0)), full))  # the same key: the same batches
+    resumed = batches(Position(epoch=3, done=2))
+    assert len(resumed) == 3 and all(torch.equal(a, b) for a, b in zip(resumed, full[2:]))
+    ranks = batches(Position(3, 0, rank=0, world=2), 2), batches(Position(3, 0, rank=1, world=2), 2)
+    assert all(torch.equal(torch.cat([a, b]), f) for a, b, f in zip(*ranks, full))
+    assert not torch.equal(batches(Position(epoch=4, done=0))[0], full[0])  # another epoch, other windows
+    monkeypatch.setenv("PL_GLOBAL_SEED", "8")
+    assert not torch.equal(batches(Position(epoch=3, done=0))[0], full[0])  # another run seed, other windows

@@ -6,13 +6,21 @@ import textwrap
 
 import pytest
 import torch
+from lightning.pytorch import Trainer
 
+from tzoo.core import TransformerConfig
 from tzoo.tasks.cli import main
 from tzoo.tasks.decision.data import TrajectoryDataModule
+from tzoo.tasks.decision.model import DTConfig
 from tzoo.tasks.decision.module import DecisionTransformer
 from tzoo.tasks.loading import load_module
 
-TINY = dict(dim=16, depth=1, num_heads=2, dropout=0.0, eval_episodes=2)
+TINY_STACK = TransformerConfig(dim=16, depth=1, num_heads=2, dropout=0.0)
+
+
+def tiny(obs_dim, act_dim, discrete, env_id, max_timestep, context_length, **options):
+    net = DTConfig(obs_dim=obs_dim, act_dim=act_dim, discrete=discrete, max_timestep=max_timestep, context_length=context_length, transformer=TINY_STACK)
+    return DecisionTransformer(net, env_id=env_id, eval_episodes=2, **options)
 
 
 def tiny_config(tmp_path, minari_root, dataset="test/cartpole-v0", env_id="CartPole-v1"):
@@ -31,7 +39,7 @@ def tiny_config(tmp_path, minari_root, dataset="test/cartpole-v0", env_id="CartP
               log_every_n_steps: 1
             model:
               class_path: tzoo.tasks.decision.module.DecisionTransformer
-              init_args: {{dim: 16, depth: 1, num_heads: 2, eval_episodes: 2, eval_target_return: 500, warmup_steps: 2}}
+              init_args: {{net: {{transformer: {{dim: 16, depth: 1, num_heads: 2}}}}, optim: {{warmup_steps: 2}}, eval_episodes: 2, eval_target_return: 500}}
             data:
               class_path: tzoo.tasks.decision.data.TrajectoryDataModule
               init_args:
@@ -68,12 +76,16 @@ def test_fit_evaluate_and_test_from_the_checkpoint(tmp_path, minari_root):
     result = module.evaluate(500, episodes=2, seed=5)
     assert set(result) == {"return_mean", "return_std", "normalized_return"}
     main(["test", "--config", str(config), "--ckpt_path", str(ckpt), "--trainer.logger=false"])
+    longer = TrajectoryDataModule("CartPole-v1", dataset="test/cartpole-v0", data_dir=str(minari_root), context_length=9)
+    trainer = Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, limit_test_batches=1)
+    with pytest.raises(ValueError, match=r"the data's context_length=9 exceeds the model's 5"):
+        trainer.test(module, datamodule=longer)
 
 
 def test_continuous_actions_play_pendulum(minari_root):
     data = TrajectoryDataModule("Pendulum-v1", dataset="test/pendulum-v0", data_dir=str(minari_root), context_length=3)
     data.setup("fit")
-    module = DecisionTransformer(data.obs_dim, data.act_dim, data.discrete, data.env_id, data.max_timestep, data.context_length, **TINY)
+    module = tiny(data.obs_dim, data.act_dim, data.discrete, data.env_id, data.max_timestep, data.context_length)
     module.model.tokenizer.set_statistics(data.statistics)
     rollouts = module.rollouts(-150.0, episodes=2, record=True)
     assert rollouts.lengths.tolist() == [200, 200] and rollouts.returns.max() < 0
@@ -83,12 +95,12 @@ def test_continuous_actions_play_pendulum(minari_root):
 
 
 def test_linked_arguments_are_needed_outside_the_cli():
-    with pytest.raises(ValueError, match=r"obs_dim, act_dim, discrete, env_id, max_timestep, context_length not set: the tzoo CLI links them"):
+    with pytest.raises(ValueError, match=r"net.obs_dim, net.act_dim, net.discrete, net.max_timestep, net.context_length, env_id not set: the tzoo CLI links them"):
         DecisionTransformer()
 
 
 def test_checkpoint_without_normalisation_statistics(tmp_path):
-    module = DecisionTransformer(4, 2, True, "CartPole-v1", 500, 5, **TINY)  # never saw a dataset
+    module = tiny(4, 2, True, "CartPole-v1", 500, 5)  # never saw a dataset
     state = {k: v for k, v in module.state_dict().items()}
     hparams = dict(module.hparams)
     path = tmp_path / "fresh.ckpt"
@@ -101,3 +113,35 @@ def test_checkpoint_without_normalisation_statistics(tmp_path):
         load_module(path, task="decision")
     with pytest.raises(ValueError, match=r"no normalisation statistics"):
         module.evaluate(500)
+
+
+def test_a_checkpoint_with_an_older_tzoos_flat_arguments_loads_through_the_migration(tmp_path):
+    """Before net/optim, DecisionTransformer took obs_dim, dim, lr ... flat: such a checkpoint still
+    loads (DecisionTransformer.upgrade_hparams) and gives the same model."""
+    import numpy as np
+
+    from tzoo.tasks.decision.tokenizer import DatasetStatistics
+
+    module = tiny(4, 2, True, "CartPole-v1", 500, 5, eval_temperature=0.5)
+    module.model.tokenizer.set_statistics(DatasetStatistics.from_arrays(np.ones((10, 4)), np.array([20.0, 30.0])))
+    hparams = dict(module.hparams)
+    net, optim = hparams.pop("net"), hparams.pop("optim")
+    stack = {k: net["transformer"][k] for k in ("dim", "depth", "num_heads", "dropout")}
+    flat = {**hparams, **{k: v for k, v in net.items() if k != "transformer"}, **stack, **optim}
+    path = tmp_path / "flat.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": flat, "tzoo": {"task": "decision"}}, path)
+    loaded = load_module(path, task="decision")
+    assert loaded.hparams["net"] == net and loaded.hparams["optim"] == {**optim, "betas": tuple(optim["betas"])}
+    assert loaded.eval_temperature == 0.5 and loaded.env_id == "CartPole-v1"
+    for name, value in module.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
+
+
+def test_the_model_must_fit_the_data_it_meets(minari_root):
+    """obs_dim, act_dim, discrete and env_id must be the data's; the data's window must fit the model's."""
+    data = TrajectoryDataModule("CartPole-v1", dataset="test/cartpole-v0", data_dir=str(minari_root), context_length=5)
+    with pytest.raises(ValueError, match=r"the model has obs_dim=3 but the data \(test/cartpole-v0\) has obs_dim=4"):
+        tiny(3, 2, True, "CartPole-v1", 500, 5).check_links(data)
+    with pytest.raises(ValueError, match=r"the model has env_id='CartPole-v0' but the data \(test/cartpole-v0\) has env_id='CartPole-v1'"):
+        tiny(4, 2, True, "CartPole-v0", 500, 5).check_links(data)
+    tiny(4, 2, True, "CartPole-v1", 200, 9).check_links(data)  # another episode limit or window: not checked here
