@@ -117,7 +117,7 @@ def _greedy_rtf(module: Any, waves: list[torch.Tensor], threads: int) -> float:
             seconds += time.perf_counter() - start
     finally:
         torch.set_num_threads(previous)
-    return seconds / (sum(len(w) for w in waves) / module.hparams.sample_rate)
+    return seconds / (sum(len(w) for w in waves) / module.model.sample_rate)
 
 
 @torch.inference_mode()
@@ -136,9 +136,9 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
     model, beam = module.model, module.beam_size
     data = _datamodule()
     entries = data.split_entries("test")[:limit]
-    waves = [load_audio(e["audio"], module.hparams.sample_rate) for e in entries]
+    waves = [load_audio(e["audio"], module.model.sample_rate) for e in entries]
     refs = [e["text"] for e in entries]
-    audio_s = sum(len(w) for w in waves) / module.hparams.sample_rate
+    audio_s = sum(len(w) for w in waves) / module.model.sample_rate
 
     # error rates, one utterance at a time (no padding): beam search, attention greedy, CTC greedy.
     # Decoding one short utterance is a chain of small matrix products: one thread does it fastest
@@ -152,8 +152,8 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
     eval_s = time.perf_counter() - start
     hyps["beam_attention"] = []  # the same beam without the CTC head's prefix scores
     for wave in waves:
-        memory, _ = model.encode(wave[None], torch.tensor([len(wave)]))
-        hyps["beam_attention"].append(module.text(beam_search(model, memory, beam=beam, max_len=max_tokens(memory.shape[1], module.max_text_len))))
+        encoded, _ = model.encode(wave[None], torch.tensor([len(wave)]))
+        hyps["beam_attention"].append(module.text(beam_search(model, encoded, beam=beam, max_len=max_tokens(encoded.shape[1], module.max_text_len))))
     quality = {name: _error_rates(h, refs) for name, h in hyps.items()}
     variants = [e.get("voice", "?").split("+")[-1] for e in entries]  # accent+variant: the held-out speaker
     by_voice = {
@@ -167,8 +167,8 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
     order = torch.randperm(len(waves), generator=torch.Generator().manual_seed(0))[:speed_utterances].tolist()
     # twice: the attention beam alone (all of its work is the decoder's) and the joint search the
     # module runs (its CTC prefix scores are the same work with or without the cache)
-    memories = [model.encode(waves[i][None], torch.tensor([len(waves[i])]))[0] for i in order]
-    ctc_logits = [model.ctc_head(m[0]) for m in memories]
+    encodings = [model.encode(waves[i][None], torch.tensor([len(waves[i])]))[0] for i in order]
+    ctc_logits = [model.ctc_head(e[0]) for e in encodings]
     weight = module.beam_ctc_weight
     cache = {}
     for name, w in (("attention", 0.0), ("joint", weight)):
@@ -177,9 +177,9 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
         for use_cache in (True, False, True):  # the cached run twice (warm-up), the faster one counts
             start = time.perf_counter()
             outs[use_cache] = [
-                beam_search(model, m, beam=beam, max_len=max_tokens(m.shape[1], module.max_text_len), use_cache=use_cache,
+                beam_search(model, e, beam=beam, max_len=max_tokens(e.shape[1], module.max_text_len), use_cache=use_cache,
                             ctc_logits=c, ctc_weight=w)
-                for m, c in zip(memories, ctc_logits)
+                for e, c in zip(encodings, ctc_logits)
             ]
             timing[use_cache] = min(timing.get(use_cache, float("inf")), time.perf_counter() - start)
         cache[name] = {"utterances": len(order), "tokens": sum(len(o) + 1 for o in outs[True]), "ctc_weight": w,

@@ -26,21 +26,22 @@ RESULTS = REPO / "benchmarks" / "results"
 
 
 @torch.inference_mode()
-def decode(module: Any, memories: list[torch.Tensor], beam: int, weight: float) -> list[str]:
+def decode(module: Any, encodings: list[torch.Tensor], beam: int, weight: float) -> list[str]:
     """The module's own joint beam search (``SpeechRecognizer._beam``) with these settings."""
     module.beam_size, module.beam_ctc_weight = beam, weight
-    return [module.text(module._beam(memory)) for memory in memories]
+    return [module.text(module._beam(encoded)) for encoded in encodings]
 
 
 @torch.inference_mode()
 def encode(module: Any, entries: list[dict[str, Any]]) -> list[torch.Tensor]:
+    """Each utterance's encoder output (1, N, D)."""
     from tzoo.tasks.speech.audio import load_audio
 
-    memories = []
+    encodings = []
     for e in entries:
-        wave = load_audio(e["audio"], module.hparams.sample_rate)
-        memories.append(module.model.encode(wave[None], torch.tensor([len(wave)]))[0])
-    return memories
+        wave = load_audio(e["audio"], module.model.sample_rate)
+        encodings.append(module.model.encode(wave[None], torch.tensor([len(wave)]))[0])
+    return encodings
 
 
 def main() -> None:
@@ -62,12 +63,12 @@ def main() -> None:
     torch.set_num_threads(1)  # one short utterance at a time: one thread is fastest (see benchmarks/speech.py)
     data = _datamodule()
     splits = {s: data.split_entries(s) for s in ("val", "test")}
-    memories = {s: encode(module, e) for s, e in splits.items()}
+    encodings = {s: encode(module, e) for s, e in splits.items()}
     refs = {s: [e["text"] for e in es] for s, es in splits.items()}
 
     def score(split: str, beam: int, weight: float) -> dict[str, float]:
         start = time.perf_counter()
-        hyps = decode(module, memories[split], beam, weight)
+        hyps = decode(module, encodings[split], beam, weight)
         return {"beam": beam, "ctc_weight": weight, "cer": float(char_error_rate(hyps, refs[split])),
                 "wer": float(word_error_rate(hyps, refs[split])), "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
 

@@ -24,7 +24,9 @@ from pathlib import Path
 import torch
 from torchmetrics.text import CharErrorRate
 
+from tzoo.core import TransformerConfig
 from tzoo.tasks.speech.data import LengthBucketSampler, SpeechDataModule, collate
+from tzoo.tasks.speech.model import SpeechConfig
 from tzoo.tasks.speech.module import SpeechRecognizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,11 +58,14 @@ def main() -> None:
     train, val = data._dataset("train"), data._dataset("val")
     durations = [e["duration"] for e in train.entries]
     sampler = LengthBucketSampler(durations, a.batch_size, seed=0, shortest_first=a.shortest_first)
-    model = SpeechRecognizer(
-        dim=a.dim, encoder_depth=a.encoder_depth, decoder_depth=a.decoder_depth, num_heads=a.num_heads,
-        dropout=a.dropout, freq_masks=a.masks, time_masks=a.masks, ctc_weight=a.ctc_weight, label_smoothing=0.0,
-        encoder_position=a.position, subsampling=a.subsampling,
+    stack = dict(dim=a.dim, num_heads=a.num_heads, dropout=a.dropout)
+    net = SpeechConfig(
+        subsampling=a.subsampling, freq_masks=a.masks, time_masks=a.masks,
+        encoder_position="sinusoidal" if a.position == "sinusoidal" else "none",
+        encoder=TransformerConfig(depth=a.encoder_depth, position="rope" if a.position == "rope" else "none", **stack),
+        decoder=TransformerConfig(depth=a.decoder_depth, position="rope", **stack),
     )  # fmt: skip
+    model = SpeechRecognizer(net, ctc_weight=a.ctc_weight, label_smoothing=0.0)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.98), weight_decay=0.05)
     model.train()
     batches, step, history = iter(sampler), 0, []

@@ -28,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
 
     module = load_module(args.checkpoint, task="speech")  # weights-only loading
-    rate = module.hparams.sample_rate
+    rate = module.model.sample_rate
     with torch.inference_mode():
         for name in args.audio:
             wave = load_audio(name, rate)

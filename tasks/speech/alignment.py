@@ -29,10 +29,10 @@ def cross_attention(model: SpeechTransformer, wave: Tensor, ids: list[int], *, l
     if bad:
         raise ValueError(f"decoder layers {bad} do not exist; the decoder has layers 0..{depth - 1}")
     names = [f"decoder.blocks.{i % depth}.cross_attn" for i in chosen]
-    memory, mask = model.encode(wave[None], torch.tensor([len(wave)]))
+    encoded, _ = model.encode(wave[None], torch.tensor([len(wave)]))
     tokens = torch.tensor([[BOS, *ids]])
     with capture_attention(model, names) as maps:
-        model.decode(tokens, memory, None)
+        model.decode(tokens, encoded, None)
     model.train(was_training)
     return torch.stack([maps[n][0][0].float().mean(0) for n in names]).mean(0)  # (T + 1, N)
 

@@ -64,18 +64,18 @@ def _strip(ids: list[int]) -> list[int]:
 
 
 @torch.inference_mode()
-def greedy(model: SpeechTransformer, memory: Tensor, mask: Tensor, *, max_len: int, use_cache: bool = True) -> list[list[int]]:
-    """Encoder output (B, N, D) and its mask (B, N) -> per utterance the argmax tokens until </s>."""
-    B = memory.shape[0]
+def greedy(model: SpeechTransformer, encoded: Tensor, mask: Tensor, *, max_len: int, use_cache: bool = True) -> list[list[int]]:
+    """The encoder's output (B, N, D) and its mask (B, N) -> per utterance the argmax tokens until </s>."""
+    B = encoded.shape[0]
     padding = None if bool(mask.all()) else mask
-    tokens = torch.full((B, max_len + 1), BOS, dtype=torch.long, device=memory.device)  # (B, 1 + T)
+    tokens = torch.full((B, max_len + 1), BOS, dtype=torch.long, device=encoded.device)  # (B, 1 + T)
     cache = model.decoder.make_cache(max_len + 1) if use_cache else None
     cross = model.decoder.make_cache() if use_cache else None
-    done = torch.zeros(B, dtype=torch.bool, device=memory.device)
+    done = torch.zeros(B, dtype=torch.bool, device=encoded.device)
     end = 1
     for _ in range(max_len):
         step = tokens[:, end - 1 : end] if use_cache else tokens[:, :end]
-        nxt = model.decode(step, memory, padding, cache=cache, cross_cache=cross)[:, -1].argmax(-1)  # (B,)
+        nxt = model.decode(step, encoded, padding, cache=cache, cross_cache=cross)[:, -1].argmax(-1)  # (B,)
         nxt = nxt.masked_fill(done, EOS)
         tokens[:, end] = nxt
         end += 1
@@ -153,7 +153,7 @@ class CTCPrefixScorer:
 @torch.inference_mode()
 def beam_search(
     model: SpeechTransformer,
-    memory: Tensor,
+    encoded: Tensor,
     *,
     beam: int = 4,
     max_len: int = 200,
@@ -162,7 +162,7 @@ def beam_search(
     ctc_weight: float = 0.0,
     pre_beam: int | None = None,
 ) -> list[int]:
-    """One utterance's encoder output (1, N, D) -> the most probable token sequence found by a beam
+    """One utterance's encoder output ``encoded`` (1, N, D) -> the most probable token sequence found by a beam
     of width ``beam``.
 
     Each step extends every live hypothesis by every token, keeps the ``beam`` best that do not end
@@ -182,11 +182,11 @@ def beam_search(
         raise ValueError(f"beam must be >= 1, got {beam}")
     if not 0.0 <= ctc_weight <= 1.0:
         raise ValueError(f"ctc_weight must be in [0, 1] (the CTC share of the hypothesis score), got {ctc_weight}")
-    if memory.dim() != 3 or memory.shape[0] != 1:
-        raise ValueError(f"beam_search takes one utterance's encoder output (1, N, D), got {tuple(memory.shape)}")
+    if encoded.dim() != 3 or encoded.shape[0] != 1:
+        raise ValueError(f"beam_search takes one utterance's encoder output (1, N, D), got {tuple(encoded.shape)}")
     if pre_beam is not None and pre_beam < 1:
         raise ValueError(f"pre_beam must be >= 1 (tokens CTC-scored per hypothesis, or None for 1.5 x beam), got {pre_beam}")
-    device = memory.device
+    device = encoded.device
     hyps = torch.full((1, 1), BOS, dtype=torch.long, device=device)  # (K, 1 + t)
     att = torch.zeros(1, device=device)  # (K,) summed decoder log-probabilities
     scorer = CTCPrefixScorer(ctc_logits) if ctc_logits is not None and ctc_weight > 0 else None
@@ -202,9 +202,9 @@ def beam_search(
     cross = model.decoder.make_cache() if use_cache else None
     for _ in range(max_len):
         if use_cache:
-            logits = model.decode(hyps[:, -1:], memory.expand(len(hyps), -1, -1), None, cache=cache, cross_cache=cross)
+            logits = model.decode(hyps[:, -1:], encoded.expand(len(hyps), -1, -1), None, cache=cache, cross_cache=cross)
         else:
-            logits = model.decode(hyps, memory.expand(len(hyps), -1, -1), None)
+            logits = model.decode(hyps, encoded.expand(len(hyps), -1, -1), None)
         logp = logits[:, -1].float().log_softmax(-1)  # (K, V)
         V = logp.shape[-1]
         extended = att[:, None] + logp  # (K, V)

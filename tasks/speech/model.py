@@ -1,75 +1,105 @@
 """The speech recognizer: audio-frame nodes -> bidirectional encoder -> (CTC head | causal decoder
-with cross-attention to the encoder) -> characters. Whisper's layout with a CTC head beside it.
+with cross-attention to the encoder's output) -> characters. Whisper's layout with a CTC head beside it.
 
 Shape legend: B batch, S samples, N audio nodes, T text tokens, V vocabulary, D width.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Literal
 
-import torch
 from torch import Tensor, nn
 
 from tzoo.core import Decoder, Encoder, KVCache, SinusoidalPositionalEncoding, TransformerConfig, init_gpt2
-from tzoo.tasks.speech.tokenizer import AudioTokenizer
+from tzoo.tasks.speech.corpus import ALPHABET
+from tzoo.tasks.speech.tokenizer import SPECIAL_TOKENS, AudioTokenizer
 
-__all__ = ["SpeechTransformer"]
+__all__ = ["SpeechConfig", "SpeechTransformer"]
+
+
+def _encoder() -> TransformerConfig:
+    return TransformerConfig(dim=192, depth=6, num_heads=4, dropout=0.1)
+
+
+def _decoder() -> TransformerConfig:
+    return TransformerConfig(dim=192, depth=3, num_heads=4, dropout=0.1, position="rope")
+
+
+@dataclass
+class SpeechConfig:
+    """The speech recognizer: its front end, its text vocabulary and the core's two stacks.
+
+    ``alphabet`` (the characters a transcript may hold; the vocabulary is ``<blank> <s> </s>`` and
+    these) and ``sample_rate`` are linked from the data by the CLI. The front end: ``n_mels`` log-mel
+    bands, SpecAugment (``freq_masks``, ``time_masks``), VTLP (``freq_warp``, ``formant_warp``) in
+    training only, ``subsampling`` (4 or 2) mel frames per node. ``max_frames``: the most audio nodes
+    (40 ms each, 20 ms at ``subsampling=2``) the encoder takes; longer audio is an error.
+    ``encoder_position``: absolute positions added to the audio nodes (``sinusoidal``, or ``none``
+    when ``encoder.position`` is ``rope`` / ``alibi``). ``encoder`` / ``decoder``: the stacks; the
+    decoder's positions are ``decoder.position`` (RoPE by default), its cross-attention takes the
+    encoder's width."""
+
+    alphabet: str = ALPHABET
+    sample_rate: int = 16000
+    n_mels: int = 80
+    subsampling: int = 4
+    max_frames: int = 750
+    encoder_position: Literal["sinusoidal", "none"] = "sinusoidal"
+    freq_masks: int = 2
+    time_masks: int = 2
+    freq_warp: float = 0.0
+    formant_warp: float = 0.0
+    encoder: TransformerConfig = field(default_factory=_encoder)
+    decoder: TransformerConfig = field(default_factory=_decoder)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.alphabet, str) or not self.alphabet or len(set(self.alphabet)) != len(self.alphabet):
+            raise ValueError(f"net.alphabet must be distinct characters (at least one), got {self.alphabet!r}")
+        for name, low in (("sample_rate", 1), ("n_mels", 1), ("max_frames", 1), ("freq_masks", 0), ("time_masks", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"net.{name} must be an integer >= {low}, got {value!r}")
+        if self.subsampling not in (2, 4):
+            raise ValueError(f"net.subsampling={self.subsampling!r} is not one of (2, 4) (mel frames per node)")
+        if self.encoder_position not in ("sinusoidal", "none"):
+            raise ValueError(
+                f"net.encoder_position={self.encoder_position!r} is not one of ('sinusoidal', 'none'); relative "
+                f"positions are net.encoder.position ('rope', 'alibi')"
+            )
+
+    @property
+    def vocab_size(self) -> int:
+        """``<blank>``, ``<s>``, ``</s>`` and the alphabet's characters."""
+        return len(SPECIAL_TOKENS) + len(self.alphabet)
 
 
 class SpeechTransformer(nn.Module):
-    """Encoder over audio nodes (sinusoidal positions added, or RoPE inside attention); decoder over
-    characters (RoPE) cross-attending to the encoder output, with the padded audio nodes masked out;
-    a CTC head on the encoder. The decoder's output projection is tied to its token embedding.
+    """Encoder over audio nodes (sinusoidal positions added, and/or RoPE / ALiBi inside attention:
+    ``encoder.position``); decoder over characters (``decoder.position``, RoPE by default)
+    cross-attending to the encoder's output, with the padded audio nodes masked out; a CTC head on
+    the encoder. The decoder's output projection is tied to its token embedding."""
 
-    ``max_frames``: the most audio nodes (40 ms each, 20 ms at ``subsampling=2``) the encoder takes;
-    longer audio is an error.
-    """
-
-    def __init__(
-        self,
-        vocab_size: int,
-        *,
-        sample_rate: int = 16000,
-        n_mels: int = 80,
-        dim: int = 192,
-        encoder_depth: int = 6,
-        decoder_depth: int = 3,
-        num_heads: int = 4,
-        mlp_ratio: float = 4.0,
-        dropout: float = 0.1,
-        encoder_position: Literal["sinusoidal", "rope"] = "sinusoidal",
-        max_frames: int = 750,
-        freq_masks: int = 2,
-        time_masks: int = 2,
-        subsampling: int = 4,
-        freq_warp: float = 0.0,
-        formant_warp: float = 0.0,
-    ) -> None:
+    def __init__(self, cfg: SpeechConfig) -> None:
         super().__init__()
-        if vocab_size < 4:
-            raise ValueError(f"vocab_size must be >= 4 (3 special tokens and a character), got {vocab_size}")
-        if encoder_position not in ("sinusoidal", "rope"):
-            raise ValueError(f"encoder_position={encoder_position!r} is not one of ('sinusoidal', 'rope')")
-        if max_frames < 1:
-            raise ValueError(f"max_frames must be >= 1, got {max_frames}")
-        self.vocab_size, self.max_frames, self.sample_rate = vocab_size, max_frames, sample_rate
-        self.frontend = AudioTokenizer(dim, sample_rate=sample_rate, n_mels=n_mels, freq_masks=freq_masks, time_masks=time_masks,
-                                       subsampling=subsampling, freq_warp=freq_warp, formant_warp=formant_warp)
-        self.enc_pos = SinusoidalPositionalEncoding(dim, max_len=max_frames) if encoder_position == "sinusoidal" else None
-        common = dict(dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout)
-        self.encoder = Encoder(
-            TransformerConfig(depth=encoder_depth, position="rope" if encoder_position == "rope" else "none", **common)
-        )
-        self.ctc_head = nn.Linear(dim, vocab_size)
-        self.embed = nn.Embedding(vocab_size, dim)
-        self.decoder = Decoder(TransformerConfig(depth=decoder_depth, position="rope", **common), cross_attention=True)
-        self.head = nn.Linear(dim, vocab_size, bias=False)
-        init_gpt2(self, encoder_depth + decoder_depth)
+        self.cfg = cfg
+        enc, dec = cfg.encoder, cfg.decoder
+        self.vocab_size, self.max_frames, self.sample_rate = cfg.vocab_size, cfg.max_frames, cfg.sample_rate
+        self.frontend = AudioTokenizer(enc.dim, sample_rate=cfg.sample_rate, n_mels=cfg.n_mels, freq_masks=cfg.freq_masks,
+                                       time_masks=cfg.time_masks, subsampling=cfg.subsampling, freq_warp=cfg.freq_warp,
+                                       formant_warp=cfg.formant_warp)  # fmt: skip
+        self.enc_pos = SinusoidalPositionalEncoding(enc.dim, max_len=cfg.max_frames) if cfg.encoder_position == "sinusoidal" else None
+        self.encoder = Encoder(enc)
+        self.ctc_head = nn.Linear(enc.dim, self.vocab_size)
+        self.embed = nn.Embedding(self.vocab_size, dec.dim)
+        self.decoder = Decoder(dec, cross_attention=True, context_dim=enc.dim)
+        self.head = nn.Linear(dec.dim, self.vocab_size, bias=False)
+        init_gpt2(self, enc.depth + dec.depth)
         self.head.weight = self.embed.weight
 
     def encode(self, wave: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, S) samples, (B,) lengths -> encoder output (B, N, D), key-padding mask (B, N)."""
+        """(B, S) samples, (B,) lengths -> the encoder's output ``encoded`` (B, N, D), its key-padding
+        mask (B, N) (True = a real node)."""
         nodes, mask = self.frontend(wave, lengths)
         return self.encode_nodes(nodes, mask)
 
@@ -90,22 +120,23 @@ class SpeechTransformer(nn.Module):
     def decode(
         self,
         tokens: Tensor,
-        memory: Tensor,
-        memory_mask: Tensor | None,
+        encoded: Tensor,
+        encoded_mask: Tensor | None,
         *,
         cache: list[KVCache] | None = None,
         cross_cache: list[KVCache] | None = None,
     ) -> Tensor:
-        """(B, T) token ids after the cached ones, encoder output (B, N, D) -> logits (B, T, V)."""
+        """(B, T) token ids after the cached ones, the encoder's output (B, N, D) and its mask (B, N)
+        (None: every node is real) -> logits (B, T, V)."""
         x = self.embed(tokens)  # (B, T, D)
-        x = self.decoder(x, memory, context_padding_mask=memory_mask, cache=cache, cross_cache=cross_cache)
+        x = self.decoder(x, encoded, context_padding_mask=encoded_mask, cache=cache, cross_cache=cross_cache)
         return self.head(x)
 
     def forward(self, wave: Tensor, lengths: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """-> CTC logits (B, N, V), audio mask (B, N), decoder logits (B, T, V) for (B, T) input tokens."""
         return self.heads(*self.encode(wave, lengths), tokens)
 
-    def heads(self, memory: Tensor, mask: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``forward`` from an encoder output (B, N, D) and its mask (B, N) already computed."""
+    def heads(self, encoded: Tensor, mask: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``forward`` from the encoder's output (B, N, D) and its mask (B, N) already computed."""
         padding = None if bool(mask.all()) else mask
-        return self.ctc_head(memory), mask, self.decode(tokens, memory, padding)
+        return self.ctc_head(encoded), mask, self.decode(tokens, encoded, padding)

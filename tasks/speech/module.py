@@ -1,81 +1,78 @@
 """LightningModule of the speech task: the speech transformer trained on
 λ·CTC + (1 − λ)·cross-entropy (``ctc_weight`` = λ).
 
-Logs ``train/loss`` (and its CTC and cross-entropy parts), ``val/loss``, ``val/cer`` and ``val/wer``
-(attention greedy decoding, torchmetrics), ``val/cer_ctc`` (CTC greedy decoding of the same
-encoder output: the decoder alone can lose its place and repeat a phrase, which the CTC head and
-the joint beam do not), and ``test/cer`` / ``test/wer`` (joint CTC/attention beam search of width
-``beam_size``; ``test/cer_ctc`` from CTC greedy beside them). After each validation it writes a few
-reference/hypothesis pairs to ``<log dir>/examples.txt`` and the alignment picture of the first
-validation utterance to ``<log dir>/alignment/step_<N>.png``. ``tzoo predict`` writes
-``transcripts.jsonl`` (audio, text) into the log dir.
+Logs ``train/loss`` (and its CTC and cross-entropy parts), ``train/audio_s_per_s``, ``val/loss``,
+``val/cer`` and ``val/wer`` (attention greedy decoding, torchmetrics), ``val/cer_ctc`` (CTC greedy
+decoding of the same encoder output: the decoder alone can lose its place and repeat a phrase,
+which the CTC head and the joint beam do not), and ``test/cer`` / ``test/wer`` (joint
+CTC/attention beam search of width ``beam_size``; ``test/cer_ctc`` from CTC greedy beside them).
+After each validation it writes a few reference/hypothesis pairs to ``<log dir>/examples.txt`` and
+the alignment picture of the first validation utterance to ``<log dir>/alignment/step_<N>.png``.
+``tzoo predict`` writes ``transcripts.jsonl`` (``{"audio": file, "text": transcript}`` per line)
+into the log dir.
+
+The encoder's output is called ``encoded`` here (the decoder's cross-attention context); "memory"
+is the core's word for learned memory nodes (``TransformerConfig.num_memory``).
 """
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Any, Literal
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import BasePredictionWriter
 from torch import Tensor
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from tzoo.tasks.base import TaskModule
-from tzoo.tasks.speech.corpus import ALPHABET
+from tzoo.tasks.config import OptimConfig, from_dict
 from tzoo.tasks.speech.data import IGNORE
 from tzoo.tasks.speech.decoding import beam_search, ctc_greedy, greedy, max_tokens
-from tzoo.tasks.speech.model import SpeechTransformer
+from tzoo.tasks.speech.model import SpeechConfig, SpeechTransformer
 from tzoo.tasks.speech.tokenizer import BOS, EOS, text_tokenizer
 
-__all__ = ["SpeechRecognizer", "TranscriptWriter"]
+__all__ = ["SpeechRecognizer"]
+
+# an older tzoo's flat arguments (SpeechRecognizer took the model's and optimizer's arguments
+# directly) and their defaults then, which differ from the core's TransformerConfig / OptimConfig
+_FLAT_NET = ("alphabet", "sample_rate", "max_frames", "freq_masks", "time_masks", "freq_warp", "formant_warp", "subsampling")
+_FLAT_STACK = {"dim": 192, "num_heads": 4, "mlp_ratio": 4.0, "dropout": 0.1}
+_FLAT_OPTIM = {"lr": 1e-3, "min_lr": None, "weight_decay": 0.05, "betas": [0.9, 0.98], "warmup_steps": 300}
+_FLAT_MODEL = (*_FLAT_NET, *_FLAT_STACK, *_FLAT_OPTIM, "encoder_depth", "decoder_depth", "encoder_position")
 
 
 class SpeechRecognizer(TaskModule):
     task_name = "speech"
     card_metric = "val/cer"
+    throughput_unit = "audio_s"  # train/audio_s_per_s: seconds of audio trained on per second
+    strict_links = ("alphabet", "sample_rate")
+    predict_file = "transcripts.jsonl"
 
     def __init__(
         self,
-        alphabet: str = ALPHABET,
-        sample_rate: int = 16000,
+        net: SpeechConfig = SpeechConfig(),
+        optim: OptimConfig = OptimConfig(weight_decay=0.05, betas=(0.9, 0.98), warmup_steps=300),
         *,
-        dim: int = 192,
-        encoder_depth: int = 6,
-        decoder_depth: int = 3,
-        num_heads: int = 4,
-        mlp_ratio: float = 4.0,
-        dropout: float = 0.1,
-        encoder_position: Literal["sinusoidal", "rope"] = "sinusoidal",
-        max_frames: int = 750,
-        freq_masks: int = 2,
-        time_masks: int = 2,
-        freq_warp: float = 0.0,
-        formant_warp: float = 0.0,
-        subsampling: int = 4,
         ctc_weight: float = 0.3,
         label_smoothing: float = 0.1,
         beam_size: int = 4,
         beam_ctc_weight: float = 0.5,
         max_text_len: int = 300,
         examples: int = 4,
-        lr: float = 1e-3,
-        min_lr: float | None = None,
-        weight_decay: float = 0.05,
-        betas: tuple[float, float] = (0.9, 0.98),
-        warmup_steps: int = 300,
         compile: bool = False,
     ) -> None:
-        """``alphabet`` and ``sample_rate`` are linked from the data by the tzoo CLI. ``beam_size``:
-        the beam width of test and predict decoding; ``beam_ctc_weight``: the CTC head's weight in
-        the beam's joint CTC/attention scores (0: the decoder's alone); ``examples``: reference/hypothesis pairs
-        written after each validation (0: none, and no alignment picture). ``compile``:
-        ``torch.compile`` the model's training forward (in place: checkpoints keep the plain keys)."""
-        super().__init__(lr=lr, min_lr=min_lr, weight_decay=weight_decay, betas=betas, warmup_steps=warmup_steps, compile=compile)
+        """``net``: the model (``SpeechConfig``: the front end, ``alphabet`` and ``sample_rate``,
+        linked from the data by the tzoo CLI, and the core's ``TransformerConfig`` twice, as
+        ``net.encoder`` and ``net.decoder``). ``optim``: optimizer and schedule. ``ctc_weight``: the
+        CTC share of the loss. ``beam_size``: the beam width of test and predict decoding;
+        ``beam_ctc_weight``: the CTC head's weight in the beam's joint CTC/attention scores (0: the
+        decoder's alone); ``max_text_len``: the most characters decoding produces; ``examples``:
+        reference/hypothesis pairs written after each validation (0: none, and no alignment
+        picture). ``compile``: ``torch.compile`` the model's training forward (in place:
+        checkpoints keep the plain keys)."""
+        super().__init__(optim=optim, compile=compile)
+        net = from_dict(SpeechConfig, net, where="net")
         if not 0.0 <= ctc_weight <= 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1] (the CTC share of the loss), got {ctc_weight}")
         if beam_size < 1:
@@ -83,41 +80,47 @@ class SpeechRecognizer(TaskModule):
         if not 0.0 <= beam_ctc_weight <= 1.0:
             raise ValueError(f"beam_ctc_weight must be in [0, 1] (the CTC share of a hypothesis' score), got {beam_ctc_weight}")
         self.save_hyperparameters()
-        self.tokenizer = text_tokenizer(alphabet)
-        self.model = SpeechTransformer(
-            self.tokenizer.vocab_size, sample_rate=sample_rate, dim=dim, encoder_depth=encoder_depth,
-            decoder_depth=decoder_depth, num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout,
-            encoder_position=encoder_position, max_frames=max_frames, freq_masks=freq_masks, time_masks=time_masks,
-            subsampling=subsampling, freq_warp=freq_warp, formant_warp=formant_warp,
-        )  # fmt: skip
+        self.tokenizer = text_tokenizer(net.alphabet)
+        self.model = SpeechTransformer(net)
         self.ctc_weight, self.label_smoothing, self.beam_size = ctc_weight, label_smoothing, beam_size
         self.beam_ctc_weight = beam_ctc_weight
         self.max_text_len, self.examples = max_text_len, examples
         self.val_cer, self.val_wer, self.val_cer_ctc = CharErrorRate(), WordErrorRate(), CharErrorRate()
         self.test_cer, self.test_wer, self.test_cer_ctc = CharErrorRate(), WordErrorRate(), CharErrorRate()
         self._examples: list[tuple[str, str]] = []
-        self._step_start: float | None = None
 
-    def setup(self, stage: str) -> None:
-        data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        for name in ("alphabet", "sample_rate"):
-            if data is not None and hasattr(data, name) and getattr(data, name) != self.hparams[name]:
-                raise ValueError(
-                    f"the model has {name}={self.hparams[name]!r} but the data has {name}={getattr(data, name)!r}: "
-                    f"use a checkpoint trained with this {name}, or set the data's {name} to the model's"
-                )
+    @classmethod
+    def upgrade_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
+        """A checkpoint (or config) of an older tzoo took the model's and optimizer's arguments flat
+        (``dim``, ``encoder_depth``, ``lr`` ...); they are ``net`` / ``optim`` now. The old defaults
+        fill what a config left out (they differ from ``TransformerConfig``'s and ``OptimConfig``'s)."""
+        if "net" in hparams or not any(k in hparams for k in _FLAT_MODEL):
+            return hparams
+        flat = dict(hparams)
+        stack = {k: flat.pop(k, default) for k, default in _FLAT_STACK.items()}
+        encoder = {**stack, "depth": flat.pop("encoder_depth", 6)}
+        decoder = {**stack, "depth": flat.pop("decoder_depth", 3), "position": "rope"}
+        position = flat.pop("encoder_position", "sinusoidal")
+        if position == "rope":
+            encoder["position"] = "rope"
+        net = {k: flat.pop(k) for k in _FLAT_NET if k in flat}
+        net.update(encoder_position="sinusoidal" if position == "sinusoidal" else "none", encoder=encoder, decoder=decoder)
+        optim = {k: flat.pop(k, default) for k, default in _FLAT_OPTIM.items()}
+        return {**flat, "net": net, "optim": optim}
 
     # --- losses -------------------------------------------------------------------------------
 
-    def _losses(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], encoded: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """(loss, CTC part, cross-entropy part); ``encoded``: the batch's encoder output and mask,
-        when the caller has them already (validation decodes from the same ones)."""
+    def _losses(
+        self, batch: tuple[Tensor, Tensor, Tensor, Tensor], encoding: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(loss, CTC part, cross-entropy part); ``encoding``: the batch's encoder output and its
+        mask, when the caller has them already (validation decodes from the same ones)."""
         wave, lengths, tokens, token_lengths = batch
         # decoder input: <s> and the transcript (padding read as </s>; it only feeds ignored positions)
         inputs = torch.cat([torch.full_like(tokens[:, :1], BOS), tokens[:, :-1]], dim=1).masked_fill_(
             torch.cat([torch.zeros_like(tokens[:, :1], dtype=torch.bool), tokens[:, :-1] == IGNORE], 1), EOS
         )  # (B, T)
-        ctc_logits, mask, logits = self.model(wave, lengths, inputs) if encoded is None else self.model.heads(*encoded, inputs)
+        ctc_logits, mask, logits = self.model(wave, lengths, inputs) if encoding is None else self.model.heads(*encoding, inputs)
         ce = F.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten(), ignore_index=IGNORE, label_smoothing=self.label_smoothing)
         # CTC targets: the transcript without </s>
         targets = tokens.masked_fill(tokens == EOS, IGNORE)[:, :-1].clamp_min(0)  # (B, T - 1); padding is never read
@@ -125,18 +128,14 @@ class SpeechRecognizer(TaskModule):
         ctc = F.ctc_loss(log_probs, targets, mask.sum(-1), token_lengths - 1, blank=0, zero_infinity=True)
         return self.ctc_weight * ctc + (1 - self.ctc_weight) * ce, ctc, ce
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self._step_start = time.perf_counter()
-
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, ctc, ce = self._losses(batch)
         self.log_train_metrics({"train/loss": loss, "train/ctc": ctc, "train/ce": ce}, prog_bar=("train/loss",))
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._step_start is not None:
-            audio_seconds = float(batch[1].sum()) / self.hparams.sample_rate
-            self.log_train_metrics({"train/audio_s_per_s": audio_seconds / (time.perf_counter() - self._step_start)})
+    def throughput_count(self, batch: Any) -> float:
+        """Seconds of audio in a training batch (the step timer's ``train/audio_s_per_s``)."""
+        return float(batch[1].sum()) / self.model.sample_rate
 
     def count_nodes(self, batch: Any) -> int | None:
         return int(self.model.frontend.subsampled(self.model.frontend.logmel.frames(batch[1])).sum())
@@ -153,31 +152,31 @@ class SpeechRecognizer(TaskModule):
         """(B, S) samples, (B,) lengths -> transcripts."""
         return self._decode(*self.model.encode(wave, lengths), method=method)
 
-    def _decode(self, memory: Tensor, mask: Tensor, *, method: Literal["beam", "greedy", "ctc"]) -> list[str]:
-        """Encoder output (B, N, D) and its mask (B, N) -> transcripts."""
+    def _decode(self, encoded: Tensor, mask: Tensor, *, method: Literal["beam", "greedy", "ctc"]) -> list[str]:
+        """The encoder's output (B, N, D) and its mask (B, N) -> transcripts."""
         if method == "ctc":
-            return [self.text(ids) for ids in ctc_greedy(self.model.ctc_head(memory), mask)]
+            return [self.text(ids) for ids in ctc_greedy(self.model.ctc_head(encoded), mask)]
         limit = max_tokens(int(mask.sum(-1).max()), self.max_text_len)
         if method == "greedy":
-            return [self.text(ids) for ids in greedy(self.model, memory, mask, max_len=limit)]
-        return [self.text(self._beam(memory[i : i + 1, : int(mask[i].sum())])) for i in range(len(memory))]
+            return [self.text(ids) for ids in greedy(self.model, encoded, mask, max_len=limit)]
+        return [self.text(self._beam(encoded[i : i + 1, : int(mask[i].sum())])) for i in range(len(encoded))]
 
-    def _beam(self, memory: Tensor) -> list[int]:
+    def _beam(self, encoded: Tensor) -> list[int]:
         """One utterance's unpadded encoder output (1, N, D) -> token ids by beam search, joint with
         the CTC head's prefix scores (weight ``beam_ctc_weight``)."""
-        n = memory.shape[1]
-        ctc = self.model.ctc_head(memory[0]) if self.beam_ctc_weight > 0 else None
-        return beam_search(self.model, memory, beam=self.beam_size, max_len=max_tokens(n, self.max_text_len),
+        n = encoded.shape[1]
+        ctc = self.model.ctc_head(encoded[0]) if self.beam_ctc_weight > 0 else None
+        return beam_search(self.model, encoded, beam=self.beam_size, max_len=max_tokens(n, self.max_text_len),
                            ctc_logits=ctc, ctc_weight=self.beam_ctc_weight)  # fmt: skip
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> None:
-        memory, mask = self.model.encode(batch[0], batch[1])
-        loss, _, _ = self._losses(batch, (memory, mask))
+        encoded, mask = self.model.encode(batch[0], batch[1])
+        loss, _, _ = self._losses(batch, (encoded, mask))
         self.log("val/loss", loss, batch_size=len(batch[0]), prog_bar=True, sync_dist=True)
-        hyps, refs = self._decode(memory, mask, method="greedy"), self._references(batch[2])
+        hyps, refs = self._decode(encoded, mask, method="greedy"), self._references(batch[2])
         self.val_cer(hyps, refs)
         self.val_wer(hyps, refs)
-        self.val_cer_ctc(self._decode(memory, mask, method="ctc"), refs)
+        self.val_cer_ctc(self._decode(encoded, mask, method="ctc"), refs)
         self.log("val/cer", self.val_cer, prog_bar=True)
         self.log("val/wer", self.val_wer)
         self.log("val/cer_ctc", self.val_cer_ctc)
@@ -186,11 +185,11 @@ class SpeechRecognizer(TaskModule):
 
     def test_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> None:
         refs = self._references(batch[2])
-        memory, mask = self.model.encode(batch[0], batch[1])
-        hyps = self._decode(memory, mask, method="beam")
+        encoded, mask = self.model.encode(batch[0], batch[1])
+        hyps = self._decode(encoded, mask, method="beam")
         self.test_cer(hyps, refs)
         self.test_wer(hyps, refs)
-        self.test_cer_ctc(self._decode(memory, mask, method="ctc"), refs)
+        self.test_cer_ctc(self._decode(encoded, mask, method="ctc"), refs)
         self.log("test/cer", self.test_cer)
         self.log("test/wer", self.test_wer)
         self.log("test/cer_ctc", self.test_cer_ctc)
@@ -198,8 +197,15 @@ class SpeechRecognizer(TaskModule):
     def predict_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> list[str]:
         return self.transcribe(batch[0], batch[1], method="beam")
 
-    def configure_callbacks(self) -> list[pl.Callback]:
-        return [TranscriptWriter()]
+    def prediction_rows(self, predictions: list[list[str]], data: Any) -> list[dict[str, Any]]:
+        """``{"audio": file, "text": transcript}`` per predicted file (``transcripts.jsonl``); each
+        is printed too."""
+        texts = [text for batch in predictions for text in batch]
+        entries = data.predict_entries() if data is not None and hasattr(data, "predict_entries") else [{} for _ in texts]
+        rows = [{"audio": entry.get("audio"), "text": text} for entry, text in zip(entries, texts)]
+        for row in rows:
+            print(f"{row['audio']}: {row['text']}")
+        return rows
 
     def on_validation_epoch_end(self) -> None:
         trainer = self.trainer
@@ -219,7 +225,7 @@ class SpeechRecognizer(TaskModule):
         from tzoo.tasks.speech.audio import load_audio
 
         entry = data.split_entries("val")[0]
-        wave = load_audio(entry["audio"], self.hparams.sample_rate).to(self.device)
+        wave = load_audio(entry["audio"], self.model.sample_rate).to(self.device)
         self.draw_alignment(wave, folder / "alignment" / f"step_{self.global_step:06d}.png", reference=entry["text"])
 
     def draw_alignment(self, wave: Tensor, path: str | Path, *, reference: str = "") -> Path:
@@ -229,8 +235,8 @@ class SpeechRecognizer(TaskModule):
         was_training = self.training
         self.eval()
         with torch.inference_mode():
-            memory, _ = self.model.encode(wave[None], torch.tensor([len(wave)], device=wave.device))
-            ids = self._beam(memory)
+            encoded, _ = self.model.encode(wave[None], torch.tensor([len(wave)], device=wave.device))
+            ids = self._beam(encoded)
         self.train(was_training)
         hyp = self.text(ids)
         title = f"hypothesis: {hyp!r}" + (f"\nreference: {reference!r}" if reference else "")
@@ -239,39 +245,12 @@ class SpeechRecognizer(TaskModule):
     # --- checkpoints --------------------------------------------------------------------------
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        stamp = checkpoint.get("tzoo", {})
-        if stamp.get("task", self.task_name) != self.task_name:
-            raise ValueError(
-                f"this checkpoint was written by the {stamp.get('task')!r} task ({stamp.get('class_path')}), "
-                f"not by the speech recognizer ('speech')"
-            )
+        super().on_load_checkpoint(checkpoint)
         # checked before Lightning loads the weights: otherwise a mismatch is a shape error deep inside
-        trained = checkpoint.get("hyper_parameters", {}).get("alphabet")
-        if trained is not None and trained != self.hparams.alphabet:
+        trained = self.upgrade_hparams(dict(checkpoint.get("hyper_parameters", {}))).get("net", {}).get("alphabet")
+        ours = self.model.cfg.alphabet
+        if trained is not None and trained != ours:
             raise ValueError(
-                f"the checkpoint was trained with alphabet={trained!r}, but this model has alphabet={self.hparams.alphabet!r}: "
+                f"the checkpoint was trained with alphabet={trained!r}, but this model has alphabet={ours!r}: "
                 f"use data with the checkpoint's alphabet, or train a new model"
             )
-
-
-class TranscriptWriter(BasePredictionWriter):
-    """Writes ``transcripts.jsonl`` (``{"audio": file, "text": transcript}`` per line) into the log dir."""
-
-    def __init__(self) -> None:
-        super().__init__(write_interval="epoch")
-
-    def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Any, batch_indices: Any) -> None:
-        if not trainer.is_global_zero or not predictions:
-            return
-        outputs = predictions[0] if isinstance(predictions[0], list) and predictions[0] and isinstance(predictions[0][0], list) else predictions
-        texts = [t for batch in outputs for t in batch]
-        data = getattr(trainer, "datamodule", None)
-        entries = data.predict_entries() if data is not None and hasattr(data, "predict_entries") else [{} for _ in texts]
-        folder = Path(trainer.log_dir or trainer.default_root_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "transcripts.jsonl"
-        with open(path, "w", encoding="utf-8") as f:
-            for entry, text in zip(entries, texts):
-                f.write(json.dumps({"audio": entry.get("audio"), "text": text}) + "\n")
-                print(f"{entry.get('audio')}: {text}")
-        print(f"wrote {len(texts)} transcripts to {path}")

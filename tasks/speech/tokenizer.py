@@ -5,8 +5,9 @@ band -> SpecAugment (frequency and time masks, training only) -> two convolution
 (both stride 2: 40 ms per node) or x2 (stride 1 then 2, as Whisper: 20 ms per node) -> LayerNorm ->
 nodes (B, N, D) and a key-padding mask (B, N) from the true lengths.
 
-Text: the LM task's character tokenizer over a fixed alphabet, with three special tokens first:
-``<blank>`` (id 0, the CTC blank), ``<s>`` (1, starts decoding) and ``</s>`` (2, ends it).
+Text: the framework's character tokenizer (``tzoo.tasks.text``) over a fixed alphabet, with three
+special tokens first: ``<blank>`` (id 0, the CTC blank), ``<s>`` (1, starts decoding) and ``</s>``
+(2, ends it).
 
 Shape legend: B batch, S samples, F mel bands, T mel frames, N nodes (T / subsampling), D width.
 """

@@ -65,6 +65,7 @@ def test_generated_corpus_is_reused_from_the_cache(tiny_corpus):
 
 def test_manifest_line_that_is_not_json_names_its_line(tmp_path):
     path = tmp_path / "train.jsonl"
+    (tmp_path / "a.wav").touch()  # the lines before the bad one name files that exist (checked as they are read)
     path.write_text('{"audio": "a.wav", "text": "one"}\n{"audio": "b.wav", "text": \n')
     with pytest.raises(ValueError, match=r"train\.jsonl:2: not valid JSON") as info:
         read_manifest(path)
@@ -73,6 +74,7 @@ def test_manifest_line_that_is_not_json_names_its_line(tmp_path):
 
 def test_text_outside_the_vocabulary_names_the_line_and_the_alphabet(tmp_path):
     path = tmp_path / "train.jsonl"
+    (tmp_path / "a.wav").touch()
     path.write_text('{"audio": "a.wav", "text": "one"}\n\n{"audio": "b.wav", "text": "caf\u00e9 #1"}\n')
     with pytest.raises(ValueError, match=r"train\.jsonl:3: text 'caf\u00e9 #1' has character\(s\) '#', '\u00e9'") as info:
         read_manifest(path)

@@ -1,20 +1,32 @@
 """Audio tokenizer shapes and masks, CTC collapse, greedy and beam search with and without the KV
-cache, padding that never matters, the maximum length, and the alignment picture."""
+cache (under every core attention option of the decoder), padding that never matters, the maximum
+length, the model's config, and the alignment picture."""
 
 import pytest
 import torch
 
+from tzoo.core import TransformerConfig
 from tzoo.tasks.speech.alignment import alignment_figure, cross_attention
 from tzoo.tasks.speech.decoding import CTCPrefixScorer, beam_search, ctc_greedy, ctc_log_likelihood, greedy
-from tzoo.tasks.speech.model import SpeechTransformer
+from tzoo.tasks.speech.model import SpeechConfig, SpeechTransformer
 from tzoo.tasks.speech.tokenizer import BLANK, BOS, EOS, AudioTokenizer, LogMel, text_tokenizer
 
-SMALL = dict(dim=32, encoder_depth=2, decoder_depth=2, num_heads=2, dropout=0.0)
+STACK = dict(dim=32, depth=2, num_heads=2, dropout=0.0)
+
+
+def _config(*, encoder=None, decoder=None, **kwargs):
+    """A small model of 12 tokens (3 special ones and 9 characters)."""
+    return SpeechConfig(
+        alphabet="abcdefghi",
+        encoder=TransformerConfig(**{**STACK, **(encoder or {})}),
+        decoder=TransformerConfig(**{**STACK, "position": "rope", **(decoder or {})}),
+        **kwargs,
+    )
 
 
 def _model(**kwargs):
     torch.manual_seed(0)
-    return SpeechTransformer(12, **{**SMALL, **kwargs}).eval()
+    return SpeechTransformer(_config(**kwargs)).eval()
 
 
 def test_logmel_and_subsampling_shapes_and_masks():
@@ -70,28 +82,68 @@ def test_ctc_greedy_merges_repeats_and_drops_blanks():
     assert ctc_greedy(logits, (torch.arange(10) < 8)[None]) == [[5, 5, 6]]  # padded frames are not read
 
 
-def test_greedy_and_beam_search_agree_with_and_without_cache():
-    model = _model()
-    memory, mask = model.encode(torch.randn(2, 12000), torch.tensor([12000, 7000]))
-    assert greedy(model, memory, mask, max_len=12) == greedy(model, memory, mask, max_len=12, use_cache=False)
-    one = memory[:1]
+CORE_OPTIONS = {
+    "plain": {},
+    "window": {"window": 2},
+    "top_k": {"top_k": 2},
+    "num_memory": {"num_memory": 2},
+    "alibi": {"position": "alibi"},
+    "no_position": {"position": "none"},
+    "gqa": {"num_kv_heads": 1},
+}
+
+
+@pytest.mark.parametrize("option", list(CORE_OPTIONS))
+def test_greedy_and_beam_search_agree_with_and_without_cache(option):
+    # every core option of the decoder (and of the encoder) works with the KV-cache decoding: the
+    # cached search finds exactly what recomputing every step finds
+    torch.manual_seed(1)
+    model = _model(encoder=CORE_OPTIONS[option], decoder=CORE_OPTIONS[option])
+    with torch.no_grad():  # an untrained decoder: sharper scores leave no near-ties between hypotheses
+        model.head.weight.mul_(8)
+    encoded, mask = model.encode(torch.randn(2, 12000), torch.tensor([12000, 7000]))
+    assert greedy(model, encoded, mask, max_len=12) == greedy(model, encoded, mask, max_len=12, use_cache=False)
+    one = encoded[:1]
     for beam in (1, 3):
         cached = beam_search(model, one, beam=beam, max_len=12)
         assert cached == beam_search(model, one, beam=beam, max_len=12, use_cache=False)
     assert beam_search(model, one, beam=1, max_len=12) == greedy(model, one, mask[:1], max_len=12)[0]
+    ctc = model.ctc_head(one[0])
+    joint = [beam_search(model, one, beam=3, max_len=12, ctc_logits=ctc, ctc_weight=0.5, use_cache=c) for c in (True, False)]
+    assert joint[0] == joint[1]
+
+
+def test_the_config_reaches_both_stacks():
+    from tzoo.core.positional import ALiBi, RotaryEmbedding
+
+    model = _model(encoder={"window": 3, "position": "alibi"}, decoder={"top_k": 4, "num_memory": 2}, encoder_position="none")
+    enc, dec = model.encoder.blocks[0].attn, model.decoder.blocks[0].attn
+    assert (enc.window, enc.top_k, isinstance(enc.pos, ALiBi), model.enc_pos) == (3, None, True, None)
+    assert (dec.window, dec.top_k, dec.memory.shape[2], isinstance(dec.pos, RotaryEmbedding)) == (None, 4, 2, True)
+    assert model.decoder.blocks[0].cross_attn.top_k is None  # the options shape self-attention only
+    assert model.vocab_size == 12 and model.ctc_head.out_features == 12
+
+
+def test_a_decoder_narrower_than_the_encoder_cross_attends_to_it():
+    model = _model(encoder={"dim": 48, "num_heads": 4}, decoder={"dim": 16})
+    encoded, mask = model.encode(torch.randn(2, 8000), torch.tensor([8000, 5000]))
+    assert encoded.shape[-1] == 48
+    ctc, _, logits = model(torch.randn(2, 8000), torch.tensor([8000, 5000]), torch.tensor([[BOS, 4], [BOS, 5]]))
+    assert ctc.shape[-1] == logits.shape[-1] == 12 and model.embed.weight.shape == (12, 16)
+    assert greedy(model, encoded, mask, max_len=6) == greedy(model, encoded, mask, max_len=6, use_cache=False)
 
 
 def test_beam_search_finds_at_least_the_greedy_score():
     model = _model()
-    memory, _ = model.encode(torch.randn(1, 8000), torch.tensor([8000]))
+    encoded, _ = model.encode(torch.randn(1, 8000), torch.tensor([8000]))
 
     def score(ids):
         tokens = torch.tensor([[BOS, *ids, EOS]])
-        logp = model.decode(tokens[:, :-1], memory, None).log_softmax(-1)
+        logp = model.decode(tokens[:, :-1], encoded, None).log_softmax(-1)
         return logp[0].gather(1, tokens[0, 1:, None]).sum().item()
 
-    best = beam_search(model, memory, beam=4, max_len=8)
-    first = greedy(model, memory, torch.ones(1, memory.shape[1], dtype=torch.bool), max_len=8)[0]
+    best = beam_search(model, encoded, beam=4, max_len=8)
+    first = greedy(model, encoded, torch.ones(1, encoded.shape[1], dtype=torch.bool), max_len=8)[0]
     if len(first) < 8:  # greedy ended within max_len: a complete hypothesis the beam also saw
         assert score(best) >= score(first) - 1e-5
 
@@ -195,8 +247,8 @@ def test_joint_ctc_beam_search_follows_a_confident_ctc_head(monkeypatch):
     from tzoo.tasks.speech import decoding
 
     model = _model()  # untrained: its decoder has no idea what was said
-    memory, _ = model.encode(torch.randn(1, 8000), torch.tensor([8000]))
-    n = memory.shape[1]
+    encoded, _ = model.encode(torch.randn(1, 8000), torch.tensor([8000]))
+    n = encoded.shape[1]
     spoken = [3, 7, 7, 5]
     ctc_logits = torch.zeros(n, 12)  # a CTC head sure of "3 7 7 5": each token, then blanks
     frames = [3, BLANK, 7, BLANK, 7, BLANK, 5] + [BLANK] * (n - 7)
@@ -205,22 +257,22 @@ def test_joint_ctc_beam_search_follows_a_confident_ctc_head(monkeypatch):
     original = decoding.CTCPrefixScorer.extend
     monkeypatch.setattr(decoding.CTCPrefixScorer, "extend", lambda self, *a: calls.append(1) or original(self, *a))
 
-    plain = beam_search(model, memory, beam=4, max_len=10)
-    assert beam_search(model, memory, beam=4, max_len=10, ctc_logits=ctc_logits, ctc_weight=0.0) == plain
+    plain = beam_search(model, encoded, beam=4, max_len=10)
+    assert beam_search(model, encoded, beam=4, max_len=10, ctc_logits=ctc_logits, ctc_weight=0.0) == plain
     assert not calls and plain != spoken  # weight 0: the decoder alone, CTC never computed
     for weight, pre_beam in ((0.5, 12), (1.0, None)):  # every token scored: the decoder cannot hide one
         for use_cache in (True, False):
-            got = beam_search(model, memory, beam=4, max_len=10, ctc_logits=ctc_logits, ctc_weight=weight,
+            got = beam_search(model, encoded, beam=4, max_len=10, ctc_logits=ctc_logits, ctc_weight=weight,
                               pre_beam=pre_beam, use_cache=use_cache)  # fmt: skip
             assert got == spoken, (weight, use_cache)
     assert calls
     # the default pre-beam (6 of 12 tokens) scores only the decoder's favourites: same with/without cache
-    pruned = [beam_search(model, memory, beam=4, max_len=10, ctc_logits=ctc_logits, ctc_weight=0.5, use_cache=c) for c in (True, False)]
+    pruned = [beam_search(model, encoded, beam=4, max_len=10, ctc_logits=ctc_logits, ctc_weight=0.5, use_cache=c) for c in (True, False)]
     assert pruned[0] == pruned[1]
     with pytest.raises(ValueError, match=r"ctc_weight must be in \[0, 1\].*got 1.5"):
-        beam_search(model, memory, ctc_logits=ctc_logits, ctc_weight=1.5)
+        beam_search(model, encoded, ctc_logits=ctc_logits, ctc_weight=1.5)
     with pytest.raises(ValueError, match=r"pre_beam must be >= 1.*got 0"):
-        beam_search(model, memory, ctc_logits=ctc_logits, ctc_weight=0.5, pre_beam=0)
+        beam_search(model, encoded, ctc_logits=ctc_logits, ctc_weight=0.5, pre_beam=0)
 
 
 def test_cross_attention_ignores_padded_frames():
@@ -236,20 +288,20 @@ def test_cross_attention_ignores_padded_frames():
         n = int(mask[1].sum())
         assert torch.allclose(ctc[1, :n], ctc2[1, :n], atol=1e-5)
         # and at the decoder itself: encoder output at padded nodes never reaches the text
-        memory, mask = model.encode(wave, lengths)
-        changed = memory.clone()
+        encoded, mask = model.encode(wave, lengths)
+        changed = encoded.clone()
         changed[1, n:] = 100.0
-        assert torch.allclose(model.decode(tokens, memory, mask), model.decode(tokens, changed, mask), atol=1e-5)
-        assert not torch.allclose(model.decode(tokens, memory, None)[1], model.decode(tokens, changed, None)[1])
+        assert torch.allclose(model.decode(tokens, encoded, mask), model.decode(tokens, changed, mask), atol=1e-5)
+        assert not torch.allclose(model.decode(tokens, encoded, None)[1], model.decode(tokens, changed, None)[1])
 
 
 @pytest.mark.parametrize("samples", [1, 100, 256, 257])
 def test_a_clip_shorter_than_the_fft_window_is_transcribed(samples):
     # (center=True pads 256 samples by reflection at each end: 256 or fewer crashed in torch's padding)
     model = _model()
-    memory, mask = model.encode(torch.randn(1, samples) * 0.1, torch.tensor([samples]))
-    assert memory.shape[:2] == mask.shape and mask.all() and torch.isfinite(memory).all()
-    assert isinstance(greedy(model, memory, mask, max_len=4)[0], list)
+    encoded, mask = model.encode(torch.randn(1, samples) * 0.1, torch.tensor([samples]))
+    assert encoded.shape[:2] == mask.shape and mask.all() and torch.isfinite(encoded).all()
+    assert isinstance(greedy(model, encoded, mask, max_len=4)[0], list)
     # its frames come from its true length, not from the padded one
     mel, frames = LogMel()(torch.randn(1, samples), torch.tensor([samples]))
     assert mel.shape[-1] >= frames.item() == samples // 160 + 1
@@ -261,9 +313,22 @@ def test_audio_longer_than_the_maximum_is_a_clear_error():
         model.encode(torch.randn(1, 16000), torch.tensor([16000]))
 
 
-def test_bad_model_settings():
-    with pytest.raises(ValueError, match="encoder_position='learned' is not one of"):
-        SpeechTransformer(12, encoder_position="learned")
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(encoder_position="learned"), r"net.encoder_position='learned' is not one of \('sinusoidal', 'none'\)"),
+    (dict(encoder_position="rope"), r"net.encoder_position='rope' is not one of .*relative positions are net.encoder.position \('rope', 'alibi'\)"),
+    (dict(alphabet="aab"), r"net.alphabet must be distinct characters \(at least one\), got 'aab'"),
+    (dict(alphabet=""), r"net.alphabet must be distinct characters"),
+    (dict(sample_rate=0), r"net.sample_rate must be an integer >= 1, got 0"),
+    (dict(max_frames=0), r"net.max_frames must be an integer >= 1, got 0"),
+    (dict(freq_masks=-1), r"net.freq_masks must be an integer >= 0, got -1"),
+    (dict(subsampling=3), r"net.subsampling=3 is not one of \(2, 4\)"),
+])
+def test_bad_model_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SpeechConfig(**kwargs)
+
+
+def test_bad_beam_width():
     with pytest.raises(ValueError, match="beam must be >= 1"):
         beam_search(_model(), torch.zeros(1, 3, 32), beam=0)
 

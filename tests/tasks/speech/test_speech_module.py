@@ -1,5 +1,6 @@
 """The speech task through the tzoo CLI: fit a few steps on the tiny generated corpus, then test and
-predict (a WAV file) from the checkpoint; the data module's bad inputs."""
+predict (a WAV file) from the checkpoint; older flat checkpoints; compile; the data module's bad
+inputs."""
 
 import json
 import re
@@ -9,9 +10,17 @@ import textwrap
 import pytest
 import torch
 
+from tzoo.core import TransformerConfig
 from tzoo.tasks.cli import main
+from tzoo.tasks.loading import load_module
 from tzoo.tasks.speech.data import SpeechDataModule, collate
+from tzoo.tasks.speech.model import SpeechConfig
 from tzoo.tasks.speech.module import SpeechRecognizer
+
+
+def _net(**kwargs):
+    stack = dict(dim=32, depth=1, num_heads=2)
+    return SpeechConfig(encoder=TransformerConfig(**stack), decoder=TransformerConfig(**stack, position="rope"), **kwargs)
 
 
 def _config(path, root, data_dir):
@@ -27,7 +36,13 @@ def _config(path, root, data_dir):
           log_every_n_steps: 1
         model:
           class_path: tzoo.tasks.speech.module.SpeechRecognizer
-          init_args: {{dim: 32, encoder_depth: 1, decoder_depth: 1, num_heads: 2, warmup_steps: 2, beam_size: 2, examples: 2}}
+          init_args:
+            net:
+              encoder: {{dim: 32, depth: 1, num_heads: 2}}
+              decoder: {{dim: 32, depth: 1, num_heads: 2}}
+            optim: {{warmup_steps: 2}}
+            beam_size: 2
+            examples: 2
         data:
           class_path: tzoo.tasks.speech.data.SpeechDataModule
           init_args: {{source: manifest, data_dir: {data_dir}, batch_size: 3}}
@@ -47,7 +62,7 @@ def fitted(tiny_corpus, tmp_path_factory):
 def test_fit_logs_error_rates_examples_and_alignment(fitted):
     _, run, _ = fitted
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"train/loss", "train/ctc", "train/ce", "val/loss", "val/cer", "val/wer", "val/cer_ctc"} <= set(header)
+    assert {"train/loss", "train/ctc", "train/ce", "train/audio_s_per_s", "val/loss", "val/cer", "val/wer", "val/cer_ctc"} <= set(header)
     assert "ref: " in (run / "examples.txt").read_text()
     assert list((run / "alignment").glob("step_*.png"))
 
@@ -146,7 +161,7 @@ def test_missing_audio_file_in_a_manifest_is_named_before_training(tiny_corpus, 
 
 def test_model_and_data_must_agree_on_the_alphabet(fitted, tiny_corpus, tmp_path, capsys):
     config, _, ckpt = fitted
-    other = SpeechRecognizer(alphabet="abcdefgh", dim=32, encoder_depth=1, decoder_depth=1, num_heads=2)
+    other = SpeechRecognizer(_net(alphabet="abcdefgh"))
     with pytest.raises(ValueError, match=r"trained with alphabet=.* but this model has alphabet='abcdefgh'"):
         other.on_load_checkpoint(torch.load(ckpt, weights_only=False))
     with pytest.raises(SystemExit) as exit_info:
@@ -178,3 +193,87 @@ def test_transcribing_predict_files_synthesizes_no_corpus(tiny_corpus, tmp_path)
     (batch,) = list(data.predict_dataloader())
     assert batch[0].shape[0] == 1
     assert not (tmp_path / "corpus").exists()  # nothing synthesized for the one file asked for
+
+
+def test_an_older_tzoos_flat_checkpoint_loads_through_the_migration(fitted, tiny_corpus, tmp_path):
+    """Before net/optim, SpeechRecognizer took dim, encoder_depth, lr ... flat: such a checkpoint
+    still loads (SpeechRecognizer.upgrade_hparams) and gives the same model."""
+    _, _, ckpt = fitted
+    checkpoint = torch.load(ckpt, weights_only=True)
+    hp = checkpoint["hyper_parameters"]
+    net, optim = hp.pop("net"), hp.pop("optim")
+    encoder, decoder = net.pop("encoder"), net.pop("decoder")
+    assert net.pop("encoder_position") == "sinusoidal" and decoder["position"] == "rope" and net.pop("n_mels") == 80
+    flat = {**hp, **net, **optim, "encoder_position": "sinusoidal", "encoder_depth": encoder["depth"], "decoder_depth": decoder["depth"],
+            **{k: encoder[k] for k in ("dim", "num_heads", "mlp_ratio", "dropout")}}  # fmt: skip
+    checkpoint["hyper_parameters"] = flat
+    old = tmp_path / "flat.ckpt"
+    torch.save(checkpoint, old)
+    module, new = load_module(old, task="speech"), load_module(ckpt, task="speech")
+    assert module.hparams.net == new.hparams.net and module.optim == new.optim
+    data = SpeechDataModule("manifest", data_dir=str(tiny_corpus), batch_size=2)
+    data.setup("test")
+    wave, lengths, _, _ = next(iter(data.test_dataloader()))
+    with torch.no_grad():
+        assert module.transcribe(wave, lengths, method="greedy") == new.transcribe(wave, lengths, method="greedy")
+    # a checkpoint of another alphabet is refused before its weights are read, old layout or new
+    other = SpeechRecognizer(_net(alphabet="abc"))
+    with pytest.raises(ValueError, match=r"trained with alphabet=\" '0123.*but this model has alphabet='abc'"):
+        other.on_load_checkpoint(checkpoint)
+
+
+def test_old_flat_settings_fill_in_the_old_defaults():
+    # a config of an older tzoo names only what it changed: the rest are the old defaults, not the
+    # core's (TransformerConfig: dim 256, no dropout, no decoder RoPE; OptimConfig: weight decay 0.1)
+    up = SpeechRecognizer.upgrade_hparams({"dim": 64, "encoder_position": "rope", "lr": 2e-3, "beam_size": 2})
+    module = SpeechRecognizer(up["net"], up["optim"], beam_size=up["beam_size"])
+    enc, dec = module.model.cfg.encoder, module.model.cfg.decoder
+    assert (enc.dim, enc.depth, enc.dropout, enc.position, module.model.cfg.encoder_position) == (64, 6, 0.1, "rope", "none")
+    assert (dec.dim, dec.depth, dec.position) == (64, 3, "rope")
+    assert (module.optim.lr, module.optim.weight_decay, module.optim.betas, module.optim.warmup_steps) == (2e-3, 0.05, (0.9, 0.98), 300)
+    assert SpeechRecognizer.upgrade_hparams({"beam_size": 2}) == {"beam_size": 2}  # task options alone: nothing to move
+
+
+def test_an_unknown_field_of_a_stack_is_named_with_the_valid_ones():
+    with pytest.raises(ValueError, match=r"net.decoder has no field 'windw' \(valid fields: dim, depth, .*window"):
+        SpeechRecognizer({"decoder": {"windw": 4}})
+    with pytest.raises(ValueError, match=r"net has no field 'dim' \(valid fields: alphabet, sample_rate, .*encoder, decoder\)"):
+        SpeechRecognizer({"dim": 32})
+
+
+def test_a_model_of_another_sample_rate_is_refused_when_it_meets_the_data(tiny_corpus, tmp_path):
+    import lightning.pytorch as pl
+
+    module = SpeechRecognizer(_net(sample_rate=8000))
+    data = SpeechDataModule("manifest", data_dir=str(tiny_corpus), batch_size=3)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1)
+    with pytest.raises(ValueError, match=r"the model has sample_rate=8000 but the data .* has sample_rate=16000"):
+        trainer.validate(module, datamodule=data)
+
+
+@pytest.mark.slow
+def test_compile_true_compiles_the_training_forward_and_checkpoints_keep_plain_keys(tiny_corpus, tmp_path, monkeypatch):
+    # (SpeechRecognizer.setup did not call TaskModule.setup, where compiling was: compile=True did nothing)
+    import lightning.pytorch as pl
+
+    from tzoo.tasks.reliability import read_checkpoint
+
+    graphs = []
+
+    def backend(gm, example_inputs):  # dynamo's graphs run as traced (no inductor: fast on CPU)
+        graphs.append(gm)
+        return gm.forward
+
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, *args, **kwargs: compile_(fn, backend=backend))
+    torch._dynamo.reset()
+    module = SpeechRecognizer(_net(), {"warmup_steps": 1}, compile=True, examples=0)
+    data = SpeechDataModule("manifest", data_dir=str(tiny_corpus), batch_size=3)
+    trainer = pl.Trainer(max_steps=2, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(module, datamodule=data)
+    assert module.model._compiled_call_impl is not None and graphs  # the training forward went through dynamo
+    trainer.save_checkpoint(tmp_path / "c.ckpt")
+    keys = list(read_checkpoint(tmp_path / "c.ckpt")["state_dict"])
+    assert keys == list(SpeechRecognizer(_net()).state_dict())  # no _orig_mod: loads into a plain model
+    torch._dynamo.reset()
