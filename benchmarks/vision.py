@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tzoo.tasks.vision.model import ViT
+from tzoo.core import TransformerConfig
+from tzoo.tasks.vision.model import ViT, ViTConfig
 
 REPO = Path(__file__).resolve().parents[1]
 TZOO = str(Path(sys.executable).parent / "tzoo")
@@ -108,15 +109,16 @@ def _timm_vit() -> nn.Module:
 
 
 def _tzoo_vit() -> nn.Module:
+    stack = TransformerConfig(dim=DIMS["dim"], depth=DIMS["depth"], num_heads=DIMS["num_heads"])
     return ViT(
-        DIMS["num_classes"],
-        image_size=DIMS["image_size"],
-        in_channels=3,
-        patch_size=DIMS["patch_size"],
-        dim=DIMS["dim"],
-        depth=DIMS["depth"],
-        num_heads=DIMS["num_heads"],
-        position="learned",  # as timm's: a learned table, updated by the optimizer
+        ViTConfig(
+            DIMS["num_classes"],
+            image_size=DIMS["image_size"],
+            in_channels=3,
+            patch_size=DIMS["patch_size"],
+            position="learned",  # as timm's: a learned table, updated by the optimizer
+            transformer=stack,
+        )
     )
 
 

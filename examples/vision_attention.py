@@ -28,7 +28,7 @@ def main() -> None:
     module = load_module(args.checkpoint, task="vision")  # weights_only loading
     saved = load_checkpoint(args.checkpoint).get("datamodule_hyper_parameters", {})
     settings = {k: saved[k] for k in ("dataset", "data_dir") if saved.get(k) is not None}
-    data = ImageDataModule(**settings, image_size=module.hparams.image_size)
+    data = ImageDataModule(**settings, image_size=module.model.cfg.image_size)
     if args.files:
         images, labels = data.load_images(args.files), None
     else:

@@ -30,6 +30,7 @@ from tzoo.tasks.lm.module import LanguageModel
 from tzoo.tasks.text import BPETokenizer, CharTokenizer, load_tokenizer
 from tzoo.tasks.reliability import NonFiniteLossGuard, read_checkpoint
 from tzoo.tasks.vision.data import ImageDataModule
+from tzoo.tasks.vision.model import ViTConfig
 from tzoo.tasks.vision.module import VisionClassifier
 from tzoo.tasks.vision.tokenizer import PatchTokenizer, grid_size, unpatchify
 
@@ -146,10 +147,19 @@ CASES: list[Case] = [
     ("vision.tokenizer.unpatchify_shape", lambda t: unpatchify(torch.zeros(1, 3, 24), (2, 2), (4, 2), 3), ValueError,
      r"patches of shape \(1, 3, 24\) do not fit a 2x2 grid of 3-channel 4x2 patches: expected \(B, 4, 24\)"),
     ("vision.model.links_unset", lambda t: VisionClassifier(), ValueError,
-     r"num_classes and in_channels are not set: the tzoo CLI links them from the data"),
-    ("vision.model.size", lambda t: VisionClassifier(10, 8, 1, size="huge"), ValueError, r"size='huge' is not one of \('tiny', 'small', 'base'\)"),
-    ("vision.model.label_smoothing", lambda t: VisionClassifier(10, 8, 1, label_smoothing=1.0), ValueError,
+     r"net.num_classes and net.in_channels are not set: the tzoo CLI links them from the data"),
+    ("vision.model.flat_size", lambda t: VisionClassifier({"num_classes": 10, "in_channels": 1, "size": "huge"}), ValueError,
+     r"net has no field 'size' \(valid fields: num_classes, image_size, in_channels, patch_size, .*, local_radius, transformer\)"),
+    ("vision.model.net_unknown_nested_field", lambda t: VisionClassifier({"num_classes": 10, "in_channels": 1, "transformer": {"windw": 4}}),
+     ValueError, r"net.transformer has no field 'windw' \(valid fields: dim, depth, .*window"),
+    ("vision.model.label_smoothing", lambda t: VisionClassifier(ViTConfig(10, 8, 1), label_smoothing=1.0), ValueError,
      r"label_smoothing must be in \[0, 1\), got 1\.0"),
+    ("vision.model.relative_position_in_the_wrong_place", lambda t: ViTConfig(10, position="alibi"), ValueError,
+     r"net.position='alibi' is not one of \('sincos', 'learned'\); relative positions are net.transformer.position"),
+    ("vision.model.local_radius", lambda t: ViTConfig(10, local_radius=-1), ValueError,
+     r"net.local_radius must be an integer >= 0 .* or None \(global attention\), got -1"),
+    ("vision.model.patch_dropout", lambda t: ViTConfig(10, patch_dropout=1.0), ValueError,
+     r"net.patch_dropout must be in \[0, 1\) \(the share of patch nodes dropped in training\), got 1\.0"),
     ("vision.data.dataset", lambda t: ImageDataModule("imagenet"), ValueError,
      r"unknown dataset 'imagenet'; valid datasets: digits, mnist, fashion_mnist, cifar10, folder"),
     ("vision.data.auto_augment", lambda t: ImageDataModule("digits", auto_augment="auto"), ValueError,

@@ -106,8 +106,8 @@ def test_lm_fsdp2_through_model_parallel_strategy(tmp_path, lm_single):
 def _vit_args(tmp_path: Path, batch_size: int) -> list[str]:
     return [
         "--config", str(ROOT / "configs/vision/digits.yaml"), f"--data.init_args.data_dir={tmp_path}",
-        "--model.init_args.dim=16", "--model.init_args.depth=1", "--model.init_args.num_heads=2",
-        "--model.init_args.attention_images=0", "--model.init_args.drop_path=0", "--model.init_args.warmup_steps=2",
+        "--model.init_args.net.transformer.dim=16", "--model.init_args.net.transformer.depth=1", "--model.init_args.net.transformer.num_heads=2",
+        "--model.init_args.attention_images=0", "--model.init_args.net.transformer.drop_path=0", "--model.init_args.optim.warmup_steps=2",
         "--data.init_args.crop_padding=0", f"--data.init_args.batch_size={batch_size}",
         "--trainer.max_steps=12", "--trainer.check_val_every_n_epoch=1", "--trainer.limit_val_batches=2",
         "--trainer.log_every_n_steps=1",

@@ -39,7 +39,7 @@ def test_bf16_mixed_trains_on_cpu(tmp_path, monkeypatch, task):
     if task == "lm":
         checkpoint = _fit(tmp_path, "lm/shakespeare_char.yaml", *_lm(tmp_path), "--trainer.precision=bf16-mixed")
     else:
-        checkpoint = _fit(tmp_path, "vision/digits.yaml", "--model.init_args.dim=16", "--model.init_args.depth=1",
+        checkpoint = _fit(tmp_path, "vision/digits.yaml", "--model.init_args.net.transformer.dim=16", "--model.init_args.net.transformer.depth=1",
                           "--model.init_args.attention_images=0", f"--data.init_args.data_dir={tmp_path}",
                           "--trainer.precision=bf16-mixed")  # fmt: skip
     weights = checkpoint["state_dict"]
@@ -57,13 +57,22 @@ def test_compiled_lm_trains_and_saves_plain_keys(tmp_path, monkeypatch):
 
 
 def test_vision_compile_option_compiles_the_model_in_place_for_fit_only():
+    import lightning.pytorch as pl
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    from tzoo.core import TransformerConfig
+    from tzoo.tasks.vision.model import ViTConfig
     from tzoo.tasks.vision.module import VisionClassifier
 
-    plain = VisionClassifier(10, 8, 1, dim=16, depth=1, num_heads=2, patch_size=4)
-    module = VisionClassifier(10, 8, 1, dim=16, depth=1, num_heads=2, patch_size=4, compile=True)
-    module.setup("validate")
+    net = ViTConfig(10, 8, 1, patch_size=4, transformer=TransformerConfig(dim=16, depth=1, num_heads=2))
+    plain = VisionClassifier(net)
+    module = VisionClassifier(net, compile=True)
+    module.trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    module.trainer.state.fn = TrainerFn.VALIDATING
+    module.configure_model()  # the hook Lightning calls (TaskModule's: tasks do not override it)
     assert module.model._compiled_call_impl is None  # only training compiles
-    module.setup("fit")
+    module.trainer.state.fn = TrainerFn.FITTING
+    module.configure_model()
     assert module.model._compiled_call_impl is not None
     assert list(module.state_dict()) == list(plain.state_dict())  # checkpoints keep the plain keys
 

@@ -119,8 +119,8 @@ def _decision_args(tmp_path: Path) -> list[str]:
 def _vision_args(tmp_path: Path) -> list[str]:
     return [
         "--config", str(ROOT / "configs/vision/digits.yaml"),
-        "--model.init_args.dim=16", "--model.init_args.depth=1", "--model.init_args.num_heads=2",
-        "--model.init_args.attention_images=0", "--model.init_args.warmup_steps=5",
+        "--model.init_args.net.transformer.dim=16", "--model.init_args.net.transformer.depth=1", "--model.init_args.net.transformer.num_heads=2",
+        "--model.init_args.attention_images=0", "--model.init_args.optim.warmup_steps=5",
         "--data.init_args.batch_size=128", f"--data.init_args.data_dir={tmp_path}",
         "--trainer.max_epochs=5", "--trainer.check_val_every_n_epoch=2", "--trainer.limit_val_batches=1",
         "--trainer.enable_progress_bar=false", "--trainer.deterministic=true",

@@ -128,7 +128,7 @@ def test_a_pickled_tokenizer_file_is_refused(tmp_path):
     ("config", "extra"),
     [
         ("lm/shakespeare_bpe.yaml", [*LM_TINY, "--data.init_args.bpe_vocab_size=300"]),
-        ("vision/digits.yaml", ["--model.init_args.dim=16", "--model.init_args.depth=1", "--model.init_args.attention_images=0"]),
+        ("vision/digits.yaml", ["--model.init_args.net.transformer.dim=16", "--model.init_args.net.transformer.depth=1", "--model.init_args.attention_images=0"]),
         ("decision/cartpole.yaml", ["--data.init_args.episodes=10", "--model.init_args.net.transformer.dim=16",
                                     "--model.init_args.net.transformer.depth=1", "--model.init_args.eval_episodes=1"]),
     ],

@@ -51,9 +51,13 @@ def attention_maps(model: ViT, images: Tensor) -> tuple[dict[str, Tensor], Tenso
         # last layer's full (N, N) attention
         logits = model.forward_head(model.forward_features(images))
     model.train(was_training)
-    weights = [captured[name][-1].float().mean(dim=1) for name in layers]  # (B, N, N) each, heads averaged
     h, w = grid_size(tuple(images.shape[-2:]), model.tokenizer.patch_size, model.tokenizer.stride)
     P = model.num_prefix
+    N = P + h * w
+    # (B, N, N) each, heads averaged; learned memory nodes (the first columns, not nodes of the
+    # image) left out and each row renormalised over the image's nodes
+    weights = [captured[name][-1].float().mean(dim=1)[..., -N:] for name in layers]
+    weights = [a / a.sum(dim=-1, keepdim=True) for a in weights]
 
     def read_out(attention: Tensor) -> Tensor:
         # the row of the node the head reads: the class token, or the mean of the patch nodes

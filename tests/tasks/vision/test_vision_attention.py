@@ -3,15 +3,20 @@
 import pytest
 import torch
 
-from tzoo.core import capture_attention
+from tzoo.core import TransformerConfig, capture_attention
 from tzoo.tasks.vision.attention_maps import attention_figure, attention_maps, rollout
-from tzoo.tasks.vision.model import ViT
+from tzoo.tasks.vision.model import ViT, ViTConfig
+
+
+def vit(**kwargs):
+    stack = TransformerConfig(dim=16, depth=2, num_heads=2, **kwargs.pop("transformer", {}))
+    return ViT(ViTConfig(4, in_channels=1, patch_size=2, transformer=stack, **kwargs))
 
 
 @pytest.fixture
 def model():
     torch.manual_seed(0)
-    return ViT(4, in_channels=1, patch_size=2, dim=16, depth=2, num_heads=2, num_registers=1).eval()
+    return vit(num_registers=1).eval()
 
 
 def test_captured_attention_rows_sum_to_one_and_the_output_is_unchanged(model):
@@ -30,10 +35,10 @@ def test_captured_attention_rows_sum_to_one_and_the_output_is_unchanged(model):
     assert class_row.shape == (3, 2, 1, 14) and torch.allclose(class_row[:, :, 0], weights[:, :, 0], atol=1e-6)
 
 
-@pytest.mark.parametrize("pool", ["cls", "mean"])
-def test_maps_have_the_grid_shape_and_sum_to_one(pool):
+@pytest.mark.parametrize("kwargs", [{"pool": "cls"}, {"pool": "mean"}, {"transformer": {"num_memory": 2}}, {"local_radius": 1}])
+def test_maps_have_the_grid_shape_and_sum_to_one(kwargs):
     torch.manual_seed(0)
-    model = ViT(4, in_channels=1, patch_size=2, dim=16, depth=2, num_heads=2, pool=pool)
+    model = vit(**kwargs)
     maps, logits = attention_maps(model, torch.randn(3, 1, 8, 6))
     assert logits.shape == (3, 4) and model.training  # left in the mode it was in
     for grid in maps.values():

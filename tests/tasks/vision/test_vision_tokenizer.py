@@ -4,8 +4,8 @@ the ViT around it, and bad input."""
 import pytest
 import torch
 
-from tzoo.core import sincos_2d
-from tzoo.tasks.vision.model import SIZES, ViT, vit_tiny
+from tzoo.core import TransformerConfig, sincos_2d
+from tzoo.tasks.vision.model import SIZES, ViT, ViTConfig, vit_tiny
 from tzoo.tasks.vision.tokenizer import PatchTokenizer, grid_size, patchify, unpatchify
 
 
@@ -67,13 +67,14 @@ def test_learned_positions_interpolate_to_another_grid():
     assert (rows[1:, 0] >= rows[:-1, 0] - 1e-5).all()  # and rising down the columns
     smaller = tok.learned_positions((2, 2))
     assert smaller.shape == (1, 4, 8)
-    model = ViT(3, image_size=8, in_channels=1, patch_size=2, dim=8, depth=1, num_heads=2, position="learned")
+    model = ViT(ViTConfig(3, 8, 1, patch_size=2, position="learned", transformer=TransformerConfig(dim=8, depth=1, num_heads=2)))
     assert model(torch.randn(2, 1, 16, 12)).shape == (2, 3)  # inference at another size
 
 
 def test_named_sizes_and_pooling():
     assert set(SIZES) == {"tiny", "small", "base"}
-    model = vit_tiny(10, depth=1, image_size=16, pool="mean", num_registers=1)
+    assert [(s().dim, s().depth, s().num_heads) for s in SIZES.values()] == [(192, 12, 3), (384, 12, 6), (768, 12, 12)]
+    model = ViT(ViTConfig(10, 16, 3, pool="mean", num_registers=1, transformer=vit_tiny(depth=1)))
     assert model.encoder.config.dim == 192 and model.encoder.config.num_heads == 3
     features = model.forward_features(torch.randn(2, 3, 16, 16))
     assert features.shape == (2, 1 + 16, 192)  # a register in front, no class token under mean pooling
@@ -81,16 +82,34 @@ def test_named_sizes_and_pooling():
     assert torch.allclose(pooled, features[:, 1:].mean(1)) and model.forward_head(features).shape == (2, 10)
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"num_registers": 2, "layer_scale": 0.1, "position": "learned"}, {"pool": "mean"}])
-def test_forward_equals_head_of_features(kwargs):
+@pytest.mark.parametrize(
+    "kwargs, stack",
+    [
+        ({}, {}),
+        ({"num_registers": 2, "position": "learned"}, {"layer_scale": 0.1}),
+        ({"pool": "mean"}, {}),
+        ({"local_radius": 1, "num_registers": 1}, {}),
+        # the core's options: the last layer's class-node shortcut must give what every node through every layer gives
+        ({}, {"window": 3}),
+        ({}, {"top_k": 3}),
+        ({}, {"num_memory": 2}),
+        ({}, {"num_kv_heads": 1}),
+        ({}, {"position": "alibi"}),
+        ({}, {"position": "rope"}),
+        ({}, {"norm_first": False, "norm": "rmsnorm", "feed_forward": "swiglu"}),
+    ],
+)
+def test_forward_equals_head_of_features(kwargs, stack):
     torch.manual_seed(0)
-    model = ViT(7, image_size=12, in_channels=2, patch_size=4, stride=2, dim=16, depth=2, num_heads=4, **kwargs).eval()
+    net = ViTConfig(7, 12, 2, patch_size=4, stride=2, transformer=TransformerConfig(dim=16, depth=2, num_heads=4, **stack), **kwargs)
+    model = ViT(net).eval()
     images = torch.randn(3, 2, 12, 12)
     assert torch.allclose(model(images), model.forward_head(model.forward_features(images)), atol=1e-5)
 
 
 def test_drop_path_layer_scale_and_dropout_reach_the_blocks():
-    model = ViT(5, in_channels=1, patch_size=2, dim=8, depth=3, num_heads=2, drop_path=0.2, layer_scale=1e-4, dropout=0.1)
+    stack = TransformerConfig(dim=8, depth=3, num_heads=2, drop_path=0.2, layer_scale=1e-4, dropout=0.1)
+    model = ViT(ViTConfig(5, in_channels=1, patch_size=2, transformer=stack))
     block = model.encoder.blocks[-1]
     kinds = {type(m).__name__ for m in block.attn_out}
     assert kinds == {"Dropout", "LayerScale", "DropPath"}
@@ -127,8 +146,12 @@ def test_bad_settings():
         PatchTokenizer(16, position="rope")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"patch_size must be a positive int or a \(height, width\) pair of them, got 0"):
         PatchTokenizer(16, patch_size=0)
-    with pytest.raises(ValueError, match=r"pool='max' is not one of \('cls', 'mean'\)"):
-        ViT(10, pool="max")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"net.pool='max' is not one of \('cls', 'mean'\)"):
+        ViTConfig(10, pool="max")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"net.position='rope' is not one of \('sincos', 'learned'\); relative positions are net.transformer.position"):
+        ViTConfig(10, position="rope")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"net.patch_size must be a positive int or a \(height, width\) pair of them, got 0"):
+        ViTConfig(10, patch_size=0)
 
 
 def test_conv_stem_gives_the_same_grid_and_nodes_as_the_patch_projection():
