@@ -22,7 +22,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from tzoo.tasks.config import OptimConfig, from_dict, to_dict
+from tzoo.tasks.config import OptimConfig, from_dict, signature_default, to_dict
 
 __all__ = ["TaskModule", "cosine_with_warmup", "param_groups"]
 
@@ -68,7 +68,9 @@ class TaskModule(pl.LightningModule):
         checkpoint holds it). ``compile``: ``torch.compile`` the task's ``self.model`` for training
         (in place, so checkpoints keep the plain model's state-dict keys)."""
         super().__init__()
-        self.optim = from_dict(OptimConfig, OptimConfig() if optim is None else optim, where="optim")
+        default = signature_default(type(self), "optim")  # the task's defaults, e.g. its betas
+        value = optim if optim is not None else default if default is not None else OptimConfig()
+        self.optim = from_dict(OptimConfig, value, where="optim", base=default)
         self.compile_model, self._compiled = compile, False
         self._step_start: float | None = None
 

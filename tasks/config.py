@@ -11,13 +11,14 @@ checkpoints store them as plain dicts (``to_dict``), so they load with ``weights
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import types
 import typing
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["OptimConfig", "config_fields", "from_dict", "to_dict"]
+__all__ = ["OptimConfig", "config_fields", "from_dict", "signature_default", "to_dict"]
 
 T = TypeVar("T")
 
@@ -63,9 +64,12 @@ def _dataclass_in(tp: Any) -> type | None:
     return None
 
 
-def from_dict(cls: type[T], value: Any, *, where: str = "") -> T:
-    """``cls`` built from ``value`` (an instance of it, or a dict of its fields, nested dataclasses
-    as dicts too). An unknown field is a ValueError naming it and listing the valid ones."""
+def from_dict(cls: type[T], value: Any, *, where: str = "", base: Any = None) -> T:
+    """``cls`` built from ``value``: an instance of it, or a dict of (some of) its fields, nested
+    dataclasses as dicts too. The fields a dict leaves out keep the values of ``base`` (an instance,
+    e.g. the argument's default) or else the class's defaults; a nested dict likewise keeps those of
+    the field's default, as the CLI merges a partial YAML section. An unknown field is a ValueError
+    naming it and listing the valid ones."""
     if isinstance(value, cls):
         return value
     if hasattr(value, "as_dict"):  # a jsonargparse Namespace
@@ -77,11 +81,28 @@ def from_dict(cls: type[T], value: Any, *, where: str = "") -> T:
     unknown = sorted(set(value) - set(fields))
     if unknown:
         raise ValueError(f"{name} has no field {unknown[0]!r} (valid fields: {', '.join(fields)})")
+    base = base if isinstance(base, cls) else None
     kwargs = {}
     for key, item in value.items():
         nested = _dataclass_in(fields[key])
-        kwargs[key] = from_dict(nested, item, where=f"{name}.{key}") if nested is not None and item is not None else item
-    return cls(**kwargs)
+        if nested is not None and isinstance(item, dict):
+            default = getattr(base, key) if base is not None else _field_default(cls, key)
+            item = from_dict(nested, item, where=f"{name}.{key}", base=default)
+        kwargs[key] = item
+    return dataclasses.replace(base, **kwargs) if base is not None else cls(**kwargs)
+
+
+def _field_default(cls: type, name: str) -> Any:
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None if field.default is dataclasses.MISSING else field.default
+
+
+def signature_default(cls: type, name: str) -> Any:
+    """The default of ``cls.__init__``'s parameter ``name`` (None when it has none)."""
+    param = inspect.signature(cls.__init__).parameters.get(name)
+    return None if param is None or param.default is inspect.Parameter.empty else param.default
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -184,3 +184,13 @@ def test_a_flat_checkpoint_of_a_task_without_a_migration_is_refused_saying_how_t
 
     with pytest.raises(ValueError, match=r"'x\.ckpt' holds hyperparameters that Plain does not take \(depth, dim\).*older tzoo.*Retrain with a current config"):
         Plain.hparams_from_checkpoint({"dim": 8, "depth": 1}, path="x.ckpt")
+
+
+def test_a_partial_config_dict_keeps_the_defaults_it_leaves_out():
+    """Python callers get what the CLI gives for a partial section: the fields left out keep the
+    argument's default (the LM's betas, bias-free stack), not the bare class defaults."""
+    from tzoo.tasks.lm.module import LanguageModel
+
+    module = LanguageModel({"vocab_size": 10, "transformer": {"dim": 16, "depth": 1, "num_heads": 2}}, {"lr": 3e-3})
+    assert module.optim.lr == 3e-3 and module.optim.betas == (0.9, 0.99)  # LanguageModel's default betas
+    assert module.model.cfg.transformer.bias is False  # GPTConfig's default stack is bias-free

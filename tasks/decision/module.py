@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tzoo.tasks.base import TaskModule
-from tzoo.tasks.config import OptimConfig, from_dict
+from tzoo.tasks.config import OptimConfig, from_dict, signature_default
 from tzoo.tasks.decision.collect import REFERENCE_SCORES
 from tzoo.tasks.decision.model import LINKED, DecisionTransformerModel, DTConfig
 from tzoo.tasks.decision.rollout import Rollouts, check_play_settings, normalized_return, play
@@ -56,7 +56,7 @@ class DecisionTransformer(TaskModule):
         the core's ``TransformerConfig`` as ``net.transformer``). ``optim``: optimizer and schedule.
         ``env_id`` (linked from the data too) is the environment the ``eval_*`` settings play."""
         super().__init__(optim=optim, compile=compile)
-        net = from_dict(DTConfig, net, where="net")
+        net = from_dict(DTConfig, net, where="net", base=signature_default(type(self), "net"))
         missing = [f"net.{name}" for name in LINKED if getattr(net, name) is None]
         if missing or env_id is None:
             raise ValueError(

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tzoo.tasks.base import TaskModule
-from tzoo.tasks.config import OptimConfig, from_dict
+from tzoo.tasks.config import OptimConfig, from_dict, signature_default
 from tzoo.tasks.lm.model import GPT, GPTConfig
 from tzoo.tasks.text import load_tokenizer
 
@@ -46,7 +46,7 @@ class LanguageModel(TaskModule):
         ``net.transformer``). ``optim``: optimizer and schedule. ``sample_prompt`` /
         ``sample_tokens``: the sample printed after each validation (0 tokens: none)."""
         super().__init__(optim=optim, compile=compile)
-        net = from_dict(GPTConfig, net, where="net")
+        net = from_dict(GPTConfig, net, where="net", base=signature_default(type(self), "net"))
         self.save_hyperparameters()
         self.model = GPT(net)
         self.sample_prompt, self.sample_tokens = sample_prompt, sample_tokens

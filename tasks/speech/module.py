@@ -26,7 +26,7 @@ from torch import Tensor
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from tzoo.tasks.base import TaskModule
-from tzoo.tasks.config import OptimConfig, from_dict
+from tzoo.tasks.config import OptimConfig, from_dict, signature_default
 from tzoo.tasks.speech.data import IGNORE
 from tzoo.tasks.speech.decoding import beam_search, ctc_greedy, greedy, max_tokens
 from tzoo.tasks.speech.model import SpeechConfig, SpeechTransformer
@@ -72,7 +72,7 @@ class SpeechRecognizer(TaskModule):
         picture). ``compile``: ``torch.compile`` the model's training forward (in place:
         checkpoints keep the plain keys)."""
         super().__init__(optim=optim, compile=compile)
-        net = from_dict(SpeechConfig, net, where="net")
+        net = from_dict(SpeechConfig, net, where="net", base=signature_default(type(self), "net"))
         if not 0.0 <= ctc_weight <= 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1] (the CTC share of the loss), got {ctc_weight}")
         if beam_size < 1:
