@@ -26,10 +26,12 @@ def sort_source(monkeypatch):
 
 
 def test_permuting_the_set_permutes_the_encoder_output(sort_source):
-    from tzoo_sort.model import SetSorter
+    from tzoo.core import TransformerConfig
+    from tzoo_sort.model import SetSorter, SortConfig
 
     torch.manual_seed(0)
-    model = SetSorter(32, dim=32, depth=2, num_heads=4).eval()
+    stack = dict(dim=32, depth=2, num_heads=4)
+    model = SetSorter(SortConfig(32, encoder=TransformerConfig(**stack), decoder=TransformerConfig(**stack, position="rope"))).eval()
     numbers = torch.rand(4, 32).argsort(1)[:, :8]  # (B, N) distinct values
     perm = torch.randperm(8)
     with torch.no_grad():
@@ -41,10 +43,22 @@ def test_permuting_the_set_permutes_the_encoder_output(sort_source):
 
 
 def test_sort_data_rejects_a_set_larger_than_its_values(sort_source):
-    from tzoo_sort.data import SortData
+    from tzoo_sort.task import SortData
 
     with pytest.raises(ValueError, match=r"set_size=9 must be between 1 and num_values=8"):
         SortData(num_values=8, set_size=9)
+
+
+def test_the_module_takes_its_config_and_gets_the_checkpoint_stamp_check_from_taskmodule(sort_source):
+    from tzoo_sort.task import SortModule
+
+    stacks = {"encoder": {"dim": 16, "num_heads": 2}, "decoder": {"dim": 16, "num_heads": 2, "position": "rope", "window": 2}}
+    module = SortModule({"num_values": 8, **stacks})  # as a checkpoint holds it
+    assert module.model.decoder.config.window == 2 and module.hparams["net"]["decoder"]["window"] == 2
+    with pytest.raises(ValueError, match=r"this checkpoint was written by the 'lm' task .*not by SortModule \(the 'sort' task\)"):
+        module.on_load_checkpoint({"tzoo": {"task": "lm", "class_path": "tzoo.tasks.lm.module.LanguageModel"}})
+    with pytest.raises(ValueError, match=r"net.num_values must be >= 2 \(the tzoo CLI links it from the data\), got None"):
+        SortModule()
 
 
 @pytest.fixture

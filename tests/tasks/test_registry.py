@@ -15,6 +15,7 @@ import lightning.pytorch as pl
 from torch.utils.data import DataLoader, TensorDataset
 from tzoo.core import Encoder, TransformerConfig
 from tzoo.tasks.base import TaskModule
+from tzoo.tasks.config import OptimConfig
 from tzoo.tasks.registry import Task
 
 
@@ -36,7 +37,7 @@ class ToyModule(TaskModule):
     task_name = "toy"
 
     def __init__(self, num_classes: int | None = None, dim: int = 16):
-        super().__init__(lr=1e-3, warmup_steps=1)
+        super().__init__(optim=OptimConfig(lr=1e-3, warmup_steps=1))
         self.save_hyperparameters()
         self.encoder = Encoder(TransformerConfig(dim=dim, depth=1, num_heads=2))
         self.head = torch.nn.Linear(dim, num_classes)
