@@ -39,8 +39,47 @@ def _lm(tmp_path: Path) -> tuple[list[str], list[str]]:
     return args, ["net.transformer"]
 
 
+def _speech(tmp_path: Path) -> tuple[list[str], list[str]]:
+    tiny = [f"--model.init_args.net.{stack}.{k}={v}" for stack in ("encoder", "decoder") for k, v in (("dim", 16), ("depth", 1), ("num_heads", 2))]
+    args = [
+        "--config", str(ROOT / "configs/speech/espeak_tiny.yaml"), "--data.init_args.corpus_size=[6,3,3]",
+        "--data.init_args.max_words=2", "--data.init_args.workers=1", "--data.init_args.batch_size=3",
+        "--data.init_args.num_workers=0", f"--data.init_args.data_dir={SHARED / 'speech'}", "--trainer.precision=32-true",
+        "--model.init_args.examples=0", *tiny,
+    ]  # fmt: skip
+    return args, ["net.encoder", "net.decoder"]
+
+
+def _decision(tmp_path: Path) -> tuple[list[str], list[str]]:
+    args = [
+        "--config", str(ROOT / "configs/decision/cartpole.yaml"), "--data.init_args.episodes=10",
+        "--model.init_args.net.transformer.dim=16", "--model.init_args.net.transformer.depth=1",
+        "--model.init_args.net.transformer.num_heads=2", "--model.init_args.eval_episodes=1",
+    ]  # fmt: skip
+    return args, ["net.transformer"]
+
+
+def _vision(tmp_path: Path) -> tuple[list[str], list[str]]:
+    args = [
+        "--config", str(ROOT / "configs/vision/digits.yaml"), f"--data.init_args.data_dir={SHARED / 'digits'}",
+        "--model.init_args.net.transformer.dim=16", "--model.init_args.net.transformer.depth=1",
+        "--model.init_args.net.transformer.num_heads=2", "--model.init_args.attention_images=0",
+        "--trainer.limit_train_batches=2",
+    ]  # fmt: skip
+    return args, ["net.transformer"]
+
+
 # task -> (its tiny command-line arguments, the stacks the options go to)
-TASKS = {"lm": _lm}
+TASKS = {"lm": _lm, "vision": _vision, "speech": _speech, "decision": _decision}
+SHARED = Path()  # a folder the tests of this module share (generated corpora), set by the fixture
+
+
+@pytest.fixture(autouse=True)
+def _shared_cache(tmp_path_factory, monkeypatch):
+    global SHARED
+    if SHARED == Path():
+        SHARED = tmp_path_factory.mktemp("shared")
+    monkeypatch.setenv("TZOO_CACHE", str(SHARED / "cache"))
 
 # (task, option) pairs that cannot apply: the config-time error that says why
 NOT_APPLICABLE: dict[tuple[str, str], str] = {}
@@ -53,8 +92,7 @@ def _stack_args(stacks: list[str], option: dict) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("option", list(OPTIONS))
 @pytest.mark.parametrize("task", list(TASKS))
-def test_every_core_option_trains_and_checks_in_every_task(task, option, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("TZOO_CACHE", str(tmp_path / "cache"))
+def test_every_core_option_trains_and_checks_in_every_task(task, option, tmp_path, capsys):
     base, stacks = TASKS[task](tmp_path)
     args = [*base, *_stack_args(stacks, OPTIONS[option])]
     if (task, option) in NOT_APPLICABLE:

@@ -17,7 +17,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from tzoo.tasks.base import TaskModule
-from tzoo.tasks.config import OptimConfig, from_dict
+from tzoo.tasks.config import OptimConfig, from_dict, signature_default
 from tzoo.tasks.vision.model import SIZES, ViT, ViTConfig
 from tzoo.tasks.vision.tokenizer import grid_size
 
@@ -56,7 +56,7 @@ class VisionClassifier(TaskModule):
         flip). ``compile``: ``torch.compile`` the model for training (in place: checkpoints keep the
         plain keys)."""
         super().__init__(optim=optim, compile=compile)
-        net = from_dict(ViTConfig, net, where="net")
+        net = from_dict(ViTConfig, net, where="net", base=signature_default(type(self), "net"))
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.save_hyperparameters()

@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from tzoo.tasks.base import TaskModule
-from tzoo.tasks.config import OptimConfig, from_dict
+from tzoo.tasks.config import OptimConfig, from_dict, signature_default
 from tzoo.tasks.registry import Task
 from tzoo_sort.model import SetSorter, SortConfig
 
@@ -92,7 +92,7 @@ class SortModule(TaskModule):
         compile: bool = False,
     ) -> None:
         super().__init__(optim=optim, compile=compile)
-        net = from_dict(SortConfig, net, where="net")
+        net = from_dict(SortConfig, net, where="net", base=signature_default(type(self), "net"))
         self.save_hyperparameters()
         self.model = SetSorter(net)
         self._val: list[Tensor] = []
