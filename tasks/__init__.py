@@ -1,4 +1,10 @@
-"""tzoo.tasks — Lightning task packages, the task registry and the ``tzoo`` CLI.
+"""tzoo.tasks — the task framework and the built-in tasks.
+
+The modules directly in this package are the framework (``base``, ``config``, ``cli``, ``registry``,
+``loading``, ``predictions``, ``sampling``, ``text``, ``runs``, ``reliability``, ...): every task
+uses them and no task edits them. Each subpackage is one built-in task (``lm``, ``vision``,
+``decision``, ``speech``) and touches nothing outside its folder; a third-party task is a package of
+its own, registered through the ``tzoo.tasks`` entry point group.
 
 Import it as ``tzoo.tasks``.
 """
