@@ -28,11 +28,12 @@ from typing import Any
 import lightning.pytorch as pl
 from torch import nn
 from jsonargparse import Namespace
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.model_registry import _is_registry
 
+from tzoo.tasks.progress import StepProgressBar
 from tzoo.tasks.registry import get_task, list_tasks
 from tzoo.tasks.run_card import RunCard
 from tzoo.tasks.reliability import add_reliability_defaults, read_checkpoint
@@ -297,7 +298,7 @@ def _add_trainer_defaults(trainer: dict[str, Any], task: str, *, fingerprint: st
     """Loggers and callbacks a user expects, unless the config chose its own (or turned them off):
     CSV + TensorBoard logs in <default_root_dir>/<task>/version_N (one N for both; left alone the
     two loggers pick their versions independently and can disagree), a learning-rate monitor, a
-    rich progress bar, a checkpoint callback that also keeps ``last.ckpt``, the run card and the
+    rich progress bar (counting steps of max_steps in a step-limited run), a checkpoint callback that also keeps ``last.ckpt``, the run card and the
     run state (``tzoo.tasks.runs``). With ``--ckpt_path last`` the loggers continue the run that
     ``resolve_last`` picks (ResumeError when none or several qualify) and that run's CSV history;
     resuming a checkpoint file starts a new version whose CSV log begins with the history of the
@@ -322,7 +323,7 @@ def _add_trainer_defaults(trainer: dict[str, Any], task: str, *, fingerprint: st
         if subcommand == "fit":
             callbacks.append(RunState(fingerprint, resumed_from=str(resume_from or ckpt_path) if ckpt_path else None))
     if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
-        callbacks.append(RichProgressBar())
+        callbacks.append(StepProgressBar())
     if trainer.get("enable_checkpointing") is not False and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
         callbacks.append(ModelCheckpoint(save_last=True))
     if not any(isinstance(c, RunCard) for c in callbacks):  # run_card.json/.md in the log directory
