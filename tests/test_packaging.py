@@ -30,6 +30,7 @@ def test_wheel_contains_every_subpackage(tmp_path):
         timeout=300,
     )
     assert out.returncode == 0, out.stderr[-2000:]
+    assert "`project.license` as a TOML table is deprecated" not in out.stdout + out.stderr  # an SPDX string
     (wheel,) = tmp_path.glob("tzoo-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     missing = {f for f in expected_files() if "__pycache__" not in f} - names
@@ -38,6 +39,8 @@ def test_wheel_contains_every_subpackage(tmp_path):
     assert not any(n.startswith(("core/", "tasks/", "tests/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "tzoo = tzoo.tasks.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "License-Expression: MIT" in metadata.splitlines()
 
 
 @pytest.mark.parametrize("name", ["core", "tasks"])
