@@ -209,6 +209,15 @@ class TaskModule(pl.LightningModule):
         trainer = self.trainer
         return Path(trainer.log_dir) if trainer.loggers and trainer.log_dir else None
 
+    def output_dir(self) -> Path | None:
+        """``run_dir()`` on rank 0, made if missing; None on the other ranks and without a logger:
+        where a task writes its pictures and side files. Call it on every rank (``run_dir``)."""
+        folder = self.run_dir()
+        if folder is None or not self.trainer.is_global_zero:
+            return None
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
     def configure_optimizers(self) -> Any:
         # the fused kernel (CPU and CUDA) is one call per step instead of several per tensor
         fused = all(p.device.type in ("cpu", "cuda") for p in self.parameters())

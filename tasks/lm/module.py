@@ -184,9 +184,8 @@ class LanguageModel(TaskModule):
     # --- checkpoints --------------------------------------------------------------------------
 
     def on_fit_start(self) -> None:
-        folder = self.run_dir()  # none without a logger: no stray tokenizer files in the working directory
-        if self.tokenizer is not None and folder is not None and self.trainer.is_global_zero:
-            folder.mkdir(parents=True, exist_ok=True)
+        folder = self.output_dir()  # none without a logger: no stray tokenizer files in the working directory
+        if self.tokenizer is not None and folder is not None:
             self.tokenizer.save(folder / "tokenizer.json")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -211,10 +211,9 @@ class SpeechRecognizer(TaskModule):
         trainer = self.trainer
         if self.examples <= 0 or trainer.sanity_checking:
             return
-        folder = self.run_dir()  # on every rank: log_dir is a collective under DDP
-        if folder is None or not trainer.is_global_zero:
+        folder = self.output_dir()
+        if folder is None:
             return
-        folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "examples.txt", "a", encoding="utf-8") as f:
             f.write(f"step {self.global_step}\n")
             for ref, hyp in self._examples:

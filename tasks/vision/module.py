@@ -174,8 +174,8 @@ class VisionClassifier(TaskModule):
         trainer = self.trainer
         if self.attention_images <= 0 or trainer.sanity_checking:
             return
-        folder = self.run_dir()  # on every rank: log_dir is a collective under DDP
-        if folder is None or not trainer.is_global_zero:
+        folder = self.output_dir()
+        if folder is None:
             return
         data = getattr(trainer, "datamodule", None)
         if data is None or not hasattr(data, "example_images"):
