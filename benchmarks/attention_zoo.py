@@ -9,7 +9,7 @@ training step: the bytes of the tensors autograd saves for backward (storages co
 memory that grows with the number of nodes and that attention variants change. The baseline runs
 first and last; the table shows both, so drift of the machine during the run is visible.
 
-    python benchmarks/attention_zoo.py [--tasks lm vision] [--lm_steps 300] [--vision_epochs 3]
+    python benchmarks/attention_zoo.py [--tasks lm vision] [--lm_steps 300] [--vision_epochs 15]
 
 Prints Markdown tables and writes benchmarks/results/attention_zoo.json.
 """
@@ -57,12 +57,13 @@ TASKS: dict[str, dict[str, Any]] = {
         "metric": "val/acc",
         "args": ["--model.init_args.attention_images=0"],
         "variants": {
-            "full": None,
+            "full (2-D sin-cos)": None,
             "2-D local, radius 1": "local.yaml",
             "window 8 (1-D, flattened grid)": "window.yaml",
             "top-k 8": "top_k.yaml",
             "memory nodes 4": "memory.yaml",
-            "ALiBi (1-D)": "alibi.yaml",
+            "+ ALiBi (1-D)": "alibi.yaml",
+            "+ RoPE (1-D)": "rope.yaml",
             "learned positions": "learned.yaml",
             "GQA (1 kv head)": "gqa.yaml",
         },
@@ -168,12 +169,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--lm_steps", type=int, default=300)
-    parser.add_argument("--vision_epochs", type=int, default=3)
+    parser.add_argument("--vision_epochs", type=int, default=15)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
     extra = {
         "lm": [f"--trainer.max_steps={args.lm_steps}", f"--trainer.val_check_interval={min(100, args.lm_steps)}"],
-        "vision": [f"--trainer.max_epochs={args.vision_epochs}"],
+        "vision": [f"--trainer.max_epochs={args.vision_epochs}", f"--trainer.check_val_every_n_epoch={args.vision_epochs}"],
     }
     results: dict[str, Any] = {"machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()}}
     with tempfile.TemporaryDirectory() as tmp:
