@@ -198,7 +198,7 @@ class PatchTokenizer(nn.Module):
         if grid == self.grid:
             return self.pos
         table = rearrange(self.pos, "1 (h w) d -> 1 d h w", h=self.grid[0], w=self.grid[1])
-        # antialias only when shrinking: it averages away detail the smaller grid cannot hold
-        shrink = grid[0] < self.grid[0] or grid[1] < self.grid[1]
-        table = F.interpolate(table, size=grid, mode="bicubic", align_corners=False, antialias=shrink)
+        # as timm's resample_abs_pos_embed: bicubic with antialias (PIL's kernel, which also averages
+        # away detail a smaller grid cannot hold), so imported timm ViTs resize exactly as in timm
+        table = F.interpolate(table, size=grid, mode="bicubic", align_corners=False, antialias=True)
         return rearrange(table, "1 d h w -> 1 (h w) d")
