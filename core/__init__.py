@@ -9,7 +9,9 @@ if __name__ != "tzoo.core":  # imported as a bare `core` from the repository roo
         "(install tzoo with `pip install -e .` and don't put the repository root's core/ on sys.path)"
     )
 
-from tzoo.core.attention import KVCache, MultiHeadAttention, capture_attention
+from tzoo.core.attention import MultiHeadAttention, capture_attention
+from tzoo.core.banded import banded_attention
+from tzoo.core.cache import KVCache, LayerCache, LinearAttentionState, RollingKVCache
 from tzoo.core.blocks import MLP, DropPath, LayerScale, SwiGLU, TransformerBlock
 from tzoo.core.positional import (
     ALiBi,
@@ -30,16 +32,20 @@ __all__ = [
     "Encoder",
     "KVCache",
     "LayerScale",
+    "LayerCache",
     "LearnedPositionalEmbedding",
+    "LinearAttentionState",
     "MLP",
     "MultiHeadAttention",
     "RelativePosition",
+    "RollingKVCache",
     "RotaryEmbedding",
     "SinCos2DPositionalEncoding",
     "SinusoidalPositionalEncoding",
     "SwiGLU",
     "TransformerBlock",
     "TransformerConfig",
+    "banded_attention",
     "capture_attention",
     "init_gpt2",
     "sincos_1d",

@@ -1,4 +1,4 @@
-"""Multi-head attention: self / cross, masks, GQA, local window, top-k, memory nodes, KV cache.
+"""Multi-head attention: self / cross, masks, GQA, sliding window, top-k, memory nodes, KV cache.
 
 A node attends to the nodes it is connected to. Which ones is the mask's business: all of them
 (encoder), only the past (``is_causal``, decoder), a sliding window of neighbours (``window``),
@@ -14,6 +14,13 @@ float = added to the scores. ``key_padding_mask`` is (B, M) with ``True`` = real
 any 2- to 4-axis tensor that broadcasts to (B, H, N, M) as SDPA broadcasts it — (N, M), (B, 1, 1, M),
 (1, 1, N, M), (B, H, N, M), ... — except that a 3-D mask means (B, N, M). M never counts memory
 nodes: they are always visible.
+
+Sliding windows: self-attention over N nodes with a ``window`` takes the banded path
+(``tzoo.core.banded``, O(N·W) time and memory) by itself when it is the cheaper one — N at least two
+query blocks (``use_banded``), no ``mask=`` (key padding is fine), no top-k and no captured weights,
+which need the full score matrix. Otherwise the window is a mask on the (N, M) scores (the
+reference path). Both give the same output. With a ``RollingKVCache`` a windowed layer decodes with
+O(W) memory.
 """
 
 from __future__ import annotations
@@ -26,53 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tzoo.core._checks import check_nodes, check_padding_mask
+from tzoo.core._checks import check_nodes, check_padding_mask, is_whole
+from tzoo.core.banded import banded_attention, use_banded
+from tzoo.core.cache import KVCache, LayerCache, LinearAttentionState, RollingKVCache
 from tzoo.core.positional import RelativePosition
 
 __all__ = ["KVCache", "MultiHeadAttention", "capture_attention"]
-
-
-class KVCache:
-    """Keys and values of one attention layer, kept between incremental decoding steps.
-
-    Self-attention appends the new nodes' keys/values each call. Cross-attention stores the
-    context's keys/values on the first call and reuses them afterwards. The buffer is allocated on
-    the first append (batch, heads and dtype come from the keys) with room for ``max_len`` nodes.
-    """
-
-    def __init__(self, max_len: int | None = None) -> None:
-        if max_len is not None and max_len < 1:
-            raise ValueError(f"KVCache max_len must be >= 1 (or None for a context cache), got {max_len}")
-        self.max_len = max_len
-        self.length = 0
-        self.k: Tensor | None = None
-        self.v: Tensor | None = None
-
-    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Add (B, Hkv, N, Dh) keys/values; return all cached ones, (B, Hkv, length, Dh)."""
-        n = k.shape[2]
-        if self.k is None:
-            size = self.max_len if self.max_len is not None else n
-            self.k = k.new_empty(k.shape[0], k.shape[1], size, k.shape[3])
-            self.v = v.new_empty(v.shape[0], v.shape[1], size, v.shape[3])
-        end = self.length + n
-        if end > self.k.shape[2]:
-            raise ValueError(
-                f"the KV cache holds {self.k.shape[2]} nodes; appending {n} to the {self.length} "
-                f"cached would overflow it (make it with a larger max_len, or reset it)"
-            )
-        # narrow() rather than slice indexing: this runs per layer per generated token
-        self.k.narrow(2, self.length, n).copy_(k)
-        self.v.narrow(2, self.length, n).copy_(v)
-        self.length = end
-        return self.k.narrow(2, 0, end), self.v.narrow(2, 0, end)
-
-    def cached(self) -> tuple[Tensor, Tensor]:
-        assert self.k is not None and self.v is not None
-        return self.k.narrow(2, 0, self.length), self.v.narrow(2, 0, self.length)
-
-    def reset(self) -> None:
-        self.length = 0
 
 
 class MultiHeadAttention(nn.Module):
@@ -115,8 +81,8 @@ class MultiHeadAttention(nn.Module):
                 f"num_heads={num_heads} must be divisible by num_kv_heads={num_kv_heads} "
                 f"(valid: a divisor of {num_heads})"
             )
-        if window is not None and window < 1:
-            raise ValueError(f"window must be >= 1 node (or None for no window), got window={window}")
+        if window is not None and not (is_whole(window) and window >= 1):
+            raise ValueError(f"window must be >= 1 node, a whole number (or None for no window), got window={window!r}")
         if top_k is not None and top_k < 1:
             raise ValueError(f"top_k must be >= 1 (or None to keep every score), got top_k={top_k}")
         if num_memory < 0:
@@ -161,17 +127,23 @@ class MultiHeadAttention(nn.Module):
         mask: Tensor | None = None,
         key_padding_mask: Tensor | None = None,
         is_causal: bool = False,
-        cache: KVCache | None = None,
+        cache: LayerCache | None = None,
     ) -> Tensor:
         """x (B, N, D), context (B, M, Dc) or None for self-attention -> (B, N, D).
 
         With a ``cache``, self-attention treats x as the nodes following the cached ones (a causal
-        decoder step or a prefill); cross-attention computes the context's keys/values once.
+        decoder step or a prefill; a ``KVCache`` or, for a windowed layer, a ``RollingKVCache``);
+        cross-attention computes the context's keys/values once (a ``KVCache``).
         """
         check_nodes(x, "x", self.dim, "this attention's width is dim")
         B, N, _ = x.shape
         H, Hkv, Dh = self.num_heads, self.num_kv_heads, self.head_dim
-        offset = 0
+        offset = 0  # the position of x's first node (RoPE rotates by it)
+        if isinstance(cache, LinearAttentionState):
+            raise ValueError(
+                "a LinearAttentionState is the cache of linear attention, but this layer is softmax attention: "
+                "give it a KVCache (or a RollingKVCache for a windowed layer), e.g. from decoder.make_cache(max_len)"
+            )
         if context is None:
             if self.qkv_proj is None:
                 raise ValueError(
@@ -183,7 +155,9 @@ class MultiHeadAttention(nn.Module):
                 offset = cache.length
             q, k, v = self._project_self(x, offset)  # (B, H, N, Dh), (B, Hkv, N, Dh) twice
             if cache is not None:
-                k, v = cache.append(k, v)  # (B, Hkv, M, Dh), M = offset + N
+                k, v = cache.append(k, v)  # (B, Hkv, M, Dh), M = offset + N (KVCache) or retained + N
+                if key_padding_mask is not None and isinstance(cache, RollingKVCache) and key_padding_mask.shape[-1] == cache.length:
+                    key_padding_mask = key_padding_mask[:, cache.length - k.shape[2] :]  # the columns of the keys kept
         else:
             check_nodes(
                 context, "context", self.context_dim, "this attention takes context of width context_dim", nodes="M"
@@ -197,6 +171,8 @@ class MultiHeadAttention(nn.Module):
                 )
             wq, bq, wkv, bkv = self._cross_weights()
             q = F.linear(x, wq, bq).view(B, N, H, Dh).transpose(1, 2)  # (B, H, N, Dh)
+            if isinstance(cache, RollingKVCache):
+                raise ValueError("a RollingKVCache keeps a self-attention window; a cross-attention context needs a KVCache() of its own")
             if cache is not None and cache.length:
                 k, v = cache.cached()
             else:
@@ -206,22 +182,33 @@ class MultiHeadAttention(nn.Module):
                 if cache is not None:
                     k, v = cache.append(k, v)
         M = k.shape[2]
-
-        bias = self.pos.bias(N, M, offset) if self.pos is not None and context is None else None
+        # x's first position counted from the first key: the offset, unless a rolling cache dropped old keys
+        start = M - N if context is None else 0
         causal = is_causal and context is None
+        dropout = self.dropout if self.training else 0.0
+        if self._banded(context, N, M, mask):
+            assert self.window is not None
+            if key_padding_mask is not None:
+                check_padding_mask(key_padding_mask, "key_padding_mask", B, M)
+            memory = (self.memory[0], self.memory[1]) if self.memory is not None else None
+            out = banded_attention(
+                q, k, v, window=self.window, causal=causal, key_padding_mask=key_padding_mask, pos=self.pos, memory=memory, dropout=dropout
+            )  # (B, H, N, Dh)
+            return self.out_proj(out.transpose(1, 2).reshape(B, N, self.dim))
+
+        bias = self.pos.bias(N, M, start) if self.pos is not None and context is None else None
         if mask is None and key_padding_mask is None and bias is None and self.window is None and (not causal or N == 1):
             attn_mask, sdpa_causal = None, False  # the common decoder step and plain encoder: nothing to build
         else:
-            attn_mask, sdpa_causal = self._mask(B, N, M, offset, causal, mask, key_padding_mask, bias, x.device)
+            attn_mask, sdpa_causal = self._mask(B, N, M, start, causal, mask, key_padding_mask, bias, x.device)
         if self.memory is not None:
-            k, v, attn_mask = self._add_memory(k, v, attn_mask, B, N, sdpa_causal, offset)
+            k, v, attn_mask = self._add_memory(k, v, attn_mask, B, N, sdpa_causal, start)
             sdpa_causal = False
 
         if sdpa_causal and (self.top_k is not None or self.captured is not None):
             # the explicit paths need the causal rule written out
             attn_mask, sdpa_causal = torch.ones(N, M, dtype=torch.bool, device=x.device).tril(), False
 
-        dropout = self.dropout if self.training else 0.0
         if self.top_k is not None:
             out = _explicit_attention(q, k, v, attn_mask, top_k=self.top_k, dropout=dropout, training=self.training)
         else:
@@ -234,6 +221,19 @@ class MultiHeadAttention(nn.Module):
                 record.append(weights)
         out = out.transpose(1, 2).reshape(B, N, self.dim)  # (B, N, D)
         return self.out_proj(out)
+
+    def _banded(self, context: Tensor | None, N: int, M: int, mask: Tensor | None) -> bool:
+        """Whether this call takes the banded window path: self-attention of N nodes over the same
+        N nodes (no cached keys before them), long enough, and nothing that needs the (N, M) scores."""
+        return (
+            self.window is not None
+            and context is None
+            and M == N
+            and mask is None
+            and self.top_k is None
+            and self.captured is None
+            and use_banded(N, self.window)
+        )
 
     def _project_self(self, x: Tensor, offset: int) -> tuple[Tensor, Tensor, Tensor]:
         """q, k, v of the same nodes with one matmul, q and k rotated together by a relative
@@ -269,7 +269,7 @@ class MultiHeadAttention(nn.Module):
         B: int,
         N: int,
         M: int,
-        offset: int,
+        start: int,
         causal: bool,
         mask: Tensor | None,
         key_padding_mask: Tensor | None,
@@ -277,15 +277,16 @@ class MultiHeadAttention(nn.Module):
         device: torch.device,
     ) -> tuple[Tensor | None, bool]:
         """Combine every rule into one SDPA mask: (bool or additive float, broadcastable to
-        (B, H, N, M)) and whether SDPA's own ``is_causal`` can stand in for it."""
+        (B, H, N, M)) for queries at positions start .. start + N - 1 against keys 0 .. M - 1, and
+        whether SDPA's own ``is_causal`` can stand in for it."""
         if mask is None and key_padding_mask is None and bias is None and self.window is None:
             if not causal or N == 1:  # a single new node may see every cached one
                 return None, False
-            if offset == 0 and N == M:
+            if start == 0 and N == M:
                 return None, True
         allowed: Tensor | None = None
         if causal or self.window is not None:
-            q_pos = torch.arange(offset, offset + N, device=device)[:, None]
+            q_pos = torch.arange(start, start + N, device=device)[:, None]
             k_pos = torch.arange(M, device=device)[None, :]
             allowed = k_pos <= q_pos if causal else torch.ones(N, M, dtype=torch.bool, device=device)
             if self.window is not None:
@@ -325,7 +326,7 @@ class MultiHeadAttention(nn.Module):
         return mask[:, None] if d == 3 else mask  # (B, 1, N, M)
 
     def _add_memory(
-        self, k: Tensor, v: Tensor, attn_mask: Tensor | None, B: int, N: int, causal: bool, offset: int
+        self, k: Tensor, v: Tensor, attn_mask: Tensor | None, B: int, N: int, causal: bool, start: int
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Prepend the P memory nodes to keys/values; every query may attend to them."""
         assert self.memory is not None
@@ -334,7 +335,7 @@ class MultiHeadAttention(nn.Module):
         mem_v = self.memory[1].to(v.dtype).expand(B, -1, -1, -1)
         k, v = torch.cat([mem_k, k], dim=2), torch.cat([mem_v, v], dim=2)  # (B, Hkv, P + M, Dh)
         if causal:
-            attn_mask = torch.ones(N, M, dtype=torch.bool, device=k.device).tril(offset)
+            attn_mask = torch.ones(N, M, dtype=torch.bool, device=k.device).tril(start)
         if attn_mask is None:
             return k, v, None
         lead = attn_mask.shape[:-1]

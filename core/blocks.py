@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tzoo.core._checks import is_finite_real, is_whole
-from tzoo.core.attention import KVCache, MultiHeadAttention
+from tzoo.core.attention import MultiHeadAttention
+from tzoo.core.cache import KVCache, LayerCache
 
 __all__ = ["DropPath", "LayerScale", "MLP", "SwiGLU", "TransformerBlock"]
 
@@ -26,18 +27,30 @@ def _check_widths(what: str, dim: int, hidden_dim: int, dropout: float) -> None:
         raise ValueError(f"{what} dropout must be in [0, 1), got dropout={dropout!r}")
 
 
-class MLP(nn.Module):
-    """Linear -> GELU -> dropout -> Linear: (B, N, D) -> (B, N, D)."""
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "gelu": F.gelu,  # exact (erf) GELU: BERT, ViT, Whisper
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2's "gelu_new"
+    "relu": F.relu,  # the original Transformer, HF's Decision Transformer
+}
 
-    def __init__(self, dim: int, hidden_dim: int, *, dropout: float = 0.0, bias: bool = True) -> None:
+
+class MLP(nn.Module):
+    """Linear -> activation -> dropout -> Linear: (B, N, D) -> (B, N, D). ``activation``: one of
+    ``ACTIVATIONS`` (exact GELU by default)."""
+
+    def __init__(self, dim: int, hidden_dim: int, *, dropout: float = 0.0, bias: bool = True, activation: str = "gelu") -> None:
         super().__init__()
         _check_widths("MLP", dim, hidden_dim, dropout)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"MLP activation={activation!r} is not one of {tuple(ACTIVATIONS)}")
         self.fc1 = nn.Linear(dim, hidden_dim, bias=bias)
         self.fc2 = nn.Linear(hidden_dim, dim, bias=bias)
         self.dropout = nn.Dropout(dropout) if dropout else None
+        self.activation = activation
+        self._act = ACTIVATIONS[activation]
 
     def forward(self, x: Tensor) -> Tensor:
-        h = F.gelu(self.fc1(x))  # (B, N, F)
+        h = self._act(self.fc1(x))  # (B, N, F)
         return self.fc2(self.dropout(h) if self.dropout is not None else h)
 
 
@@ -135,7 +148,7 @@ class TransformerBlock(nn.Module):
         key_padding_mask: Tensor | None = None,
         is_causal: bool = False,
         context_padding_mask: Tensor | None = None,
-        cache: KVCache | None = None,
+        cache: LayerCache | None = None,
         cross_cache: KVCache | None = None,
     ) -> Tensor:
         """x (B, N, D), context (B, M, Dc) -> (B, N, D)."""
