@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import math
 
-from tzoo.tasks.loading import load_module
-
 __all__ = ["generate_main"]
 
 
@@ -56,6 +54,8 @@ def generate_main(argv: list[str]) -> None:
     parser.add_argument("--no_cache", action="store_true", help="recompute the whole window every step")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model first (tens of seconds, once; faster long samples)")
     args = parser.parse_args(argv)
+    from tzoo.tasks.loading import load_module  # torch and Lightning: after --help and the argument checks
+
     try:
         module = load_module(args.ckpt)
         if not hasattr(module, "sample"):

@@ -6,9 +6,30 @@ audio.py (reading audio files), tokenizer.py (log-mel -> SpecAugment -> subsampl
 characters), model.py (the encoder-decoder and its config), decoding.py (CTC greedy, greedy, beam
 search with the KV cache), data.py (the data module), module.py (the LightningModule),
 alignment.py (the cross-attention picture), task.py (the registry entry).
+
+The names exported here are imported on first use, so importing the package (as the registry's
+``tzoo.tasks.speech.task`` does) loads none of the task's code.
 """
 
-from tzoo.tasks.speech.model import SpeechConfig, SpeechTransformer
-from tzoo.tasks.speech.tokenizer import AudioTokenizer, LogMel, text_tokenizer
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tzoo.tasks.speech.model import SpeechConfig, SpeechTransformer
+    from tzoo.tasks.speech.tokenizer import AudioTokenizer, LogMel, text_tokenizer
+
+_EXPORTS = {
+    "SpeechConfig": "tzoo.tasks.speech.model",
+    "SpeechTransformer": "tzoo.tasks.speech.model",
+    "AudioTokenizer": "tzoo.tasks.speech.tokenizer",
+    "LogMel": "tzoo.tasks.speech.tokenizer",
+    "text_tokenizer": "tzoo.tasks.speech.tokenizer",
+}
 
 __all__ = ["AudioTokenizer", "LogMel", "SpeechConfig", "SpeechTransformer", "text_tokenizer"]
+
+
+def __getattr__(name: str) -> object:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
