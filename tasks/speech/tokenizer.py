@@ -100,14 +100,16 @@ class LogMel(nn.Module):
         S = wave.shape[1]
         real = torch.arange(S, device=wave.device)[None, :] < lengths[:, None]  # (B, S)
         wave = wave * real
-        reach = self.mel.n_fft // 2  # center=True reflects this many samples at each end, so needs more
-        if S <= reach:  # a clip this short gets zeros after it, as past any clip's length (frames come from lengths)
-            wave = F.pad(wave, (0, reach + 1 - S))  # (B, reach + 1)
+        # center=True reflects n_fft / 2 samples at each end of the *batch* tensor: an utterance that
+        # ends before the batch does would see zeros there, alone it would see its own samples
+        # mirrored. Zeros past every utterance's end (as many as a frame reaches) make its features the
+        # same alone and in any batch; it also lets a clip shorter than the window through.
+        wave = F.pad(wave, (0, self.mel.n_fft // 2))  # (B, S + n_fft / 2)
         spec = self.mel.spectrogram(wave.float())  # (B, n_fft / 2 + 1, T) power
         if warp is not None or formants is not None:
             warp = torch.ones(len(wave), device=wave.device) if warp is None else warp
             spec = vtlp_warp(spec, warp, self.mel.sample_rate, formants=formants)
-        mel = self.mel.mel_scale(spec).clamp_min(1e-6).log()  # (B, F, T)
+        mel = self.mel.mel_scale(spec).clamp_min(1e-6).log()[..., : S // self.hop + 1]  # (B, F, T): the frames of S samples
         frames = self.frames(lengths)
         valid = (torch.arange(mel.shape[-1], device=wave.device)[None, :] < frames[:, None])[:, None, :]  # (B, 1, T)
         count = frames[:, None, None].clamp_min(1)

@@ -58,3 +58,25 @@ def test_a_float_file_with_nan_or_inf_samples_is_named(tmp_path, bad):
     soundfile.write(path, samples, 16000, subtype="FLOAT")
     with pytest.raises(ValueError, match=r"audio file '.*glitch\.wav' has 3 samples that are NaN or infinite \(the first at sample 800, 0\.050 s\)"):
         load_audio(path)
+
+
+def test_an_utterances_features_are_the_same_alone_and_in_any_batch():
+    """The front end pads each utterance with zeros past its own end and normalises over its real
+    frames: batching (with longer or shorter neighbours) changes none of its features."""
+    import torch
+
+    from tzoo.tasks.speech.tokenizer import LogMel
+
+    logmel = LogMel(16000, 80).eval()
+    g = torch.Generator().manual_seed(0)
+    lengths = [16000, 9_731, 4_000, 200]  # the last is shorter than the FFT window
+    waves = [torch.randn(n, generator=g) * torch.linspace(0.2, 1.0, n) for n in lengths]
+    batch = torch.zeros(len(waves), max(lengths))
+    for i, w in enumerate(waves):
+        batch[i, : len(w)] = w
+    together, frames = logmel(batch, torch.tensor(lengths))
+    for i, w in enumerate(waves):
+        alone, n = logmel(w[None], torch.tensor([len(w)]))
+        assert int(n) == int(frames[i])
+        assert (together[i, :, : int(n)] - alone[0, :, : int(n)]).abs().max() < 1e-5, i
+        assert not together[i, :, int(n) :].any()  # padded frames are 0
