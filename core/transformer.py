@@ -14,8 +14,9 @@ import torch
 from torch import Tensor, nn
 
 from tzoo.core._checks import check_nodes, check_padding_mask, is_finite_real, is_whole
-from tzoo.core.attention import KVCache, MultiHeadAttention
+from tzoo.core.attention import MultiHeadAttention
 from tzoo.core.blocks import MLP, SwiGLU, TransformerBlock
+from tzoo.core.cache import KVCache, LayerCache, LinearAttentionState, RollingKVCache
 from tzoo.core.positional import ALiBi, RelativePosition, RotaryEmbedding
 
 __all__ = ["Decoder", "Encoder", "TransformerConfig", "init_gpt2"]
@@ -178,9 +179,19 @@ class _Stack(nn.Module):
         # a pre-norm stack leaves its residual stream un-normalised: normalise once at the end
         self.norm = _norm(cfg)(cfg.dim) if cfg.norm_first else nn.Identity()
 
-    def make_cache(self, max_len: int | None = None) -> list[KVCache]:
-        """One empty ``KVCache`` per layer (``max_len=None``: a cross-attention context cache)."""
-        return [KVCache(max_len) for _ in self.blocks]
+    def make_cache(self, max_len: int | None = None) -> list[LayerCache]:
+        """One empty decoding cache per layer for its self-attention: a ``KVCache(max_len)`` for full
+        attention, a ``RollingKVCache(window)`` (O(window) memory, no length limit) for a windowed
+        layer. ``max_len=None``: one context ``KVCache`` per layer for cross-attention."""
+        if max_len is None:
+            return [KVCache() for _ in self.blocks]
+        return [_self_cache(block.attn, max_len) for block in self.blocks]
+
+
+def _self_cache(attn: MultiHeadAttention, max_len: int) -> LayerCache:
+    if attn.window is not None:
+        return RollingKVCache(attn.window)
+    return KVCache(max_len)
 
 
 class Encoder(_Stack):
@@ -216,7 +227,7 @@ class Decoder(_Stack):
         *,
         key_padding_mask: Tensor | None = None,
         context_padding_mask: Tensor | None = None,
-        cache: list[KVCache] | None = None,
+        cache: list[LayerCache] | None = None,
         cross_cache: list[KVCache] | None = None,
     ) -> Tensor:
         """x (B, N, D), context (B, M, Dc), key_padding_mask (B, cached + N), context_padding_mask
@@ -252,14 +263,15 @@ class Decoder(_Stack):
             )
         return self.norm(x)
 
-    def _check_caches(self, cache: list[KVCache] | None, cross_cache: list[KVCache] | None) -> None:
+    def _check_caches(self, cache: list[LayerCache] | None, cross_cache: list[KVCache] | None) -> None:
         """One cache object per layer: a cache shared by layers mixes their keys and decodes garbage."""
         depth = len(self.blocks)
         named = (("cache", cache), ("cross_cache", cross_cache)) if cross_cache is not None else (("cache", cache),)
         named = named if cache is not None else named[1:]
         for name, caches in named:
-            if isinstance(caches, KVCache) or len(caches) != depth:
-                got = "a single KVCache" if isinstance(caches, KVCache) else f"{len(caches)} caches"
+            if isinstance(caches, (KVCache, RollingKVCache, LinearAttentionState)) or len(caches) != depth:
+                single = isinstance(caches, (KVCache, RollingKVCache, LinearAttentionState))
+                got = f"a single {type(caches).__name__}" if single else f"{len(caches)} caches"
                 raise ValueError(
                     f"{name} must hold one KVCache per layer ({depth} for this Decoder), got {got}: "
                     f"make it with decoder.make_cache({'max_len' if name == 'cache' else ''})"

@@ -10,8 +10,11 @@
 3. **kv cache**: for every causal ``tzoo.core.Decoder`` in the model, incremental decoding with the
    KV cache (one node at a time, and a prefill followed by single steps) must equal the full
    forward — for this exact combination of attention (window, top-k, GQA), positional scheme
-   (RoPE, ALiBi), memory nodes and cross-attention.
-4. **causality**: changing the later nodes of a decoder's input must not change its earlier outputs.
+   (RoPE, ALiBi), memory nodes and cross-attention. A windowed decoder is checked on
+   enough nodes that the full forward takes the banded path and the rolling
+   cache drops keys.
+4. **causality**: changing the later nodes of a decoder's input must not change its earlier outputs
+   (on the same length as the cache check).
 5. **memory**: parameter count and an estimate of training memory at the configured batch size:
    weights + gradients + AdamW's two moments, plus the activations saved for backward in the tiny
    step scaled to the configured batch.
@@ -32,9 +35,10 @@ import torch
 from torch import Tensor, nn
 
 from tzoo.core import Decoder, MultiHeadAttention
+from tzoo.core.banded import MIN_BLOCK
 from tzoo.tasks.cli import TzooCLI, check_config_files, expand_task, nested_nulls, root_cause
 
-__all__ = ["Check", "check_decoder_cache", "check_decoder_causality", "check_main", "run_checks"]
+__all__ = ["Check", "check_decoder_cache", "check_decoder_causality", "check_length", "check_main", "run_checks"]
 
 TINY_BATCH = 2
 _ATOL = 1e-4  # fp32 incremental vs full attention differ by rounding only (~1e-6); a bug is O(1)
@@ -83,6 +87,15 @@ def _decoder_inputs(decoder: Decoder, n: int, generator: torch.Generator) -> tup
     return x, torch.randn(2, 5, context_dim, generator=generator).to(device)  # (B, M, Dc)
 
 
+def check_length(decoder: Decoder) -> int:
+    """Nodes the decoder checks run on: 10, or for a windowed decoder two banded blocks and a few
+    more (so the banded path and the rolling cache are used)."""
+    cfg = decoder.config
+    if cfg.window is None:
+        return 10
+    return 2 * max(cfg.window, MIN_BLOCK) + 3
+
+
 def _describe(decoder: Decoder) -> str:
     cfg = decoder.config
     attn = "full" if cfg.window is None else f"window {cfg.window}"
@@ -94,9 +107,11 @@ def _describe(decoder: Decoder) -> str:
 
 
 @torch.no_grad()
-def check_decoder_cache(decoder: Decoder, *, n: int = 10, seed: int = 0) -> tuple[bool, float]:
+def check_decoder_cache(decoder: Decoder, *, n: int | None = None, seed: int = 0) -> tuple[bool, float]:
     """Incremental decoding with the KV cache vs the full causal forward; (equal?, max |difference|).
-    Two incremental schedules: one node per call, and a prefill of the first half then single nodes."""
+    Two incremental schedules: one node per call, and a prefill of the first half then single nodes.
+    ``n`` nodes (default ``check_length``)."""
+    n = check_length(decoder) if n is None else n
     was_training = decoder.training
     decoder.eval()
     try:
@@ -117,16 +132,18 @@ def check_decoder_cache(decoder: Decoder, *, n: int = 10, seed: int = 0) -> tupl
 
 
 @torch.no_grad()
-def check_decoder_causality(decoder: Decoder, *, n: int = 10, seed: int = 0) -> tuple[bool, int | None]:
+def check_decoder_causality(decoder: Decoder, *, n: int | None = None, seed: int = 0) -> tuple[bool, int | None]:
     """Changing nodes after position t must leave the outputs up to t unchanged; (causal?, first
-    position whose output saw the future or None)."""
+    position whose output saw the future or None). ``n`` nodes (default ``check_length``); past 16
+    nodes about 16 positions t spread over them, the last one included."""
+    n = check_length(decoder) if n is None else n
     was_training = decoder.training
     decoder.eval()
     try:
         generator = torch.Generator().manual_seed(seed)
         x, context = _decoder_inputs(decoder, n, generator)
         full = decoder(x, context)
-        for t in range(n - 1):
+        for t in sorted({*range(0, n - 1, max(1, (n - 1) // 16)), n - 2}):
             changed = x.clone()
             changed[:, t + 1 :] = torch.randn(changed[:, t + 1 :].shape, generator=generator).to(x.device)
             if not torch.allclose(decoder(changed, context)[:, : t + 1], full[:, : t + 1], atol=_ATOL):

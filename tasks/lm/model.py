@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tzoo.core import Decoder, KVCache, LearnedPositionalEmbedding, TransformerConfig, init_gpt2
+from tzoo.core import Decoder, LayerCache, LearnedPositionalEmbedding, TransformerConfig, init_gpt2
 
 __all__ = ["GPT", "GPTConfig", "filter_logits", "sample_next"]
 
@@ -75,10 +75,20 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - (self.pos.weight.numel() if non_embedding and self.pos is not None else 0)
 
-    def forward(self, idx: Tensor, *, cache: list[KVCache] | None = None) -> Tensor:
-        """idx (B, N) token ids following the ``cache``'s nodes -> logits (B, N, V)."""
+    @property
+    def unbounded(self) -> bool:
+        """Whether the model reads text of any length the same way: no learned position table
+        (``position='none'``; RoPE / ALiBi / nothing inside attention) and self-attention that sees a
+        bounded stretch (``window``) of the past. Its decoding caches hold O(window) per layer and
+        generation never starts over."""
+        t = self.cfg.transformer
+        return self.pos is None and t.window is not None
+
+    def forward(self, idx: Tensor, *, cache: list[LayerCache] | None = None) -> Tensor:
+        """idx (B, N) token ids following the ``cache``'s nodes -> logits (B, N, V). Positions past
+        ``block_size`` only for an ``unbounded`` model."""
         offset = cache[0].length if cache is not None else 0
-        if offset + idx.shape[1] > self.block_size:
+        if offset + idx.shape[1] > self.block_size and not self.unbounded:
             raise ValueError(
                 f"{idx.shape[1]} tokens at position {offset} exceed the model's block_size={self.block_size} "
                 f"(its maximum positions); crop the input to the last {self.block_size - offset} tokens"
@@ -116,7 +126,10 @@ class GPT(nn.Module):
         ``use_cache=False`` recomputes the last ``block_size`` tokens every step (the reference).
         With the cache each step feeds one token; both give the same tokens while the sequence fits
         in ``block_size``. Past it, the cached sampler re-reads the last half block into a fresh
-        cache and goes on from there (the reference slides by one token each step instead).
+        cache and goes on from there (the reference slides by one token each step instead) — except
+        for an ``unbounded`` model (relative positions and a window): its rolling KV caches just go
+        on, O(window) memory per layer however long the text. A windowed one then gives the reference's tokens whenever block_size >=
+        depth · (window - 1) + 1 (the last node's receptive field through the layers fits in the block).
         Generation ends early once every row has produced ``stop``; later tokens of rows that
         stopped earlier are ``stop`` too. ``temperature=0`` is greedy.
 
@@ -153,7 +166,7 @@ class GPT(nn.Module):
             if (stop is not None and bool(done.all())) or step == max_new_tokens - 1:
                 break
             if cache is not None:
-                if cache[0].length >= self.block_size:
+                if cache[0].length >= self.block_size and not self.unbounded:
                     for c in cache:
                         c.reset()
                     keep = self.block_size // 2 or 1
