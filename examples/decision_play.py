@@ -21,8 +21,9 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1_000_000)
     parser.add_argument("--plot", type=Path, default=None, help="save the first episode as a PNG here")
+    parser.add_argument("--device", default="auto", help="auto (a CUDA GPU, else MPS, else the CPU), cpu, cuda or mps")
     args = parser.parse_args()
-    module = load_module(args.ckpt, task="decision")
+    module = load_module(args.ckpt, task="decision", device=args.device)  # the rollouts run there
     rollouts = module.rollouts(args.target, episodes=args.episodes, seed=args.seed, record=args.plot is not None)
     print(f"{module.env_id}: returns {rollouts.returns.round(1).tolist()} (mean {rollouts.returns.mean():.1f})")
     if args.plot is not None:

@@ -15,9 +15,10 @@ def main() -> None:
     parser.add_argument("checkpoint")
     parser.add_argument("--prompt", default="ROMEO:")
     parser.add_argument("--tokens", type=int, default=300)
+    parser.add_argument("--device", default="auto", help="auto (a CUDA GPU, else MPS, else the CPU), cpu, cuda or mps")
     args = parser.parse_args()
 
-    lm = load_module(args.checkpoint, task="lm")  # weights_only loading; the tokenizer is inside
+    lm = load_module(args.checkpoint, task="lm", device=args.device)  # weights_only loading; the tokenizer is inside
     for use_cache in (True, False):
         start = time.perf_counter()
         text = lm.sample(args.prompt, max_new_tokens=args.tokens, temperature=0.8, top_k=50, seed=0, use_cache=use_cache)

@@ -25,16 +25,17 @@ def main() -> None:
     parser.add_argument("--method", choices=("beam", "greedy", "ctc"), default="beam")
     parser.add_argument("--reference", default="", help="the first file's true transcript, shown in the figure")
     parser.add_argument("--out", default="speech_alignment.png", help="alignment figure of the first file (PNG)")
+    parser.add_argument("--device", default="auto", help="auto (a CUDA GPU, else MPS, else the CPU), cpu, cuda or mps")
     args = parser.parse_args()
 
-    module = load_module(args.checkpoint, task="speech")  # weights-only loading
+    module = load_module(args.checkpoint, task="speech", device=args.device)  # weights-only loading
     rate = module.model.sample_rate
     with torch.inference_mode():
         for name in args.audio:
-            wave = load_audio(name, rate)
-            (text,) = module.transcribe(wave[None], torch.tensor([len(wave)]), method=args.method)
+            wave = load_audio(name, rate).to(module.device)
+            (text,) = module.transcribe(wave[None], torch.tensor([len(wave)], device=module.device), method=args.method)
             print(f"{name} ({len(wave) / rate:.2f} s): {text}")
-    path = module.draw_alignment(load_audio(args.audio[0], rate), args.out, reference=args.reference)
+    path = module.draw_alignment(load_audio(args.audio[0], rate).to(module.device), args.out, reference=args.reference)
     print(f"wrote {path}")
 
 

@@ -23,9 +23,10 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=6, help="how many validation images (one per class)")
     parser.add_argument("--files", nargs="+", help="image files to draw instead of validation images")
     parser.add_argument("--out", default="vision_attention.png")
+    parser.add_argument("--device", default="auto", help="auto (a CUDA GPU, else MPS, else the CPU), cpu, cuda or mps")
     args = parser.parse_args()
 
-    module = load_module(args.checkpoint, task="vision")  # weights_only loading
+    module = load_module(args.checkpoint, task="vision", device=args.device)  # weights_only loading
     saved = load_checkpoint(args.checkpoint).get("datamodule_hyper_parameters", {})
     settings = {k: saved[k] for k in ("dataset", "data_dir") if saved.get(k) is not None}
     data = ImageDataModule(**settings, image_size=module.model.cfg.image_size)
@@ -34,7 +35,7 @@ def main() -> None:
     else:
         images, labels = data.example_images(args.images)
     path = attention_figure(
-        module.model, images, args.out, mean=data.mean, std=data.std, labels=labels, class_names=module.class_names
+        module.model, images.to(module.device), args.out, mean=data.mean, std=data.std, labels=labels, class_names=module.class_names
     )
     print(f"wrote {path}")
 

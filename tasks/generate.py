@@ -53,11 +53,12 @@ def generate_main(argv: list[str]) -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--no_cache", action="store_true", help="recompute the whole window every step")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model first (tens of seconds, once; faster long samples)")
+    parser.add_argument("--device", default="auto", help="auto (a CUDA GPU, else Apple's MPS, else the CPU), cpu, cuda, cuda:N or mps")
     args = parser.parse_args(argv)
     from tzoo.tasks.loading import load_module  # torch and Lightning: after --help and the argument checks
 
     try:
-        module = load_module(args.ckpt)
+        module = load_module(args.ckpt, device=args.device)
         if not hasattr(module, "sample"):
             raise ValueError(f"the {module.task_name!r} task does not generate text; `tzoo generate` needs an lm checkpoint")
         text = module.sample(

@@ -15,8 +15,10 @@ Shape legend: B batch, K steps, S state size, A action size (continuous actions)
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import gymnasium as gym
@@ -99,6 +101,10 @@ class RandomSteps(Sampler[np.ndarray]):
             yield torch.randint(0, self.num_steps, (self.batch_size,), generator=generator).numpy()
 
 
+def _only_item(batch: list[Any]) -> Any:
+    return batch[0]
+
+
 class TrajectoryDataModule(pl.LightningDataModule):
     """Random K-step windows of a Minari dataset's episodes for the environment ``env_id``.
 
@@ -132,7 +138,14 @@ class TrajectoryDataModule(pl.LightningDataModule):
         train_batches: int = 500,
         val_batches: int = 10,
         num_workers: int = 0,
+        predict_episodes: int = 10,
+        predict_target_returns: list[float] | None = None,
+        predict_seed: int = 2_000_000,
     ) -> None:
+        """``predict_*``: what ``tzoo predict`` plays: ``predict_episodes`` episodes (reset seeds
+        ``predict_seed``, ``predict_seed + 1``, ...) at each target return of
+        ``predict_target_returns`` (None: the model's ``eval_target_return``, else the dataset's
+        best return); the returns go to returns.csv in the run folder."""
         super().__init__()
         if context_length < 1:
             raise ValueError(f"context_length (K) must be >= 1 step, got {context_length}")
@@ -143,6 +156,11 @@ class TrajectoryDataModule(pl.LightningDataModule):
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+        if predict_episodes < 1:
+            raise ValueError(f"predict_episodes must be >= 1, got {predict_episodes}")
+        for target in predict_target_returns or ():
+            if not math.isfinite(target):
+                raise ValueError(f"predict_target_returns must be finite numbers (returns to ask the model for), got {target}")
         low, high = random_rate
         if not 0.0 <= low <= high <= 1.0:
             raise ValueError(f"random_rate must be (low, high) with 0 <= low <= high <= 1, got {tuple(random_rate)}")
@@ -153,6 +171,8 @@ class TrajectoryDataModule(pl.LightningDataModule):
         self.random_rate = (float(low), float(high))
         self.context_length, self.batch_size, self.val_fraction = context_length, batch_size, val_fraction
         self.train_batches, self.val_batches, self.num_workers = train_batches, val_batches, num_workers
+        self.predict_episodes, self.predict_seed = predict_episodes, predict_seed
+        self.predict_target_returns = None if predict_target_returns is None else [float(t) for t in predict_target_returns]
         if data_dir is None and not os.environ.get("MINARI_DATASETS_PATH") and os.environ.get("TZOO_CACHE"):
             data_dir = str(Path(os.environ["TZOO_CACHE"]) / "minari")
         self.data_dir = data_dir
@@ -204,8 +224,9 @@ class TrajectoryDataModule(pl.LightningDataModule):
     # --- Lightning hooks --------------------------------------------------------------------
 
     def prepare_data(self) -> None:
-        """Collect the default dataset unless it exists (a named ``dataset`` is never written)."""
-        if self.dataset is not None:
+        """Collect the default dataset unless it exists (a named ``dataset`` is never written);
+        ``tzoo predict`` plays the environment and reads no dataset."""
+        if self.dataset is not None or self._predicting():
             return
         folder = dataset_path(self.dataset_id, self.data_dir) / "data"
         if not folder.is_dir():
@@ -222,8 +243,12 @@ class TrajectoryDataModule(pl.LightningDataModule):
                 f"an interrupted collection? delete that folder and it is collected again"
             )
 
+    def _predicting(self) -> bool:
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and trainer.state.fn == "predict"
+
     def setup(self, stage: str | None = None) -> None:
-        if self._train is not None:
+        if self._train is not None or stage == "predict":  # playing needs the model's statistics only
             return
         if self.dataset is None:
             self.prepare_data()  # Lightning calls it on one process per node; cheap when done
@@ -267,6 +292,14 @@ class TrajectoryDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         """The validation episodes: the test that matters is playing the environment (the module's)."""
         return self._loader("val")
+
+    def predict_dataloader(self) -> DataLoader:
+        """One batch per target return: ``{"target_return": float or None, "episodes": N, "seed": S}``
+        (None: the model's own target)."""
+        targets: list[float | None] = list(self.predict_target_returns) if self.predict_target_returns else [None]
+        plays = [{"target_return": t, "episodes": self.predict_episodes, "seed": self.predict_seed} for t in targets]
+        # batches of one, unwrapped: a batch sampler lets Lightning's prediction writer know the indices
+        return DataLoader(plays, batch_size=1, collate_fn=_only_item)  # type: ignore[arg-type]
 
     def _loader(self, split: str) -> DataLoader:
         if self._train is None:

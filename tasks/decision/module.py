@@ -191,6 +191,27 @@ class DecisionTransformer(TaskModule):
         mean = float(returns.mean())
         return {"return_mean": mean, "return_std": float(returns.std()), "normalized_return": normalized_return(mean, reference)}
 
+    #: ``tzoo predict`` writes one row per played episode
+    predict_file = "returns.csv"
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """``{"target_return", "episodes", "seed"}`` (``TrajectoryDataModule.predict_dataloader``) ->
+        the episodes played at that target return (None: the ``eval_target_return`` default)."""
+        target = batch["target_return"]
+        target = None if target is None else float(target)
+        episodes, seed = int(batch["episodes"]), int(batch["seed"])
+        rollouts = self.rollouts(target, episodes=episodes, seed=seed)
+        asked = target if target is not None else self.eval_target_return if self.eval_target_return is not None else float(self.model.tokenizer.return_max)
+        return {"target_return": asked, "seed": seed, "returns": rollouts.returns.tolist(), "lengths": rollouts.lengths.tolist()}
+
+    def prediction_rows(self, predictions: list[dict[str, Any]], data: Any) -> list[dict[str, Any]]:
+        reference = tuple(self.reference_scores.tolist())
+        return [
+            {"env_id": self.env_id, "target_return": out["target_return"], "episode": i, "seed": out["seed"] + i,
+             "return": r, "length": n, "normalized_return": normalized_return(r, reference)}
+            for out in predictions for i, (r, n) in enumerate(zip(out["returns"], out["lengths"]))
+        ]  # fmt: skip
+
     # --- checkpoints --------------------------------------------------------------------------
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

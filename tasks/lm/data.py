@@ -331,6 +331,7 @@ class TextDataModule(pl.LightningDataModule):
         val_batches: int = 20,
         train_batches: int = 1000,
         seed: int = 1337,
+        predict_prompts: str | None = None,
     ) -> None:
         """``bpe_vocab_size`` is the BPE vocabulary to train (ignored for ``char``); ``sha256`` checks
         a URL or single-file corpus; ``train_batches`` is the length of a training epoch (windows
@@ -338,7 +339,8 @@ class TextDataModule(pl.LightningDataModule):
         under data parallelism with W processes a step trains on the W * batch_size windows one
         process with that batch size would draw, and an epoch is ``train_batches`` steps at any W.
         The training windows are keyed by ``seed`` and ``seed_everything``'s seed, so a resumed run
-        draws the same ones as an uninterrupted run (see ``KeyedStarts``)."""
+        draws the same ones as an uninterrupted run (see ``KeyedStarts``). ``predict_prompts``: a UTF-8
+        text file of prompts, one a line (blank lines skipped), for ``tzoo predict``."""
         super().__init__()
         if not isinstance(corpus, str) or not corpus:
             raise ValueError(f"corpus must be a name {list(NAMED_CORPORA)}, an http(s) URL or a path, got {corpus!r}")
@@ -358,7 +360,12 @@ class TextDataModule(pl.LightningDataModule):
             raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
         if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
             raise ValueError(f"sha256 must be 64 hexadecimal digits, got {sha256!r}")
+        if predict_prompts is not None and not Path(predict_prompts).expanduser().is_file():
+            raise FileNotFoundError(
+                f"predict_prompts={predict_prompts!r} is not a file: give a text file of prompts, one a line"
+            )
         self.save_hyperparameters()
+        self.predict_prompts = predict_prompts
         self.corpus, self.tokenizer_kind, self.bpe_vocab_size = corpus, tokenizer, bpe_vocab_size
         self.block_size, self.batch_size, self.val_fraction = block_size, batch_size, val_fraction
         self.val_batches, self.train_batches = val_batches, train_batches
@@ -429,6 +436,37 @@ class TextDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         """The validation windows: this module holds no separate test split."""
         return self._loader("val")
+
+    def predict_dataloader(self) -> DataLoader:
+        """The prompts of ``predict_prompts`` in batches of ``{"index": (B,), "prompt": [B strings]}``."""
+        prompts = self.read_prompts()
+        items = [{"index": i, "prompt": p} for i, p in enumerate(prompts)]
+        return DataLoader(items, batch_size=self.batch_size, shuffle=False)  # type: ignore[arg-type]
+
+    def read_prompts(self) -> list[str]:
+        """The prompts of ``predict_prompts``, each checked to encode with the corpus's tokenizer
+        (ValueError naming the file, the line and the fault)."""
+        if self.predict_prompts is None:
+            raise ValueError(
+                "tzoo predict for the lm task needs prompts: --data.init_args.predict_prompts FILE "
+                "(a text file, one prompt a line); the generations are written to generations.jsonl in the run folder"
+            )
+        path = Path(self.predict_prompts).expanduser()
+        lines = _read_utf8(path).splitlines()
+        prompts = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                self.tokenizer.encode(line)
+            except ValueError as err:
+                raise ValueError(
+                    f"predict_prompts {str(path)!r} line {number}: {line[:40]!r} cannot be encoded with the corpus's tokenizer: {err}"
+                ) from None
+            prompts.append(line)
+        if not prompts:
+            raise ValueError(f"predict_prompts {str(path)!r} holds no prompt (every line is blank): give one prompt a line")
+        return prompts
 
     def _loader(self, split: str) -> DataLoader:
         if self._windows is None:

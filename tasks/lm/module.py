@@ -139,8 +139,27 @@ class LanguageModel(TaskModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self.log("test/loss", self._loss(batch), sync_dist=True)
 
-    def predict_step(self, batch: list[str], batch_idx: int) -> list[str]:
-        return [self.sample(prompt, max_new_tokens=self.sample_tokens) for prompt in batch]
+    #: ``tzoo predict`` writes one JSON line per prompt: {"prompt", "completion"} (text may span lines)
+    predict_file = "generations.jsonl"
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, list[Any]]:
+        """``{"index": (B,), "prompt": [B strings]}`` (``TextDataModule.predict_dataloader``) -> the
+        prompts and their completions: ``sample_tokens`` tokens each, sampled as the validation
+        sample is (temperature 0.8, top-k 50), seeded by the prompt's line so a rerun repeats them."""
+        if self.sample_tokens < 1:
+            raise ValueError(
+                f"model.init_args.sample_tokens={self.sample_tokens}: tzoo predict would generate nothing; "
+                f"set --model.init_args.sample_tokens N (the tokens generated per prompt)"
+            )
+        indices = [int(i) for i in batch["index"]]
+        completions = [
+            self.sample(prompt, max_new_tokens=self.sample_tokens, temperature=0.8, top_k=50, seed=index)[len(prompt) :]
+            for index, prompt in zip(indices, batch["prompt"])
+        ]
+        return {"prompt": list(batch["prompt"]), "completion": completions}
+
+    def prediction_rows(self, predictions: list[dict[str, list[Any]]], data: Any) -> list[dict[str, Any]]:
+        return [{"prompt": p, "completion": c} for out in predictions for p, c in zip(out["prompt"], out["completion"])]
 
     # --- sampling -----------------------------------------------------------------------------
 
