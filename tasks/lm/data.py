@@ -201,9 +201,11 @@ def download(url: str, folder: Path, sha256: str | None = None) -> Path:
                     while chunk := response.read(1 << 20):
                         f.write(chunk)
             except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as err:
+                cause = " ".join(str(err).split())  # one line
                 raise ConnectionError(
-                    f"could not download the corpus {url} ({err}); without network access, "
-                    f"download it elsewhere and pass the local file path as the corpus instead"
+                    f"could not download the corpus {url} ({cause}); without network access give a local text file "
+                    f"as the corpus (this URL's file, downloaded elsewhere), or a corpus that needs no network: "
+                    f"'shakespeare' (the plays, installed with tzoo) or 'python-stdlib'"
                 ) from err
             f.flush()
             _check_sha256(Path(f.name), sha256, url, "; the download was not kept")  # never under the final name

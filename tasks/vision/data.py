@@ -210,12 +210,29 @@ class ImageDataModule(pl.LightningDataModule):
         try:
             for train in (True, False):
                 self._torchvision_class()(str(self.data_dir), train=train, download=True)  # type: ignore[misc]
-        except OSError as err:  # URLError and friends
-            raise ConnectionError(
-                f"could not download {self.dataset!r} into {str(self.data_dir)!r} ({err}); without network "
-                f"access use dataset='digits' or 'folder'"
-                + (", or install Debian's dataset-fashion-mnist" if self.dataset == "fashion_mnist" else "")
-            ) from err
+        # URLError and friends are OSErrors; torchvision's MNIST family ends its mirror loop with a
+        # RuntimeError("Error downloading ...") listing each mirror's error
+        except (OSError, RuntimeError) as err:
+            raise ConnectionError(self._download_failure(err)) from err
+
+    def _download_failure(self, err: BaseException) -> str:
+        """One line: what failed, why (the cause, on one line), and the ways to train without network."""
+        cause = " ".join(str(err).split())
+        cause = cause if len(cause) <= 300 else cause[:297] + "..."
+        cls = self._torchvision_class()
+        files = self.data_dir / cls.__name__ / "raw" if cls.__name__ != "CIFAR10" else self.data_dir / "cifar-10-python.tar.gz"
+        offline = []
+        if self.dataset == "fashion_mnist":
+            offline.append(f"install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist; tzoo reads its files under {FASHION_MNIST_DIR})")
+        offline += [
+            "dataset='digits' (the 8x8 digits installed with tzoo)",
+            "dataset='folder' with data_dir=<a folder of class folders of images>",
+            f"or copy the dataset's files, downloaded elsewhere, to {str(files)!r}",
+        ]
+        return (
+            f"could not download {self.dataset!r} into {str(self.data_dir)!r} ({type(err).__name__}: {cause}); "
+            f"without network access: {'; '.join(offline)}"
+        )
 
     def _torchvision_class(self) -> Any:
         from torchvision import datasets
