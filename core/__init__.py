@@ -12,6 +12,7 @@ if __name__ != "tzoo.core":  # imported as a bare `core` from the repository roo
 from tzoo.core.attention import MultiHeadAttention, capture_attention
 from tzoo.core.banded import banded_attention
 from tzoo.core.cache import KVCache, LayerCache, LinearAttentionState, RollingKVCache
+from tzoo.core.linear_attention import LinearAttention, linear_attention, linear_attention_recurrent
 from tzoo.core.blocks import MLP, DropPath, LayerScale, SwiGLU, TransformerBlock
 from tzoo.core.positional import (
     ALiBi,
@@ -34,6 +35,7 @@ __all__ = [
     "LayerScale",
     "LayerCache",
     "LearnedPositionalEmbedding",
+    "LinearAttention",
     "LinearAttentionState",
     "MLP",
     "MultiHeadAttention",
@@ -48,6 +50,8 @@ __all__ = [
     "banded_attention",
     "capture_attention",
     "init_gpt2",
+    "linear_attention",
+    "linear_attention_recurrent",
     "sincos_1d",
     "sincos_2d",
 ]

@@ -6,7 +6,9 @@ Shape legend: B batch, N nodes, M context nodes, D width.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,6 +19,7 @@ from tzoo.core._checks import check_nodes, check_padding_mask, is_finite_real, i
 from tzoo.core.attention import MultiHeadAttention
 from tzoo.core.blocks import MLP, SwiGLU, TransformerBlock
 from tzoo.core.cache import KVCache, LayerCache, LinearAttentionState, RollingKVCache
+from tzoo.core.linear_attention import LinearAttention
 from tzoo.core.positional import ALiBi, RelativePosition, RotaryEmbedding
 
 __all__ = ["Decoder", "Encoder", "TransformerConfig", "init_gpt2"]
@@ -25,15 +28,21 @@ __all__ = ["Decoder", "Encoder", "TransformerConfig", "init_gpt2"]
 @dataclass
 class TransformerConfig:
     """Sizes and choices of a transformer stack. Absolute positions belong to the task's embedder;
-    ``position`` picks a relative scheme that acts inside attention."""
+    ``position`` picks a relative scheme that acts inside attention.
+
+    ``attention`` is the self-attention kind: ``softmax`` (with ``window``: a sliding window, O(N·W)
+    on long inputs, decoded with a rolling KV cache) or ``linear`` (Katharopoulos et al. 2020:
+    O(N), decoded with a fixed-size state; it takes GQA, RoPE and memory nodes, not window, top_k,
+    attn_dropout, ALiBi or a mask). Cross-attention is always softmax."""
 
     dim: int = 256
     depth: int = 4
     num_heads: int = 4
     num_kv_heads: int | None = None
     mlp_ratio: float = 4.0
-    feed_forward: Literal["gelu", "swiglu"] = "gelu"
+    feed_forward: Literal["gelu", "gelu_tanh", "relu", "swiglu"] = "gelu"
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    norm_eps: float = 1e-5
     norm_first: bool = True
     bias: bool = True
     dropout: float = 0.0
@@ -45,6 +54,7 @@ class TransformerConfig:
     num_memory: int = 0
     position: Literal["none", "rope", "alibi"] = "none"
     rope_base: float = 10000.0
+    attention: Literal["softmax", "linear"] = "softmax"
 
     def __post_init__(self) -> None:
         self._check_fields()
@@ -66,14 +76,16 @@ class TransformerConfig:
                 f"position='rope' conflicts with dim={self.dim} and num_heads={self.num_heads}: RoPE rotates pairs of "
                 f"channels, so the head width dim / num_heads = {self.head_dim} must be even"
             )
+        if self.attention == "linear":
+            self._check_linear()
         if self.feed_forward == "swiglu" and int(2 * self.mlp_ratio * self.dim / 3) < 1:
             raise ValueError(
                 f"feed_forward='swiglu' conflicts with mlp_ratio={self.mlp_ratio} at dim={self.dim}: "
                 f"its hidden width 2/3 * mlp_ratio * dim rounds to 0 (raise mlp_ratio or dim)"
             )
-        if self.feed_forward == "gelu" and int(self.mlp_ratio * self.dim) < 1:
+        if self.feed_forward != "swiglu" and int(self.mlp_ratio * self.dim) < 1:
             raise ValueError(
-                f"feed_forward='gelu' conflicts with mlp_ratio={self.mlp_ratio} at dim={self.dim}: "
+                f"feed_forward={self.feed_forward!r} conflicts with mlp_ratio={self.mlp_ratio} at dim={self.dim}: "
                 f"its hidden width mlp_ratio * dim rounds to 0 (raise mlp_ratio or dim)"
             )
 
@@ -101,15 +113,38 @@ class TransformerConfig:
                 raise bad(field, "a probability in [0, 1)")
         if self.layer_scale is not None and not (is_finite_real(self.layer_scale) and self.layer_scale > 0):
             raise bad("layer_scale", "a finite number > 0 (the initial per-channel scale, e.g. 1e-5) or None")
+        if not (is_finite_real(self.norm_eps) and self.norm_eps > 0):
+            raise bad("norm_eps", "a finite number > 0 (1e-5 in PyTorch, 1e-6 in timm's ViTs)")
         if not (is_finite_real(self.rope_base) and self.rope_base > 1):
             raise bad("rope_base", "a finite number > 1 (10000 is usual)")
         for field in ("norm_first", "bias"):
             if not isinstance(getattr(self, field), bool):
                 raise bad(field, "True or False")
-        choices = {"feed_forward": ("gelu", "swiglu"), "norm": ("layernorm", "rmsnorm"), "position": ("none", "rope", "alibi")}
+        choices = {
+            "feed_forward": ("gelu", "gelu_tanh", "relu", "swiglu"),
+            "norm": ("layernorm", "rmsnorm"),
+            "position": ("none", "rope", "alibi"),
+            "attention": ("softmax", "linear"),
+        }
         for field, valid in choices.items():
             if getattr(self, field) not in valid:
                 raise ValueError(f"{field}={getattr(self, field)!r} is not one of {valid}")
+
+    def _check_linear(self) -> None:
+        """attention='linear' has no score matrix: refuse the options that act on scores, naming both."""
+        why = {
+            "window": (self.window is not None, f"window={self.window}", "a sliding window masks single scores"),
+            "top_k": (self.top_k is not None, f"top_k={self.top_k}", "top-k keeps the k highest scores of each query"),
+            "attn_dropout": (self.attn_dropout > 0, f"attn_dropout={self.attn_dropout}", "attention dropout drops single attention weights"),
+            "position": (self.position == "alibi", "position='alibi'", "ALiBi adds a bias to the scores"),
+        }
+        for field, (conflicts, given, reason) in why.items():
+            if conflicts:
+                fix = "position='rope' or 'none'" if field == "position" else f"{field}={0.0 if field == 'attn_dropout' else None}"
+                raise ValueError(
+                    f"attention='linear' conflicts with {given}: {reason}, and linear attention never forms the "
+                    f"scores; use {fix} with linear attention, or attention='softmax'"
+                )
 
     @property
     def head_dim(self) -> int:
@@ -124,24 +159,28 @@ def _relative_position(cfg: TransformerConfig) -> RelativePosition | None:
     return None
 
 
-def _norm(cfg: TransformerConfig) -> type[nn.Module]:
-    return nn.RMSNorm if cfg.norm == "rmsnorm" else nn.LayerNorm
+def _norm(cfg: TransformerConfig) -> Callable[[int], nn.Module]:
+    return functools.partial(nn.RMSNorm if cfg.norm == "rmsnorm" else nn.LayerNorm, eps=cfg.norm_eps)
 
 
 def _block(
     cfg: TransformerConfig, index: int, pos: RelativePosition | None, *, cross_attention: bool, context_dim: int | None
 ) -> TransformerBlock:
-    attn = MultiHeadAttention(
-        cfg.dim,
-        cfg.num_heads,
-        num_kv_heads=cfg.num_kv_heads,
-        dropout=cfg.attn_dropout,
-        bias=cfg.bias,
-        window=cfg.window,
-        top_k=cfg.top_k,
-        num_memory=cfg.num_memory,
-        pos=pos,
-    )
+    attn: MultiHeadAttention
+    if cfg.attention == "linear":
+        attn = LinearAttention(cfg.dim, cfg.num_heads, num_kv_heads=cfg.num_kv_heads, bias=cfg.bias, num_memory=cfg.num_memory, pos=pos)
+    else:
+        attn = MultiHeadAttention(
+            cfg.dim,
+            cfg.num_heads,
+            num_kv_heads=cfg.num_kv_heads,
+            dropout=cfg.attn_dropout,
+            bias=cfg.bias,
+            window=cfg.window,
+            top_k=cfg.top_k,
+            num_memory=cfg.num_memory,
+            pos=pos,
+        )
     cross = None
     if cross_attention:
         cross = MultiHeadAttention(
@@ -151,7 +190,7 @@ def _block(
         hidden = int(2 * cfg.mlp_ratio * cfg.dim / 3)
         ff: nn.Module = SwiGLU(cfg.dim, hidden, dropout=cfg.dropout, bias=cfg.bias)
     else:
-        ff = MLP(cfg.dim, int(cfg.mlp_ratio * cfg.dim), dropout=cfg.dropout, bias=cfg.bias)
+        ff = MLP(cfg.dim, int(cfg.mlp_ratio * cfg.dim), dropout=cfg.dropout, bias=cfg.bias, activation=cfg.feed_forward)
     # stochastic depth grows linearly with depth (timm / DeiT)
     drop_path = cfg.drop_path * index / max(cfg.depth - 1, 1)
     return TransformerBlock(
@@ -182,13 +221,16 @@ class _Stack(nn.Module):
     def make_cache(self, max_len: int | None = None) -> list[LayerCache]:
         """One empty decoding cache per layer for its self-attention: a ``KVCache(max_len)`` for full
         attention, a ``RollingKVCache(window)`` (O(window) memory, no length limit) for a windowed
-        layer. ``max_len=None``: one context ``KVCache`` per layer for cross-attention."""
+        layer, a ``LinearAttentionState`` for linear attention. ``max_len=None``: one context
+        ``KVCache`` per layer for cross-attention."""
         if max_len is None:
             return [KVCache() for _ in self.blocks]
         return [_self_cache(block.attn, max_len) for block in self.blocks]
 
 
 def _self_cache(attn: MultiHeadAttention, max_len: int) -> LayerCache:
+    if isinstance(attn, LinearAttention):
+        return LinearAttentionState()
     if attn.window is not None:
         return RollingKVCache(attn.window)
     return KVCache(max_len)

@@ -9,9 +9,9 @@
    gradient must be finite. Parameters that got no gradient are listed (unused weights).
 3. **kv cache**: for every causal ``tzoo.core.Decoder`` in the model, incremental decoding with the
    KV cache (one node at a time, and a prefill followed by single steps) must equal the full
-   forward — for this exact combination of attention (window, top-k, GQA), positional scheme
-   (RoPE, ALiBi), memory nodes and cross-attention. A windowed decoder is checked on
-   enough nodes that the full forward takes the banded path and the rolling
+   forward — for this exact combination of attention (window, top-k, GQA, linear), positional scheme
+   (RoPE, ALiBi), memory nodes and cross-attention. A windowed or linear decoder is checked on
+   enough nodes that the full forward takes the banded (or multi-chunk) path and the rolling
    cache drops keys.
 4. **causality**: changing the later nodes of a decoder's input must not change its earlier outputs
    (on the same length as the cache check).
@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from tzoo.core import Decoder, MultiHeadAttention
 from tzoo.core.banded import MIN_BLOCK
+from tzoo.core.linear_attention import CHUNK
 from tzoo.tasks.cli import TzooCLI, check_config_files, expand_task, nested_nulls, root_cause
 
 __all__ = ["Check", "check_decoder_cache", "check_decoder_causality", "check_length", "check_main", "run_checks"]
@@ -88,17 +89,19 @@ def _decoder_inputs(decoder: Decoder, n: int, generator: torch.Generator) -> tup
 
 
 def check_length(decoder: Decoder) -> int:
-    """Nodes the decoder checks run on: 10, or for a windowed decoder two banded blocks and a few
-    more (so the banded path and the rolling cache are used)."""
+    """Nodes the decoder checks run on: 10, or for a windowed / linear decoder two banded blocks /
+    linear-attention chunks and a few more (so the long-input paths and the rolling cache are used)."""
     cfg = decoder.config
-    if cfg.window is None:
+    if cfg.window is None and cfg.attention != "linear":
         return 10
-    return 2 * max(cfg.window, MIN_BLOCK) + 3
+    return 2 * max(cfg.window or 0, MIN_BLOCK, CHUNK) + 3
 
 
 def _describe(decoder: Decoder) -> str:
     cfg = decoder.config
     attn = "full" if cfg.window is None else f"window {cfg.window}"
+    if cfg.attention == "linear":
+        attn = "linear"
     if cfg.top_k is not None:
         attn += f", top-{cfg.top_k}"
     heads = f"{cfg.num_heads} heads" + (f" / {cfg.num_kv_heads} kv heads" if cfg.num_kv_heads not in (None, cfg.num_heads) else "")

@@ -79,10 +79,10 @@ class GPT(nn.Module):
     def unbounded(self) -> bool:
         """Whether the model reads text of any length the same way: no learned position table
         (``position='none'``; RoPE / ALiBi / nothing inside attention) and self-attention that sees a
-        bounded stretch (``window``) of the past. Its decoding caches hold O(window) per layer and
-        generation never starts over."""
+        bounded stretch (``window``) or a fixed-size summary (linear attention) of the past. Its
+        decoding caches hold O(window) / O(1) per layer and generation never starts over."""
         t = self.cfg.transformer
-        return self.pos is None and t.window is not None
+        return self.pos is None and (t.window is not None or t.attention == "linear")
 
     def forward(self, idx: Tensor, *, cache: list[LayerCache] | None = None) -> Tensor:
         """idx (B, N) token ids following the ``cache``'s nodes -> logits (B, N, V). Positions past
@@ -127,8 +127,9 @@ class GPT(nn.Module):
         With the cache each step feeds one token; both give the same tokens while the sequence fits
         in ``block_size``. Past it, the cached sampler re-reads the last half block into a fresh
         cache and goes on from there (the reference slides by one token each step instead) — except
-        for an ``unbounded`` model (relative positions and a window): its rolling KV caches just go
-        on, O(window) memory per layer however long the text. A windowed one then gives the reference's tokens whenever block_size >=
+        for an ``unbounded`` model (relative positions and a window or linear attention): its rolling
+        KV caches / linear-attention states just go on, O(window) / O(1) memory per layer however
+        long the text. A windowed one then gives the reference's tokens whenever block_size >=
         depth · (window - 1) + 1 (the last node's receptive field through the layers fits in the block).
         Generation ends early once every row has produced ``stop``; later tokens of rows that
         stopped earlier are ``stop`` too. ``temperature=0`` is greedy.
