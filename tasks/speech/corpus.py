@@ -238,9 +238,19 @@ def _noise(rng: np.random.Generator, n: int, spec: CorpusSpec) -> np.ndarray:
         return np.tile(source, reps)[start : start + n].astype(np.float32)
     white = rng.standard_normal(n).astype(np.float32)
     pole = float(rng.uniform(0.0, 0.95))
-    from scipy.signal import lfilter
+    return _one_pole_lowpass(white, pole)
 
-    return lfilter([1.0 - pole], [1.0, -pole], white).astype(np.float32)
+
+def _one_pole_lowpass(x: np.ndarray, pole: float) -> np.ndarray:
+    """y[t] = (1 - pole) x[t] + pole y[t-1], from y[-1] = 0, computed in float64 (as scipy's
+    ``lfilter([1 - pole], [1, -pole], x)`` is) and returned as float32."""
+    import torch
+    import torchaudio.functional as AF
+
+    signal = torch.from_numpy(np.asarray(x, dtype=np.float64))
+    a = torch.tensor([1.0, -pole], dtype=torch.float64)
+    b = torch.tensor([1.0 - pole, 0.0], dtype=torch.float64)
+    return AF.lfilter(signal, a, b, clamp=False).numpy().astype(np.float32)  # clamp: not to [-1, 1]
 
 
 def _make_utterance(job: tuple[CorpusSpec, str, int, str]) -> dict[str, Any]:

@@ -3,8 +3,9 @@ augmentations from config (torchvision ``transforms.v2``: random crop, flip, Tri
 RandAugment, random erasing; MixUp / CutMix on whole batches).
 
 Datasets
-- ``digits``: scikit-learn's bundled 1,797 8x8 digits (offline). A fixed stratified split: 20% test
-  (always the same images), 10% validation, 70% train.
+- ``digits``: the 1,797 8x8 UCI digits shipped with tzoo (``digits.npz``, offline; the copy
+  scikit-learn bundles). A fixed stratified split: 20% test (always the same images), 10%
+  validation, 70% train.
 - ``fashion_mnist``: Debian's ``dataset-fashion-mnist`` IDX files under
   ``/usr/share/datasets/fashion-mnist/`` when installed, else torchvision's download into
   ``data_dir`` (in ``prepare_data``).

@@ -1,5 +1,5 @@
 """Where the vision task's images come from: facts about each named dataset, the IDX reader
-(MNIST's file format), the bundled digits, in-memory and file-backed datasets, image-folder
+(MNIST's file format), the digits shipped with tzoo (``digits.npz``), in-memory and file-backed datasets, image-folder
 scanning (unreadable files skipped with a warning naming them), and the MixUp / CutMix collate.
 
 ``data.py`` turns these into train / val / test splits.
@@ -8,6 +8,7 @@ scanning (unreadable files skipped with a warning naming them), and the MixUp / 
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -96,14 +97,17 @@ def read_idx(path: str | Path) -> np.ndarray:
     return array.reshape(shape)
 
 
-def load_digits() -> tuple[Tensor, Tensor]:
-    """scikit-learn's 1,797 8x8 digits: uint8 images (N, 1, 8, 8) and int64 labels (N,)."""
-    from sklearn import datasets
+DIGITS_FILE = Path(__file__).with_name("digits.npz")  # provenance and licence: digits.LICENSE beside it
 
-    bunch = datasets.load_digits()
+
+def load_digits() -> tuple[Tensor, Tensor]:
+    """The 1,797 8x8 digits shipped with tzoo (the UCI handwritten digits' test set, the copy
+    scikit-learn bundles, in the same order): uint8 images (N, 1, 8, 8) and int64 labels (N,)."""
+    with np.load(DIGITS_FILE) as data:
+        pixels, labels = data["pixels"], data["labels"]  # (N, 8, 8) counts 0..16, (N,) digits
     # pixel values 0..16 -> 0..255, so every dataset enters the transforms as uint8
-    images = np.round(bunch.images * (255 / 16)).astype(np.uint8)[:, None]  # (N, 1, 8, 8)
-    return torch.from_numpy(images), torch.from_numpy(bunch.target).long()
+    images = np.round(pixels * (255 / 16)).astype(np.uint8)[:, None]  # (N, 1, 8, 8)
+    return torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64))
 
 
 def resize_images(images: Tensor, size: tuple[int, int]) -> Tensor:
@@ -114,13 +118,49 @@ def resize_images(images: Tensor, size: tuple[int, int]) -> Tensor:
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def stratified_split(labels: Tensor, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(rest, held out) indices, the held-out part ``fraction`` of each class."""
-    from sklearn.model_selection import train_test_split
+def stratified_split(labels: Tensor | np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, held out) sorted indices: ceil(fraction * N) held out, each class in proportion.
 
-    index = np.arange(len(labels))
-    rest, held = train_test_split(index, test_size=fraction, stratify=labels.numpy(), random_state=seed)
-    return np.sort(rest), np.sort(held)
+    The same draw as scikit-learn's ``train_test_split(..., test_size=fraction, stratify=labels,
+    random_state=seed)`` (its ``StratifiedShuffleSplit``: per-class counts by largest remainder with
+    ties broken at random, then a permutation of each class, all from one ``RandomState(seed)``), so
+    splits made before tzoo stopped depending on scikit-learn are unchanged."""
+    y = np.asarray(labels)
+    n_held = math.ceil(fraction * len(y))
+    n_rest = len(y) - n_held
+    classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    if counts.min() < 2 or min(n_rest, n_held) < len(classes):
+        raise ValueError(
+            f"cannot hold out {fraction} of {len(y)} items stratified over {len(classes)} classes "
+            f"(smallest class: {counts.min()} items); every class needs >= 2 items and each part >= one per class"
+        )
+    members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])  # indices of each class
+    rng = np.random.RandomState(seed)
+    rest_counts = _apportion(counts, n_rest, rng)
+    held_counts = _apportion(counts - rest_counts, n_held, rng)
+    rest, held = [], []
+    for items, r, h in zip(members, rest_counts, held_counts):
+        shuffled = items.take(rng.permutation(len(items)), mode="clip")
+        rest.append(shuffled[:r])
+        held.append(shuffled[r : r + h])
+    return np.sort(np.concatenate(rest)), np.sort(np.concatenate(held))
+
+
+def _apportion(counts: np.ndarray, draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """``draws`` items shared among classes of ``counts`` in proportion: the floors, then one more for
+    the largest remainders, ties broken at random (scikit-learn's ``_approximate_mode``)."""
+    share = counts / counts.sum() * draws
+    taken = np.floor(share)
+    missing = int(draws - taken.sum())
+    remainder = share - taken
+    for value in np.sort(np.unique(remainder))[::-1]:
+        if missing <= 0:
+            break
+        (tied,) = np.where(remainder == value)
+        now = min(len(tied), missing)
+        taken[rng.choice(tied, size=now, replace=False)] += 1
+        missing -= now
+    return taken.astype(int)
 
 
 # --- datasets -----------------------------------------------------------------------------------
