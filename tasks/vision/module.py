@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -44,6 +45,7 @@ class VisionClassifier(TaskModule):
         label_smoothing: float = 0.0,
         attention_images: int = 4,
         tta_hflip: bool = False,
+        pretrained: str | None = None,
         compile: bool = False,
     ) -> None:
         """``net``: the model (``ViTConfig``: classes, image size and channels, linked from the data
@@ -53,8 +55,11 @@ class VisionClassifier(TaskModule):
         cross-entropy. ``attention_images``: how many validation images the attention figure shows
         (0: none). ``tta_hflip``: validation, test and predict average the logits of each image and
         its mirror image (test-time augmentation; for data whose classes survive a horizontal
-        flip). ``compile``: ``torch.compile`` the model for training (in place: checkpoints keep the
-        plain keys)."""
+        flip). ``pretrained``: a timm ViT state dict file (``tzoo.tasks.vision.timm_vit``) loaded
+        when a fit starts afresh (not on resume): positions resized to this model's grid, a head for
+        another number of classes left fresh; ``net`` must have the pretrained model's sizes
+        (learned positions, class-token pooling; timm's LayerNorm eps is 1e-6). ``compile``:
+        ``torch.compile`` the model for training (in place: checkpoints keep the plain keys)."""
         super().__init__(optim=optim, compile=compile)
         net = from_dict(ViTConfig, net, where="net", base=signature_default(type(self), "net"))
         if not 0.0 <= label_smoothing < 1.0:
@@ -63,6 +68,7 @@ class VisionClassifier(TaskModule):
         self.model = ViT(net)
         num_classes = self.model.num_classes
         self.label_smoothing, self.attention_images, self.tta_hflip = label_smoothing, attention_images, tta_hflip
+        self.pretrained = pretrained
         self.class_names: tuple[str, ...] | None = None
         top5 = num_classes >= 5
         self.val_acc = MulticlassAccuracy(num_classes, top_k=1, average="micro")
@@ -94,9 +100,18 @@ class VisionClassifier(TaskModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        if stage == "fit" and self.pretrained and self.trainer.ckpt_path is None and self.global_step == 0:
+            self.load_pretrained(self.pretrained)
         data = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if data is not None and self.class_names is None and hasattr(data, "classes"):
             self.class_names = tuple(data.classes)
+
+    def load_pretrained(self, path: str) -> None:
+        """timm ViT weights from ``path`` into the model (see ``pretrained``)."""
+        from tzoo.tasks.vision.timm_vit import load_into, read_timm_state
+
+        notes = load_into(self.model, read_timm_state(path), source=repr(path))
+        rank_zero_info(f"loaded pretrained ViT weights from {path}" + (f" ({'; '.join(notes)})" if notes else ""))
 
     # --- steps --------------------------------------------------------------------------------
 

@@ -20,13 +20,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor
 
 from tzoo.core import TransformerConfig
 from tzoo.tasks.reliability import read_checkpoint
 from tzoo.tasks.vision.model import ViT, ViTConfig
 
-__all__ = ["from_timm_state", "load_timm_vit", "to_timm_state"]
+__all__ = ["from_timm_state", "load_into", "load_timm_vit", "read_timm_state", "timm_config", "to_timm_state"]
 
 _BLOCK = {
     "attn_norm": "norm1", "attn.qkv_proj": "attn.qkv", "attn.out_proj": "attn.proj",
@@ -59,11 +61,8 @@ def timm_config(state: dict[str, Tensor], *, head_dim: int = 64, eps: float = 1e
     )  # fmt: skip
 
 
-def from_timm_state(state: dict[str, Tensor], cfg: ViTConfig | None = None, *, head_dim: int = 64) -> ViT:
-    """A ``ViT`` holding a timm ViT's weights (``cfg`` defaults to the one the tensors describe;
-    a state dict without a head, ``num_classes=0`` in timm, needs ``cfg.num_classes`` and gets a fresh head)."""
-    cfg = cfg or timm_config(state, head_dim=head_dim)
-    model = ViT(cfg)
+def tzoo_state(state: dict[str, Tensor], depth: int) -> dict[str, Tensor]:
+    """A timm ViT state dict under tzoo's ``ViT`` names (no shape checks)."""
     ours: dict[str, Tensor] = {
         "tokenizer.cls": state["cls_token"] + state["pos_embed"][:, :1],
         "tokenizer.pos": state["pos_embed"][:, 1:],
@@ -72,19 +71,65 @@ def from_timm_state(state: dict[str, Tensor], cfg: ViTConfig | None = None, *, h
         "encoder.norm.weight": state["norm.weight"],
         "encoder.norm.bias": state["norm.bias"],
     }
-    for i in range(cfg.transformer.depth):
+    for i in range(depth):
         for name, theirs in _BLOCK.items():
             for kind in ("weight", "bias"):
-                ours[f"encoder.blocks.{i}.{name}.{kind}"] = state[f"blocks.{i}.{theirs}.{kind}"]
+                key = f"blocks.{i}.{theirs}.{kind}"
+                if key not in state:
+                    raise ValueError(f"the timm weights have no {key!r}: fewer blocks than net.transformer.depth={depth}?")
+                ours[f"encoder.blocks.{i}.{name}.{kind}"] = state[key]
     if "head.weight" in state:
         ours["head.weight"], ours["head.bias"] = state["head.weight"], state["head.bias"]
+    return ours
+
+
+def load_into(model: ViT, state: dict[str, Tensor], *, source: str = "the timm weights") -> list[str]:
+    """Load a timm ViT's weights into an existing ``model`` for fine-tuning: its position table is
+    resized to the model's grid (as timm does), a head for another number of classes is left fresh;
+    any other difference is a ValueError naming the tensor and both shapes. Returns notes on what
+    was adapted."""
+    for key in ("cls_token", "pos_embed", "patch_embed.proj.weight"):
+        if key not in state:
+            raise ValueError(f"{source} is not a timm ViT state dict with a class token: no {key!r}")
+    if model.cfg.position != "learned" or model.cfg.pool != "cls":
+        raise ValueError(f"timm ViT weights need net.position='learned' and net.pool='cls', got {model.cfg.position!r} and {model.cfg.pool!r}")
+    ours = tzoo_state(state, model.cfg.transformer.depth)
+    expected = model.state_dict()
+    notes = []
+    tok = model.tokenizer
+    theirs_grid = ours["tokenizer.pos"].shape[1]
+    if tok.grid is not None and theirs_grid != tok.grid[0] * tok.grid[1] and expected["tokenizer.pos"].shape[-1] == ours["tokenizer.pos"].shape[-1]:
+        side = int(round(theirs_grid**0.5))
+        table = rearrange(ours["tokenizer.pos"], "1 (h w) d -> 1 d h w", h=side, w=side)
+        table = F.interpolate(table, size=tok.grid, mode="bicubic", align_corners=False, antialias=True)
+        ours["tokenizer.pos"] = rearrange(table, "1 d h w -> 1 (h w) d")
+        notes.append(f"positions resized from {side}x{side} to {tok.grid[0]}x{tok.grid[1]} patches")
+    if "head.weight" in ours and ours["head.weight"].shape != expected["head.weight"].shape:
+        notes.append(f"head starts fresh ({ours['head.weight'].shape[0]} classes in the weights, {expected['head.weight'].shape[0]} here)")
+        del ours["head.weight"], ours["head.bias"]
+    for name, value in ours.items():
+        if name not in expected:
+            raise ValueError(f"{source}: {name} has no place in this ViT (another architecture?)")
+        if expected[name].shape != value.shape:
+            raise ValueError(
+                f"{source}: {name} is {list(value.shape)} in the weights but {list(expected[name].shape)} in this model: "
+                f"set net.transformer / net.patch_size to the pretrained model's sizes"
+            )
+    model.load_state_dict(ours, strict=False)
+    return notes
+
+
+def from_timm_state(state: dict[str, Tensor], cfg: ViTConfig | None = None, *, head_dim: int = 64) -> ViT:
+    """A ``ViT`` holding a timm ViT's weights (``cfg`` defaults to the one the tensors describe;
+    a state dict without a head, ``num_classes=0`` in timm, needs ``cfg.num_classes`` and gets a fresh head)."""
+    cfg = cfg or timm_config(state, head_dim=head_dim)
+    model = ViT(cfg)
+    ours = tzoo_state(state, cfg.transformer.depth)
     expected = model.state_dict()
     for name, value in ours.items():
         if expected[name].shape != value.shape:
             raise ValueError(f"{name} is {list(value.shape)} in the timm weights but {list(expected[name].shape)} in a ViT of this config")
-    missing = model.load_state_dict(ours, strict=False).missing_keys
-    if set(missing) - {"head.weight", "head.bias"}:
-        raise ValueError(f"the timm weights lack {sorted(missing)[:4]}")
+    model.load_state_dict(ours, strict=False)
     return model.eval()
 
 
@@ -118,18 +163,22 @@ def to_timm_state(model: ViT) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in out.items()}
 
 
-def load_timm_vit(path: str | Path, *, head_dim: int = 64) -> ViT:
-    """A ``ViT`` from a timm ViT state dict file (``.safetensors``, or a weights-only ``.pth``/``.bin``)."""
+def read_timm_state(path: str | Path) -> dict[str, Tensor]:
+    """A timm ViT state dict from a file (``.safetensors``, or a weights-only ``.pth``/``.bin``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"timm ViT weights {str(path)!r} do not exist: give a state dict file (.pth, .bin or .safetensors)")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
-    else:
-        state = read_checkpoint(path)
-        state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+        return load_file(str(path))
+    state = read_checkpoint(path)
+    state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
     if not isinstance(state, dict):
         raise ValueError(f"{str(path)!r} does not hold a state dict")
-    return from_timm_state(state, head_dim=head_dim)
+    return state
+
+
+def load_timm_vit(path: str | Path, *, head_dim: int = 64) -> ViT:
+    """A ``ViT`` from a timm ViT state dict file (``.safetensors``, or a weights-only ``.pth``/``.bin``)."""
+    return from_timm_state(read_timm_state(path), head_dim=head_dim)

@@ -92,3 +92,35 @@ def test_bad_timm_weights_are_named(tmp_path):
     small = replace(cfg, transformer=replace(cfg.transformer, dim=64, num_heads=1))
     with pytest.raises(ValueError, match=r"tokenizer\.cls is \[1, 1, 128\] in the timm weights but \[1, 1, 64\]"):
         from_timm_state(state, small)
+
+
+def test_pretrained_timm_weights_load_into_a_fine_tuning_run(tmp_path):
+    """``--model.init_args.pretrained FILE`` through the CLI: the encoder holds the timm weights
+    when training starts (positions resized to the data's grid, a fresh head for its classes)."""
+    from lightning.pytorch.callbacks import Callback
+
+    from tzoo.tasks.cli import TzooCLI
+
+    reference = timm.models.vision_transformer.VisionTransformer(img_size=32, patch_size=8, in_chans=1, num_classes=3, embed_dim=64, depth=1, num_heads=1).eval()
+    _trained_scale(reference)
+    torch.save(reference.state_dict(), tmp_path / "vit.pth")
+    args = [
+        "--config", "configs/vision/digits.yaml", f"--data.init_args.data_dir={tmp_path}", "--data.init_args.image_size=16",
+        "--model.init_args.net.patch_size=8", "--model.init_args.net.stride=8", "--model.init_args.net.position=learned",
+        "--model.init_args.net.transformer.dim=64", "--model.init_args.net.transformer.depth=1",
+        "--model.init_args.net.transformer.num_heads=1", "--model.init_args.net.transformer.norm_eps=1e-6",
+        "--model.init_args.attention_images=0", f"--model.init_args.pretrained={tmp_path / 'vit.pth'}",
+        "--trainer.max_steps=1", "--trainer.limit_val_batches=0", "--trainer.logger=false", "--trainer.enable_checkpointing=false",
+        "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}",
+    ]  # fmt: skip
+    seen = {}
+
+    class Peek(Callback):
+        def on_train_start(self, trainer, pl_module):
+            seen["qkv"] = pl_module.model.encoder.blocks[0].attn.qkv_proj.weight.detach().clone()
+
+    cli = TzooCLI(args=args, run=False)
+    cli.trainer.callbacks.append(Peek())
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert torch.equal(seen["qkv"], reference.blocks[0].attn.qkv.weight)
+    assert cli.model.model.tokenizer.pos.shape[1] == 4  # 16 px at patch 8: a 2x2 grid (timm's is 4x4)
