@@ -16,9 +16,9 @@ any 2- to 4-axis tensor that broadcasts to (B, H, N, M) as SDPA broadcasts it �
 nodes: they are always visible.
 
 Sliding windows: self-attention over N nodes with a ``window`` takes the banded path
-(``tzoo.core.banded``, O(N·W) time and memory) by itself when it is the cheaper one — N at least two
-query blocks (``use_banded``), no ``mask=`` (key padding is fine), no top-k and no captured weights,
-which need the full score matrix. Otherwise the window is a mask on the (N, M) scores (the
+(``tzoo.core.banded``, O(N·W) time and memory) by itself when it is the cheaper one — N at least
+twice the keys a block scores (``use_banded``), no ``mask=`` (key padding is fine), no top-k and no
+captured weights, which need the full score matrix. Otherwise the window is a mask on the (N, M) scores (the
 reference path). Both give the same output. With a ``RollingKVCache`` a windowed layer decodes with
 O(W) memory.
 """
@@ -186,7 +186,7 @@ class MultiHeadAttention(nn.Module):
         start = M - N if context is None else 0
         causal = is_causal and context is None
         dropout = self.dropout if self.training else 0.0
-        if self._banded(context, N, M, mask):
+        if self._banded(context, N, M, mask, causal):
             assert self.window is not None
             if key_padding_mask is not None:
                 check_padding_mask(key_padding_mask, "key_padding_mask", B, M)
@@ -222,7 +222,7 @@ class MultiHeadAttention(nn.Module):
         out = out.transpose(1, 2).reshape(B, N, self.dim)  # (B, N, D)
         return self.out_proj(out)
 
-    def _banded(self, context: Tensor | None, N: int, M: int, mask: Tensor | None) -> bool:
+    def _banded(self, context: Tensor | None, N: int, M: int, mask: Tensor | None, causal: bool) -> bool:
         """Whether this call takes the banded window path: self-attention of N nodes over the same
         N nodes (no cached keys before them), long enough, and nothing that needs the (N, M) scores."""
         return (
@@ -232,7 +232,7 @@ class MultiHeadAttention(nn.Module):
             and mask is None
             and self.top_k is None
             and self.captured is None
-            and use_banded(N, self.window)
+            and use_banded(N, self.window, causal)
         )
 
     def _project_self(self, x: Tensor, offset: int) -> tuple[Tensor, Tensor, Tensor]:

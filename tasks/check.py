@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from tzoo.core import Decoder, MultiHeadAttention
-from tzoo.core.banded import MIN_BLOCK
+from tzoo.core.banded import keys_per_block
 from tzoo.core.linear_attention import CHUNK
 from tzoo.tasks.cli import TzooCLI, check_config_files, expand_task, nested_nulls, root_cause
 
@@ -94,7 +94,9 @@ def check_length(decoder: Decoder) -> int:
     cfg = decoder.config
     if cfg.window is None and cfg.attention != "linear":
         return 10
-    return 2 * max(cfg.window or 0, MIN_BLOCK, CHUNK) + 3
+    if cfg.window is None:
+        return 2 * CHUNK + 3
+    return 2 * keys_per_block(cfg.window, causal=True) + 3
 
 
 def _describe(decoder: Decoder) -> str:

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import tzoo.core.attention as attention_module
 from tzoo.core import ALiBi, MultiHeadAttention, RotaryEmbedding, TransformerConfig, banded_attention, capture_attention
-from tzoo.core.banded import block_size, use_banded
+from tzoo.core.banded import block_size, keys_per_block, use_banded
 
 D, H = 16, 4
 TOL = 1e-5
@@ -50,7 +50,7 @@ def test_banded_equals_the_masked_path_with_padding_and_gradients(causal, kw, mo
     """A ragged last block (N = 2 blocks + 5), the first block's missing keys, right and left padding;
     outputs and every gradient within 1e-5."""
     window = 3
-    n = 2 * block_size(window) + 5
+    n = 2 * keys_per_block(window, causal=False) + 5  # banded for causal and symmetric windows
     m = make(window, **kw)
     ref = MultiHeadAttention(D, H, num_kv_heads=m.num_kv_heads, num_memory=m.memory.shape[2] if m.memory is not None else 0, pos=m.pos).eval()
     ref.load_state_dict(m.state_dict())
@@ -78,11 +78,12 @@ def test_banded_equals_the_masked_path_with_padding_and_gradients(causal, kw, mo
         torch.testing.assert_close(g, r, atol=TOL * max(1.0, r.abs().max().item()), rtol=TOL)
 
 
-@pytest.mark.parametrize("n", [140, 150, 213], ids=["two-blocks", "ragged", "three-blocks-ragged"])
+@pytest.mark.parametrize("n", [40, 64, 128, 150, 213], ids=["one-ragged-block", "one-block", "two-blocks", "ragged", "four-blocks-ragged"])
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "symmetric"])
 def test_banded_function_equals_sdpa_with_the_window_mask(n, causal):
-    """A window wider than the minimum block (block = window = 70) and GQA, straight against SDPA."""
-    window = 70
+    """Blocks shorter than the window (block 64, window 150: keys from three earlier blocks), GQA,
+    straight against SDPA with the (N, N) window mask."""
+    window = 150
     torch.manual_seed(0)
     q, k, v = torch.randn(2, 4, n, 8), torch.randn(2, 2, n, 8), torch.randn(2, 2, n, 8)
     out = banded_attention(q, k, v, window=window, causal=causal)
@@ -91,9 +92,11 @@ def test_banded_function_equals_sdpa_with_the_window_mask(n, causal):
 
 
 def test_banded_is_chosen_only_when_cheaper():
-    assert block_size(3) == 64 and block_size(256) == 256
-    assert not use_banded(127, 3) and use_banded(128, 3)
-    assert not use_banded(511, 256) and use_banded(512, 256)
+    """From N = twice the keys of a block on: half the (query, key) pairs of the masked path or fewer."""
+    assert block_size(3) == 64 and block_size(256) == 128 and block_size(1024) == 512
+    assert keys_per_block(256, causal=True) == 128 + 255 and keys_per_block(256, causal=False) == 128 + 510
+    assert not use_banded(765, 256, True) and use_banded(766, 256, True)
+    assert not use_banded(1275, 256, False) and use_banded(1276, 256, False)
 
 
 def test_banded_costs_memory_linear_in_n():

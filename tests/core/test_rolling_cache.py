@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import tzoo.core.attention as attention_module
 from tzoo.core import Decoder, KVCache, MultiHeadAttention, RollingKVCache, TransformerConfig
 
 TOL = 1e-5
@@ -34,23 +35,27 @@ def stack(**kw) -> Decoder:
 
 @pytest.mark.parametrize(
     "kw",
-    [dict(window=3), dict(window=3, position="rope", num_kv_heads=2), dict(window=4, position="alibi", num_memory=2), dict(window=70)],
-    ids=["plain", "rope-gqa", "alibi-memory", "wide"],
+    [dict(window=3), dict(window=3, position="rope", num_kv_heads=2), dict(window=4, position="alibi", num_memory=2), dict(window=20)],
+    ids=["plain", "rope-gqa", "alibi-memory", "wider"],
 )
-def test_rolling_decoding_equals_the_full_forward(kw):
+def test_rolling_decoding_equals_the_full_forward(kw, monkeypatch):
     """A prefill long enough for the banded path, then single nodes and a chunk of 5, against one full
-    forward (banded too) of all 150 nodes; the caches stay O(window)."""
+    forward (banded too) of all 190 nodes; the caches stay O(window)."""
     decoder = stack(**kw)
     caches = decoder.make_cache(1000)
     assert all(isinstance(c, RollingKVCache) for c in caches)
+    banded = []
+    original = attention_module.banded_attention
+    monkeypatch.setattr(attention_module, "banded_attention", lambda *a, **k: banded.append(a[0].shape[2]) or original(*a, **k))
     torch.manual_seed(1)
-    x = torch.randn(2, 150, 16)
+    x = torch.randn(2, 190, 16)
     full = decoder(x)
-    pieces, t = [decoder(x[:, :130], cache=caches)], 130
+    pieces, t = [decoder(x[:, :170], cache=caches)], 170
     for n in [1, 1, 5, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]:
         pieces.append(decoder(x[:, t : t + n], cache=caches))
         t += n
-    assert t == 150 and caches[0].length == 150
+    assert t == 190 and caches[0].length == 190
+    assert banded == [190, 190, 170, 170]  # the full forward and the prefill, in both layers
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=TOL, rtol=0)
     assert all(c.k.shape[2] == 2 * kw["window"] for c in caches)
 

@@ -95,7 +95,7 @@ ROOT = Path(__file__).resolve().parents[3]
     ids=["linear", "linear-rope", "banded-window-rope"],
 )
 def test_fit_check_and_generate_past_the_block_from_the_cli(attention, tmp_path, capsys):
-    """2 training steps on blocks of 130 (the banded path and three linear-attention chunks), tzoo check,
+    """2 training steps on blocks of 140 (the banded path and three linear-attention chunks), tzoo check,
     then tzoo generate 300 tokens, past block_size: the model is unbounded (no learned positions)."""
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(CORPUS)
@@ -104,8 +104,8 @@ def test_fit_check_and_generate_past_the_block_from_the_cli(attention, tmp_path,
     overlay.write_text("model:\n  init_args:\n    net:\n      position: none\n")
     args = [
         "--config", str(ROOT / "configs/lm/shakespeare_char.yaml"), f"--data.init_args.corpus={corpus}",
-        f"--data.init_args.cache_dir={tmp_path / 'cache'}", "--data.init_args.block_size=130", "--data.init_args.batch_size=2",
-        "--model.init_args.net.block_size=130", "--model.init_args.sample_tokens=0", "--config", str(overlay),
+        f"--data.init_args.cache_dir={tmp_path / 'cache'}", "--data.init_args.block_size=140", "--data.init_args.batch_size=2",
+        "--model.init_args.net.block_size=140", "--model.init_args.sample_tokens=0", "--config", str(overlay),
         "--model.init_args.net.transformer.dim=16", "--model.init_args.net.transformer.depth=1",
         "--model.init_args.net.transformer.num_heads=2", *(f"--model.init_args.net.transformer.{a}" for a in attention),
     ]  # fmt: skip
