@@ -37,7 +37,7 @@ __all__ = ["ENTRY_POINT_GROUP", "Task", "TaskLoadError", "get_task", "list_tasks
 ENTRY_POINT_GROUP = "tzoo.tasks"
 
 # Built-in tasks: name -> module that defines TASK. Imported explicitly, on first use of the registry.
-_BUILTINS = {"lm": "tzoo.tasks.lm.task", "decision": "tzoo.tasks.decision.task", "vision": "tzoo.tasks.vision.task", "speech": "tzoo.tasks.speech.task"}
+_BUILTINS = {"lm": "tzoo.tasks.lm.task", "decision": "tzoo.tasks.decision.task", "vision": "tzoo.tasks.vision.task", "speech": "tzoo.tasks.speech.task", "bert": "tzoo.tasks.bert.task"}
 
 _KINDS = {"module": ("LightningModule", "a LightningModule subclass (a tzoo.tasks.base.TaskModule)"),
           "datamodule": ("LightningDataModule", "a LightningDataModule subclass")}  # fmt: skip

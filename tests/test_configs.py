@@ -10,7 +10,7 @@ from tzoo.tasks.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 # configs/<task>/attention/*.yaml are overlays (one attention type) on the task's first config
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
-BASES = {"lm": "shakespeare_char.yaml", "vision": "digits.yaml", "decision": "cartpole.yaml", "speech": "espeak_tiny.yaml"}
+BASES = {"lm": "shakespeare_char.yaml", "vision": "digits.yaml", "decision": "cartpole.yaml", "speech": "espeak_tiny.yaml", "bert": "genre.yaml"}
 TINY = {
     "lm": [
         "--model.init_args.net.transformer.dim=16", "--model.init_args.net.transformer.depth=1",
@@ -28,6 +28,8 @@ TINY = {
     "vision": ["--model.init_args.compile=false"],  # compiling is tested apart (test_precision.py)
     "decision": ["--data.init_args.episodes=10", "--model.init_args.net.transformer.dim=16", "--model.init_args.net.transformer.depth=1",
                  "--model.init_args.eval_episodes=1"],
+    "bert": ["--model.init_args.net.transformer.dim=16", "--model.init_args.net.transformer.depth=1",
+             "--model.init_args.net.transformer.num_heads=2", "--data.init_args.tokenizer=char", "--data.init_args.batch_size=2"],
 }
 
 

@@ -69,8 +69,18 @@ def _vision(tmp_path: Path) -> tuple[list[str], list[str]]:
     return args, ["net.transformer"]
 
 
+def _bert(tmp_path: Path) -> tuple[list[str], list[str]]:
+    args = [
+        "--config", str(ROOT / "configs/bert/genre.yaml"), "--data.init_args.tokenizer=char", "--data.init_args.batch_size=2",
+        "--data.init_args.max_len=32", "--model.init_args.net.max_len=32", "--model.init_args.attention_passages=1",
+        "--model.init_args.net.transformer.dim=16", "--model.init_args.net.transformer.depth=1",
+        "--model.init_args.net.transformer.num_heads=2",
+    ]  # fmt: skip
+    return args, ["net.transformer"]
+
+
 # task -> (its tiny command-line arguments, the stacks the options go to)
-TASKS = {"lm": _lm, "vision": _vision, "speech": _speech, "decision": _decision}
+TASKS = {"lm": _lm, "vision": _vision, "speech": _speech, "decision": _decision, "bert": _bert}
 SHARED = Path()  # a folder the tests of this module share (generated corpora), set by the fixture
 
 
