@@ -26,17 +26,17 @@ class Reverser(nn.Module):
         self.head = nn.Linear(dim, VOCAB)
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        memory = self.encoder(self.src_pos(self.embed(src)))  # (B, N, D): every digit sees every digit
-        return self.head(self.decoder(self.tgt_pos(self.embed(tgt_in)), memory))  # (B, N, V), causal
+        encoded = self.encoder(self.src_pos(self.embed(src)))  # (B, N, D): every digit sees every digit
+        return self.head(self.decoder(self.tgt_pos(self.embed(tgt_in)), encoded))  # (B, N, V), causal
 
     @torch.inference_mode()
     def reverse(self, src: torch.Tensor) -> torch.Tensor:
-        memory = self.encoder(self.src_pos(self.embed(src)))
+        encoded = self.encoder(self.src_pos(self.embed(src)))
         cache, cross = self.decoder.make_cache(LENGTH), self.decoder.make_cache()
         token = torch.full((src.shape[0], 1), START)
         out = []
         for t in range(LENGTH):
-            h = self.decoder(self.tgt_pos(self.embed(token), offset=t), memory, cache=cache, cross_cache=cross)
+            h = self.decoder(self.tgt_pos(self.embed(token), offset=t), encoded, cache=cache, cross_cache=cross)
             token = self.head(h).argmax(-1)  # (B, 1)
             out.append(token)
         return torch.cat(out, dim=1)

@@ -56,10 +56,10 @@ class SetSorter(nn.Module):
     @torch.no_grad()
     def sort(self, numbers: Tensor) -> Tensor:
         """Greedy decoding with the KV cache: (B, N) -> (B, N) predicted sorted values."""
-        memory, n = self.encode(numbers), numbers.shape[1]
+        encoded, n = self.encode(numbers), numbers.shape[1]
         cache, cross = self.decoder.make_cache(n), self.decoder.make_cache()
         token, out = torch.full_like(numbers[:, :1], self.start), []  # (B, 1)
         for _ in range(n):
-            token = self.head(self.decoder(self.embed_out(token), memory, cache=cache, cross_cache=cross)).argmax(-1)  # (B, 1)
+            token = self.head(self.decoder(self.embed_out(token), encoded, cache=cache, cross_cache=cross)).argmax(-1)  # (B, 1)
             out.append(token)
         return torch.cat(out, dim=1)
