@@ -259,7 +259,7 @@ def test_local_file_checksum(split_corpus, tmp_path):
 def test_unreachable_url_leaves_no_files(tmp_path):
     cache = tmp_path / "cache"
     url = "http://127.0.0.1:9/nothing.txt"  # the discard port: connection refused
-    with pytest.raises(ConnectionError, match=re.escape(url) + ".*local file path"):
+    with pytest.raises(ConnectionError, match=re.escape(url) + ".*give a local text file as the corpus"):
         TextDataModule(url, cache_dir=str(cache)).prepare_data()
     assert files_under(cache) == []
 
