@@ -197,10 +197,13 @@ class MultiHeadAttention(nn.Module):
             return self.out_proj(out.transpose(1, 2).reshape(B, N, self.dim))
 
         bias = self.pos.bias(N, M, start) if self.pos is not None and context is None else None
-        if mask is None and key_padding_mask is None and bias is None and self.window is None and (not causal or N == 1):
+        # a window at least as wide as the span of positions masks nothing (e.g. a decoding step on a
+        # rolling cache, which holds only keys inside the window): no mask to build for it
+        window = self.window if self.window is not None and max(M, start + N) > self.window else None
+        if mask is None and key_padding_mask is None and bias is None and window is None and (not causal or N == 1):
             attn_mask, sdpa_causal = None, False  # the common decoder step and plain encoder: nothing to build
         else:
-            attn_mask, sdpa_causal = self._mask(B, N, M, start, causal, mask, key_padding_mask, bias, x.device)
+            attn_mask, sdpa_causal = self._mask(B, N, M, start, causal, window, mask, key_padding_mask, bias, x.device)
         if self.memory is not None:
             k, v, attn_mask = self._add_memory(k, v, attn_mask, B, N, sdpa_causal, start)
             sdpa_causal = False
@@ -271,6 +274,7 @@ class MultiHeadAttention(nn.Module):
         M: int,
         start: int,
         causal: bool,
+        window: int | None,
         mask: Tensor | None,
         key_padding_mask: Tensor | None,
         bias: Tensor | None,
@@ -279,18 +283,18 @@ class MultiHeadAttention(nn.Module):
         """Combine every rule into one SDPA mask: (bool or additive float, broadcastable to
         (B, H, N, M)) for queries at positions start .. start + N - 1 against keys 0 .. M - 1, and
         whether SDPA's own ``is_causal`` can stand in for it."""
-        if mask is None and key_padding_mask is None and bias is None and self.window is None:
+        if mask is None and key_padding_mask is None and bias is None and window is None:
             if not causal or N == 1:  # a single new node may see every cached one
                 return None, False
             if start == 0 and N == M:
                 return None, True
         allowed: Tensor | None = None
-        if causal or self.window is not None:
+        if causal or window is not None:
             q_pos = torch.arange(start, start + N, device=device)[:, None]
             k_pos = torch.arange(M, device=device)[None, :]
             allowed = k_pos <= q_pos if causal else torch.ones(N, M, dtype=torch.bool, device=device)
-            if self.window is not None:
-                allowed = allowed & ((q_pos - k_pos).abs() < self.window)  # (N, M)
+            if window is not None:
+                allowed = allowed & ((q_pos - k_pos).abs() < window)  # (N, M)
         if key_padding_mask is not None:
             check_padding_mask(key_padding_mask, "key_padding_mask", B, M)
             kp = key_padding_mask[:, None, None, :]  # (B, 1, 1, M)
