@@ -308,7 +308,7 @@ def main(args: list[str] | None = None) -> None:
         raise SystemExit(2) from None
 
 
-_NULLS = ("null", "None", "~", "none", "Null", "NULL")
+_NULLS = ("null", "Null", "NULL", "~")  # YAML's nulls: "none" is a value (net.position none)
 
 
 def nested_nulls(args: list[str]) -> list[str]:

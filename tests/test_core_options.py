@@ -152,9 +152,11 @@ def test_a_null_reaches_a_nested_field(tmp_path):
 
     args, _ = _lm(tmp_path)
     argv = nested_nulls([*args, "--model.init_args.net.transformer.num_kv_heads=null", "--model.init_args.net.transformer.window", "null",
-                         "--model.init_args.net.transformer.window=3", f"--trainer.default_root_dir={tmp_path}"])  # fmt: skip
+                         "--model.init_args.net.transformer.window=3", "--model.init_args.net.position", "none",
+                         f"--trainer.default_root_dir={tmp_path}"])  # fmt: skip
     model = TzooCLI(args=argv, run=False).model
     assert model.model.cfg.transformer.num_kv_heads is None and model.model.cfg.transformer.window == 3
+    assert model.model.cfg.position == "none"  # the word none is a value, only YAML's nulls are null
 
 
 def test_an_option_that_does_not_build_is_one_line_naming_it(tmp_path, capsys):

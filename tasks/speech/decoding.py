@@ -11,13 +11,14 @@ Shape legend: B batch, N audio nodes, T tokens, V vocabulary, K beam width, D wi
 
 from __future__ import annotations
 
+from typing import Any
+
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tzoo.core import KVCache
 from tzoo.tasks.speech.model import SpeechTransformer
 from tzoo.tasks.speech.tokenizer import BLANK, BOS, EOS
 
@@ -85,11 +86,18 @@ def greedy(model: SpeechTransformer, encoded: Tensor, mask: Tensor, *, max_len: 
     return [_strip(row) for row in tokens[:, 1:end].tolist()]
 
 
-def _reorder(caches: list[KVCache], rows: Tensor) -> None:
-    """Keep the cached keys/values of the chosen beam rows (in that order)."""
+def _reorder(caches: list[Any], rows: Tensor) -> None:
+    """Keep the cached state of the chosen beam rows (in that order): keys/values, a rolling
+    window's, or linear attention's fixed-size state (each cache class reorders itself)."""
     for cache in caches:
-        assert cache.k is not None and cache.v is not None
-        cache.k, cache.v = cache.k.index_select(0, rows), cache.v.index_select(0, rows)
+        cache.reorder(rows)
+
+
+def _held_rows(cache: Any) -> int | None:
+    """How many beam rows a layer's cache holds (keys/values, or linear attention's state)."""
+    held = getattr(cache, "k", None)
+    held = getattr(cache, "kv", None) if held is None else held
+    return None if held is None else held.shape[0]
 
 
 class CTCPrefixScorer:
@@ -241,7 +249,7 @@ def beam_search(
         if scorer is not None:
             state = extension_states(rows, torch.tensor(keep_cols, device=device))  # (K, 2, N)
         if cache is not None and cross is not None:
-            if keep_rows != list(range(len(keep_rows))) or cache[0].k is None or cache[0].k.shape[0] != len(rows):
+            if keep_rows != list(range(len(keep_rows))) or _held_rows(cache[0]) != len(rows):
                 _reorder(cache, rows)
             if cross[0].k is not None and cross[0].k.shape[0] != len(rows):  # the first step: 1 row -> K rows
                 _reorder(cross, torch.zeros(len(rows), dtype=torch.long, device=device))

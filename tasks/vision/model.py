@@ -110,6 +110,12 @@ class ViTConfig:
                 f"net.local_radius must be an integer >= 0 (patches within that many rows and columns on the grid; "
                 f"0: a patch sees only itself and the class/register nodes) or None (global attention), got {self.local_radius!r}"
             )
+        if self.local_radius is not None and self.transformer.attention == "linear":
+            raise ValueError(
+                f"net.local_radius={self.local_radius} conflicts with net.transformer.attention='linear' in the vision task: "
+                f"2-D local attention is a mask over the patch grid, and linear attention takes no mask; use "
+                f"attention='softmax' with local_radius, or linear attention over the whole image (local_radius=None)"
+            )
 
 
 def local_mask(grid: tuple[int, int], radius: int, num_prefix: int, *, device: torch.device | None = None) -> Tensor:

@@ -90,6 +90,7 @@ CORE_OPTIONS = {
     "alibi": {"position": "alibi"},
     "no_position": {"position": "none"},
     "gqa": {"num_kv_heads": 1},
+    "linear": {"attention": "linear"},  # the beam reorders linear attention's fixed-size state too
 }
 
 

@@ -115,3 +115,13 @@ def test_fit_with_local_attention_on_digits(tmp_path, monkeypatch):
     checkpoint = torch.load(ckpt, weights_only=True)
     assert checkpoint["hyper_parameters"]["net"]["local_radius"] == 1 and checkpoint["global_step"] == 2
     assert list(tmp_path.rglob("attention/step_*.png"))
+
+
+def test_local_attention_with_linear_attention_is_refused_at_config_time():
+    import pytest
+
+    from tzoo.core import TransformerConfig
+    from tzoo.tasks.vision.model import ViTConfig
+
+    with pytest.raises(ValueError, match=r"net.local_radius=1 conflicts with net.transformer.attention='linear' in the vision task: .*takes no mask"):
+        ViTConfig(local_radius=1, transformer=TransformerConfig(dim=16, depth=1, num_heads=2, attention="linear"))
