@@ -117,10 +117,11 @@ class TextEncoder(TaskModule):
                 f"encode the data with the checkpoint's tokenizer (data.init_args.tokenizer={path})"
             )
         t_theirs, t_ours = theirs.get("transformer") or {}, ours["transformer"]
-        differ = [f for f in _SHAPE_FIELDS if f in t_theirs and t_theirs[f] != t_ours[f]]
-        differ += [f for f in ("max_len", "position") if f in theirs and theirs[f] != ours[f]]
+        differ = [(f"net.transformer.{f}", t_theirs[f], t_ours[f]) for f in _SHAPE_FIELDS if f in t_theirs and t_theirs[f] != t_ours[f]]
+        fields = ("max_len", "position") if ours["position"] == "learned" else ("position",)  # RoPE / ALiBi: any length
+        differ += [(f"net.{f}", theirs[f], ours[f]) for f in fields if f in theirs and theirs[f] != ours[f]]
         if differ:
-            shown = ", ".join(f"{f}={t_theirs.get(f, theirs.get(f))!r} (this model: {t_ours.get(f, ours.get(f))!r})" for f in differ)
+            shown = ", ".join(f"{name}={there!r} (this model: {here!r})" for name, there, here in differ)
             raise ValueError(
                 f"{where} was trained with other sizes: {shown}; give the model the pretraining's net settings "
                 f"(net.transformer.*, net.max_len, net.position as in its config.yaml)"

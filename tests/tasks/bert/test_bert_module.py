@@ -122,7 +122,7 @@ def test_a_pretrained_checkpoint_of_another_vocabulary_is_refused(pretrained, tm
 def test_a_pretrained_checkpoint_of_other_sizes_or_a_text_file_is_refused(pretrained, tmp_path, capsys):
     err = _refused(capsys, f"--model.init_args.pretrained={pretrained}", "--model.init_args.net.transformer.dim=32",
                    f"--trainer.default_root_dir={tmp_path}")  # fmt: skip
-    assert "was trained with other sizes: dim=16 (this model: 32)" in err, err
+    assert "was trained with other sizes: net.transformer.dim=16 (this model: 32)" in err, err
     tokenizer = pretrained.parents[1] / "tokenizer.json"
     err = _refused(capsys, f"--model.init_args.pretrained={tokenizer}", f"--trainer.default_root_dir={tmp_path}")
     assert "tokenizer.json' is not a checkpoint (not a torch zip archive" in err, err
