@@ -6,6 +6,7 @@
     tzoo generate --ckpt FILE ...     sample from a checkpoint of a task that generates (lm)
     tzoo compare DIR...               run cards (run_card.json, written by every fit) side by side
     tzoo check --config FILE          build, step and verify a model configuration before a long run
+    tzoo ... --traceback              a one-line `tzoo: error:` with its traceback (or TZOO_TRACEBACK=1)
 
 Model and data are given in subclass mode (``class_path`` / ``init_args``). Values the model needs
 from the data (vocabulary size, number of classes, ...) are linked at instantiation: a datamodule
@@ -24,7 +25,9 @@ import argparse
 import importlib
 import json
 import linecache
+import os
 import sys
+import traceback
 import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -295,15 +298,30 @@ def _raised_by_tzoo(exc: BaseException) -> bool:
     return linecache.getline(str(file), tb.tb_lineno).lstrip().startswith("raise")
 
 
+TRACEBACK_FLAG, TRACEBACK_ENV = "--traceback", "TZOO_TRACEBACK"
+
+
+def wants_traceback(args: list[str]) -> tuple[bool, list[str]]:
+    """(show the traceback of a one-line error?, the arguments without ``--traceback``): the flag
+    anywhere on the command line (no tzoo option takes it as a value), or ``TZOO_TRACEBACK`` set to
+    anything but empty, ``0``, ``false`` or ``no``."""
+    env = os.environ.get(TRACEBACK_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    return env or TRACEBACK_FLAG in args, [a for a in args if a != TRACEBACK_FLAG]
+
+
 def main(args: list[str] | None = None) -> None:
     """The ``tzoo`` command. A bad input it recognises ends it with one line on stderr,
-    ``tzoo: error: <message>``, and exit status 2."""
+    ``tzoo: error: <message>``, and exit status 2; with ``--traceback`` (or ``TZOO_TRACEBACK=1``)
+    the traceback comes first. Any other exception keeps its traceback."""
+    show_traceback, argv = wants_traceback(list(sys.argv[1:] if args is None else args))
     try:
-        _main(list(sys.argv[1:] if args is None else args))
+        _main(argv)
     except Exception as exc:
         message = _input_error(exc)
         if message is None:
             raise
+        if show_traceback:
+            traceback.print_exception(exc, file=sys.stderr)
         print(f"tzoo: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -158,9 +158,8 @@ class TzooCLI(LightningCLI):
                 ckpt_path=ckpt_path,
                 subcommand=str(self.subcommand),
             )
-        except ResumeError as exc:
-            print(f"tzoo: error: {exc}", file=sys.stderr)
-            raise SystemExit(2) from None
+        except ResumeError as exc:  # one line through tzoo's main (its traceback with --traceback)
+            raise UsageError(str(exc)) from exc
         if ckpt_path == "last" and self._resume_from is not None:
             # the run resolve_last chose, not Lightning's own search for a "last" checkpoint
             self.config_init.get(str(self.subcommand), self.config_init)["ckpt_path"] = str(self._resume_from)
