@@ -15,13 +15,14 @@ Shape legend: B batch, K steps, N = 3K nodes, S state size, A actions (logits) o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from torch import Tensor, nn
 
 from tzoo.core import Decoder, TransformerConfig, init_gpt2
 from tzoo.tasks.decision.tokenizer import TrajectoryTokenizer
 
-__all__ = ["LINKED", "DTConfig", "DecisionTransformerModel"]
+__all__ = ["LINKED", "DTConfig", "DTPredictions", "DecisionTransformerModel"]
 
 LINKED = ("obs_dim", "act_dim", "discrete", "max_timestep", "context_length")  # DTConfig's fields the data sets
 
@@ -38,13 +39,17 @@ class DTConfig:
     the data by the CLI (the environment's spaces and episode limit, the data's window). ``act_dim``
     counts the discrete actions, or is the size of a continuous action; ``max_timestep`` is the number
     of timestep embeddings; ``context_length`` (K) is the most steps the model reads (3K nodes).
-    ``transformer.dropout`` also drops the node embeddings."""
+    ``transformer.dropout`` also drops the node embeddings. ``state_return_heads`` adds the heads of
+    Hugging Face's ``DecisionTransformerModel`` that predict the next state and return from each
+    action node (``predict``); training uses the action loss only, as in the paper, so they stay as
+    loaded (an imported HF model keeps them for an exact export)."""
 
     obs_dim: int | None = None
     act_dim: int | None = None
     discrete: bool | None = None
     max_timestep: int | None = None
     context_length: int | None = None
+    state_return_heads: bool = False
     transformer: TransformerConfig = field(default_factory=_dt_transformer)
 
     def __post_init__(self) -> None:
@@ -54,6 +59,16 @@ class DTConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"net.{name} must be >= 1, got {value}")
+
+
+class DTPredictions(NamedTuple):
+    """``DecisionTransformerModel.predict``: actions (B, K, A) read at the state nodes; the next
+    states (B, K, S) and returns (B, K, 1) read at the action nodes (None without
+    ``state_return_heads``)."""
+
+    actions: Tensor
+    states: Tensor | None
+    returns: Tensor | None
 
 
 class DecisionTransformerModel(nn.Module):
@@ -81,6 +96,8 @@ class DecisionTransformerModel(nn.Module):
         self.drop = nn.Dropout(t.dropout) if t.dropout else None
         self.decoder = Decoder(t)
         self.head = nn.Linear(t.dim, cfg.act_dim)
+        self.head_state = nn.Linear(t.dim, cfg.obs_dim) if cfg.state_return_heads else None
+        self.head_return = nn.Linear(t.dim, 1) if cfg.state_return_heads else None
         init_gpt2(self, t.depth)
 
     def forward(
@@ -89,6 +106,23 @@ class DecisionTransformerModel(nn.Module):
         """returns_to_go (B, K), states (B, K, S), actions (B, K) or (B, K, A), timesteps (B, K), mask
         (B, K) bool, True = real step, padding only on the right -> (B, K, A): action logits, or
         actions in [-1, 1], predicted at each step's state node."""
+        return self._action(self._features(returns_to_go, states, actions, timesteps, mask))
+
+    def predict(
+        self, returns_to_go: Tensor, states: Tensor, actions: Tensor, timesteps: Tensor, mask: Tensor | None = None
+    ) -> DTPredictions:
+        """The inputs of ``forward`` -> its actions, and with ``state_return_heads`` the next states
+        (in the tokenizer's normalised units) and returns (divided by its return scale)."""
+        x = self._features(returns_to_go, states, actions, timesteps, mask)  # (B, 3K, D)
+        if self.head_state is None or self.head_return is None:
+            return DTPredictions(self._action(x), None, None)
+        return DTPredictions(self._action(x), self.head_state(x[:, 2::3]), self.head_return(x[:, 2::3]))
+
+    def _action(self, x: Tensor) -> Tensor:
+        out = self.head(x[:, 1::3])  # (B, K, A): read at the state nodes
+        return out if self.discrete else out.tanh()
+
+    def _features(self, returns_to_go: Tensor, states: Tensor, actions: Tensor, timesteps: Tensor, mask: Tensor | None) -> Tensor:
         B, K = returns_to_go.shape
         if K > self.context_length:
             raise ValueError(f"{K} steps exceed the model's context_length={self.context_length}; pass the last {self.context_length}")
@@ -99,9 +133,7 @@ class DecisionTransformerModel(nn.Module):
         x = self.tokenizer(returns_to_go, states, actions, timesteps)  # (B, 3K, D)
         if self.drop is not None:
             x = self.drop(x)
-        x = self.decoder(x, key_padding_mask=key_padding_mask)  # (B, 3K, D)
-        out = self.head(x[:, 1::3])  # (B, K, A): read at the state nodes
-        return out if self.discrete else out.tanh()
+        return self.decoder(x, key_padding_mask=key_padding_mask)  # (B, 3K, D)
 
 
 def _check_right_padded(mask: Tensor, B: int, K: int) -> None:
