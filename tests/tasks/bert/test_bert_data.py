@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from tzoo.tasks.bert.corpus import GENRES, PLAY_SPLIT, genre_passages, play_files, read_labelled, read_predict_texts
+from tzoo.tasks.bert.corpus import GENRES, PLAY_SPLIT, genre_passages, play_genres, read_labelled, read_predict_texts
 from tzoo.tasks.bert.data import LabelledTextDataModule, MaskedTextDataModule
 from tzoo.tasks.bert.tokenizer import (
     IGNORE,
@@ -72,7 +72,7 @@ def test_every_row_gets_a_chosen_token_and_masks_are_keyed_by_the_batch(tmp_path
 
 
 def test_split_puts_no_play_in_two_splits_and_every_genre_in_every_split():
-    plays = play_files()
+    plays = play_genres()
     assert len(plays) == 38 and set(PLAY_SPLIT) <= set(plays)
     seen: dict[str, str] = {}
     for split in ("train", "val", "test"):
@@ -80,7 +80,7 @@ def test_split_puts_no_play_in_two_splits_and_every_genre_in_every_split():
         for play in {p.source for p in passages}:
             assert seen.setdefault(play, split) == split, f"{play} is in {seen[play]} and {split}"
         for genres, mapping in GENRES.items():  # both labellings have every genre in this split
-            labels = {mapping[plays[p.source][0]] for p in passages}
+            labels = {mapping[plays[p.source]] for p in passages}
             assert labels == set(mapping.values()), (split, genres, labels)
     assert set(seen) == set(plays)  # every play is used, once
     # the reference: the fixed split as documented, the other 25 plays training plays
