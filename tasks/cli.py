@@ -6,6 +6,7 @@
     tzoo generate --ckpt FILE ...     sample from a checkpoint of a task that generates (lm)
     tzoo compare DIR...               run cards (run_card.json, written by every fit) side by side
     tzoo check --config FILE          build, step and verify a model configuration before a long run
+    tzoo export CKPT --to FORMAT OUT  a checkpoint's weights as an HF folder (lm, decision), timm (vision), safetensors
     tzoo ... --traceback              a one-line `tzoo: error:` with its traceback (or TZOO_TRACEBACK=1)
 
 Model and data are given in subclass mode (``class_path`` / ``init_args``). Values the model needs
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TzooCLI", "UsageError", "main"]
 
-SUBCOMMANDS = ("fit", "validate", "test", "predict", "tasks", "generate", "compare", "check")
+SUBCOMMANDS = ("fit", "validate", "test", "predict", "tasks", "generate", "compare", "check", "export")
 _LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 # Names of tzoo.tasks.lightning_cli reachable from here, imported on first use (Lightning with them).
@@ -379,6 +380,11 @@ def _main(argv: list[str]) -> None:
         from tzoo.tasks.check import check_main
 
         check_main(argv[1:])
+        return
+    if argv[:1] == ["export"]:
+        from tzoo.tasks.export import export_main
+
+        export_main(argv[1:])
         return
     argv = nested_nulls(expand_task(argv))
     check_config_files(argv)

@@ -53,11 +53,10 @@ def gpt2_config(hf: dict[str, Any]) -> GPTConfig:
 
 def _hf_json(cfg: GPTConfig) -> dict[str, Any]:
     t = cfg.transformer
-    if cfg.position != "learned" or t.position != "none" or t.feed_forward not in ("gelu_tanh", "gelu", "relu") or not t.bias:
+    if cfg.position != "learned" or t.position != "none" or t.feed_forward not in ("gelu_tanh", "gelu", "relu"):
         raise ValueError(
-            f"only a GPT-2-shaped model exports to GPT-2's layout (learned positions, no relative ones, a GELU/ReLU MLP, "
-            f"biases); this one has net.position={cfg.position!r}, transformer.position={t.position!r}, "
-            f"feed_forward={t.feed_forward!r}, bias={t.bias}"
+            f"only a GPT-2-shaped model exports to GPT-2's layout (learned positions, no relative ones, a GELU/ReLU MLP); "
+            f"this one has net.position={cfg.position!r}, transformer.position={t.position!r}, feed_forward={t.feed_forward!r}"
         )
     if t.norm != "layernorm" or not t.norm_first or t.num_kv_heads not in (None, t.num_heads) or t.window or t.top_k or t.num_memory:
         raise ValueError("only a pre-norm LayerNorm stack with full multi-head attention exports to GPT-2's layout")
@@ -113,9 +112,14 @@ def from_hf(state: dict[str, Tensor], cfg: GPTConfig, *, conv1d: bool = True) ->
 
 
 def to_hf(model: GPT) -> dict[str, Tensor]:
-    """``GPT``'s parameters in ``GPT2LMHeadModel``'s layout (``transformer.*``, ``lm_head.weight``)."""
+    """``GPT``'s parameters in ``GPT2LMHeadModel``'s layout (``transformer.*``, ``lm_head.weight``).
+    A model without biases (``bias: false``) gets zero ones: GPT-2 always has them."""
     _hf_json(model.cfg)  # refuses models GPT-2's layout cannot hold
-    ours = model.state_dict()
+    ours = dict(model.state_dict())
+    for name in [k for k in ours if k.endswith(".weight") and k != "head.weight"]:
+        bias = name.removesuffix(".weight") + ".bias"
+        if bias not in ours and not name.endswith(("embed.weight", "pos.weight")):
+            ours[bias] = torch.zeros(ours[name].shape[0], dtype=ours[name].dtype)
     out = {f"transformer.{theirs}": ours[name] for name, theirs in _TOP.items()}
     for i in range(model.cfg.transformer.depth):
         for name, (theirs, transpose) in _BLOCK.items():
