@@ -6,14 +6,16 @@ Shape legend: B batch, S samples, N audio nodes, T text tokens, V vocabulary, D 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
-from tzoo.core import Decoder, Encoder, KVCache, SinusoidalPositionalEncoding, TransformerConfig, init_gpt2
+from tzoo.core import Decoder, Encoder, KVCache, LearnedPositionalEmbedding, SinusoidalPositionalEncoding, TransformerConfig, init_gpt2
 from tzoo.tasks.speech.corpus import ALPHABET
-from tzoo.tasks.speech.tokenizer import SPECIAL_TOKENS, AudioTokenizer
+from tzoo.tasks.speech.tokenizer import SPECIAL_TOKENS, AudioTokenizer, WhisperAudioTokenizer
 
 __all__ = ["SpeechConfig", "SpeechTransformer"]
 
@@ -35,17 +37,29 @@ class SpeechConfig:
     bands, SpecAugment (``freq_masks``, ``time_masks``), VTLP (``freq_warp``, ``formant_warp``) in
     training only, ``subsampling`` (4 or 2) mel frames per node. ``max_frames``: the most audio nodes
     (40 ms each, 20 ms at ``subsampling=2``) the encoder takes; longer audio is an error.
-    ``encoder_position``: absolute positions added to the audio nodes (``sinusoidal``, or ``none``
+    ``encoder_position``: absolute positions added to the audio nodes (``sinusoidal``; ``whisper``:
+    Whisper's table, sines in the first half of the channels and cosines in the second; or ``none``
     when ``encoder.position`` is ``rope`` / ``alibi``). ``encoder`` / ``decoder``: the stacks; the
     decoder's positions are ``decoder.position`` (RoPE by default), its cross-attention takes the
-    encoder's width."""
+    encoder's width.
+
+    For Whisper's weights (``tzoo.tasks.speech.whisper``): ``frontend='whisper'`` (Whisper's log-mel,
+    audio padded to ``max_frames`` nodes of 20 ms that are all attended, convolutions without a
+    norm), ``decoder_position='learned'`` (a learned table of ``max_text_positions`` added to the
+    token embeddings), ``text_vocab_size`` (the BPE's vocabulary instead of the alphabet's) and
+    ``ctc=False`` (no CTC head)."""
 
     alphabet: str = ALPHABET
     sample_rate: int = 16000
     n_mels: int = 80
     subsampling: int = 4
     max_frames: int = 750
-    encoder_position: Literal["sinusoidal", "none"] = "sinusoidal"
+    encoder_position: Literal["sinusoidal", "whisper", "none"] = "sinusoidal"
+    frontend: Literal["tzoo", "whisper"] = "tzoo"
+    decoder_position: Literal["none", "learned"] = "none"
+    max_text_positions: int = 448
+    text_vocab_size: int | None = None
+    ctc: bool = True
     freq_masks: int = 2
     time_masks: int = 2
     freq_warp: float = 0.0
@@ -56,22 +70,56 @@ class SpeechConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.alphabet, str) or not self.alphabet or len(set(self.alphabet)) != len(self.alphabet):
             raise ValueError(f"net.alphabet must be distinct characters (at least one), got {self.alphabet!r}")
-        for name, low in (("sample_rate", 1), ("n_mels", 1), ("max_frames", 1), ("freq_masks", 0), ("time_masks", 0)):
+        numbers = (("sample_rate", 1), ("n_mels", 1), ("max_frames", 1), ("freq_masks", 0), ("time_masks", 0), ("max_text_positions", 1))
+        for name, low in numbers:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"net.{name} must be an integer >= {low}, got {value!r}")
         if self.subsampling not in (2, 4):
             raise ValueError(f"net.subsampling={self.subsampling!r} is not one of (2, 4) (mel frames per node)")
-        if self.encoder_position not in ("sinusoidal", "none"):
+        if self.encoder_position not in ("sinusoidal", "whisper", "none"):
             raise ValueError(
-                f"net.encoder_position={self.encoder_position!r} is not one of ('sinusoidal', 'none'); relative "
-                f"positions are net.encoder.position ('rope', 'alibi')"
+                f"net.encoder_position={self.encoder_position!r} is not one of ('sinusoidal', 'whisper', 'none'); "
+                f"relative positions are net.encoder.position ('rope', 'alibi')"
             )
+        for name, valid in (("frontend", ("tzoo", "whisper")), ("decoder_position", ("none", "learned"))):
+            if getattr(self, name) not in valid:
+                raise ValueError(f"net.{name}={getattr(self, name)!r} is not one of {valid}")
+        if self.text_vocab_size is not None and (isinstance(self.text_vocab_size, bool) or not isinstance(self.text_vocab_size, int) or self.text_vocab_size < 3):
+            raise ValueError(f"net.text_vocab_size must be an integer >= 3 or None (the alphabet's), got {self.text_vocab_size!r}")
+        if self.frontend == "whisper":
+            tzoo_only = {"sample_rate": (self.sample_rate, 16000), "subsampling": (self.subsampling, 2),
+                         "freq_warp": (self.freq_warp, 0.0), "formant_warp": (self.formant_warp, 0.0)}  # fmt: skip
+            for name, (value, needed) in tzoo_only.items():
+                if value != needed:
+                    raise ValueError(f"net.frontend='whisper' needs net.{name}={needed!r} (Whisper's), got {value!r}")
 
     @property
     def vocab_size(self) -> int:
-        """``<blank>``, ``<s>``, ``</s>`` and the alphabet's characters."""
-        return len(SPECIAL_TOKENS) + len(self.alphabet)
+        """``text_vocab_size``, or ``<blank>``, ``<s>``, ``</s>`` and the alphabet's characters."""
+        return self.text_vocab_size or len(SPECIAL_TOKENS) + len(self.alphabet)
+
+
+def whisper_sinusoids(length: int, dim: int, max_timescale: float = 10000.0) -> Tensor:
+    """Whisper's position table (length, D): sines of position / timescale in the first D/2
+    channels, cosines in the last D/2, the timescales geometric from 1 to ``max_timescale`` over
+    D/2 - 1 steps (tzoo's own table interleaves sines and cosines, over D/2 steps). Computed in
+    float32 as Whisper computes it: its models were trained with these values, float32 rounding of
+    the angles included (~1e-4 at position 1500)."""
+    if dim < 4 or dim % 2:
+        raise ValueError(f"Whisper's sinusoids need an even width >= 4, got dim={dim}")
+    inv = torch.exp(-math.log(max_timescale) / (dim // 2 - 1) * torch.arange(dim // 2, dtype=torch.float32))
+    angles = torch.arange(length, dtype=torch.float32)[:, None] * inv[None, :]  # (N, D/2)
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+def _encoder_positions(kind: str, dim: int, max_frames: int) -> SinusoidalPositionalEncoding | None:
+    if kind == "none":
+        return None
+    pos = SinusoidalPositionalEncoding(dim, max_len=max_frames)
+    if kind == "whisper":
+        pos.table = whisper_sinusoids(max_frames, dim)  # the same fixed addition, another layout
+    return pos
 
 
 class SpeechTransformer(nn.Module):
@@ -85,17 +133,24 @@ class SpeechTransformer(nn.Module):
         self.cfg = cfg
         enc, dec = cfg.encoder, cfg.decoder
         self.vocab_size, self.max_frames, self.sample_rate = cfg.vocab_size, cfg.max_frames, cfg.sample_rate
-        self.frontend = AudioTokenizer(enc.dim, sample_rate=cfg.sample_rate, n_mels=cfg.n_mels, freq_masks=cfg.freq_masks,
-                                       time_masks=cfg.time_masks, subsampling=cfg.subsampling, freq_warp=cfg.freq_warp,
-                                       formant_warp=cfg.formant_warp)  # fmt: skip
-        self.enc_pos = SinusoidalPositionalEncoding(enc.dim, max_len=cfg.max_frames) if cfg.encoder_position == "sinusoidal" else None
+        self.frontend: AudioTokenizer | WhisperAudioTokenizer
+        if cfg.frontend == "whisper":
+            self.frontend = WhisperAudioTokenizer(enc.dim, cfg.max_frames, n_mels=cfg.n_mels, freq_masks=cfg.freq_masks, time_masks=cfg.time_masks)
+        else:
+            self.frontend = AudioTokenizer(enc.dim, sample_rate=cfg.sample_rate, n_mels=cfg.n_mels, freq_masks=cfg.freq_masks,
+                                           time_masks=cfg.time_masks, subsampling=cfg.subsampling, freq_warp=cfg.freq_warp,
+                                           formant_warp=cfg.formant_warp)  # fmt: skip
+        self.enc_pos = _encoder_positions(cfg.encoder_position, enc.dim, cfg.max_frames)
         self.encoder = Encoder(enc)
-        self.ctc_head = nn.Linear(enc.dim, self.vocab_size)
+        self.ctc_head = nn.Linear(enc.dim, self.vocab_size) if cfg.ctc else None
         self.embed = nn.Embedding(self.vocab_size, dec.dim)
+        self.dec_pos = LearnedPositionalEmbedding(cfg.max_text_positions, dec.dim) if cfg.decoder_position == "learned" else None
         self.decoder = Decoder(dec, cross_attention=True, context_dim=enc.dim)
         self.head = nn.Linear(dec.dim, self.vocab_size, bias=False)
         init_gpt2(self, enc.depth + dec.depth)
         self.head.weight = self.embed.weight
+        if self.dec_pos is not None:
+            nn.init.normal_(self.dec_pos.weight, std=0.02)
 
     def encode(self, wave: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """(B, S) samples, (B,) lengths -> the encoder's output ``encoded`` (B, N, D), its key-padding
@@ -129,14 +184,18 @@ class SpeechTransformer(nn.Module):
         """(B, T) token ids after the cached ones, the encoder's output (B, N, D) and its mask (B, N)
         (None: every node is real) -> logits (B, T, V)."""
         x = self.embed(tokens)  # (B, T, D)
+        if self.dec_pos is not None:
+            x = self.dec_pos(x, offset=cache[0].length if cache is not None else 0)
         x = self.decoder(x, encoded, context_padding_mask=encoded_mask, cache=cache, cross_cache=cross_cache)
         return self.head(x)
 
-    def forward(self, wave: Tensor, lengths: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """-> CTC logits (B, N, V), audio mask (B, N), decoder logits (B, T, V) for (B, T) input tokens."""
+    def forward(self, wave: Tensor, lengths: Tensor, tokens: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
+        """-> CTC logits (B, N, V) (None without a CTC head), audio mask (B, N), decoder logits (B, T, V)
+        for (B, T) input tokens."""
         return self.heads(*self.encode(wave, lengths), tokens)
 
-    def heads(self, encoded: Tensor, mask: Tensor, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def heads(self, encoded: Tensor, mask: Tensor, tokens: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
         """``forward`` from the encoder's output (B, N, D) and its mask (B, N) already computed."""
         padding = None if bool(mask.all()) else mask
-        return self.ctc_head(encoded), mask, self.decode(tokens, encoded, padding)
+        ctc = self.ctc_head(encoded) if self.ctc_head is not None else None
+        return ctc, mask, self.decode(tokens, encoded, padding)

@@ -14,6 +14,8 @@ Shape legend: B batch, S samples, F mel bands, T mel frames, N nodes (T / subsam
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 import torchaudio.transforms as AT
@@ -21,7 +23,7 @@ from torch import Tensor, nn
 
 from tzoo.tasks.text import CharTokenizer
 
-__all__ = ["BLANK", "BOS", "EOS", "AudioTokenizer", "LogMel", "text_tokenizer"]
+__all__ = ["BLANK", "BOS", "EOS", "AudioTokenizer", "LogMel", "WhisperAudioTokenizer", "WhisperLogMel", "slaney_mel_filters", "text_tokenizer"]
 
 BLANK, BOS, EOS = 0, 1, 2
 SPECIAL_TOKENS = ("<blank>", "<s>", "</s>")
@@ -201,3 +203,94 @@ class AudioTokenizer(nn.Module):
         nodes = self.subsampled(frames)
         mask = torch.arange(x.shape[-1], device=x.device)[None, :] < nodes[:, None]  # (B, N)
         return self.norm(x.transpose(1, 2)), mask  # (B, N, D)
+
+
+def slaney_mel_filters(sample_rate: int, n_fft: int, n_mels: int, f_max: float | None = None) -> Tensor:
+    """Triangular mel filters on the Slaney mel scale (linear below 1 kHz, logarithmic above), each
+    normalised to unit area (Slaney's "norm"): (n_fft / 2 + 1, F). Computed in float64, as
+    librosa and Whisper's filters are."""
+    f_max = sample_rate / 2 if f_max is None else f_max
+    linear, log_start, log_step = 200.0 / 3, 1000.0, math.log(6.4) / 27.0  # 15 mels up to 1 kHz, then 27 per 6.4x
+
+    def to_mel(hz: Tensor) -> Tensor:
+        return torch.where(hz < log_start, hz / linear, log_start / linear + torch.log(hz.clamp_min(1e-10) / log_start) / log_step)
+
+    def to_hz(mel: Tensor) -> Tensor:
+        return torch.where(mel < log_start / linear, mel * linear, log_start * torch.exp(log_step * (mel - log_start / linear)))
+
+    bins = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)  # (n_fft / 2 + 1,)
+    edges = to_hz(torch.linspace(0.0, float(to_mel(torch.tensor(f_max, dtype=torch.float64))), n_mels + 2, dtype=torch.float64))
+    rising = (bins[:, None] - edges[None, :-2]) / (edges[1:-1] - edges[:-2])  # (bins, F)
+    falling = (edges[None, 2:] - bins[:, None]) / (edges[2:] - edges[1:-1])
+    filters = torch.minimum(rising, falling).clamp_min(0)
+    return filters * (2.0 / (edges[2:] - edges[:-2]))  # unit area per filter
+
+
+class WhisperLogMel(nn.Module):
+    """Whisper's features: (B, S) waveforms + (B,) sample counts -> (B, F, T) log-mel, (B,) frame
+    counts, every utterance zero-padded to ``num_samples`` (T = num_samples / hop; 30 s, 3000 frames,
+    in Whisper's released models).
+
+    A 400-sample Hann-windowed STFT every 160 samples (25 ms / 10 ms at 16 kHz), the power spectrum
+    without its last frame, F Slaney mel filters up to 8 kHz, log10 (floored at 1e-10), each
+    utterance clamped to at most 8 below its own maximum, then (x + 4) / 4. Whisper's models see
+    the padded silence, so every one of the T frames counts as real."""
+
+    def __init__(self, num_samples: int, *, sample_rate: int = 16000, n_mels: int = 80, n_fft: int = 400, hop: int = 160) -> None:
+        super().__init__()
+        self.num_samples, self.n_fft, self.hop = num_samples, n_fft, hop
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        filters = slaney_mel_filters(sample_rate, n_fft, n_mels, f_max=min(8000.0, sample_rate / 2))
+        self.register_buffer("filters", filters.T.float().contiguous(), persistent=False)  # (F, n_fft / 2 + 1)
+
+    def frames(self, lengths: Tensor) -> Tensor:
+        return torch.full_like(lengths, self.num_samples // self.hop)  # padded to the same length: all real
+
+    def forward(self, wave: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        longest = int(lengths.max()) if len(lengths) else 0
+        if longest > self.num_samples:
+            raise ValueError(
+                f"audio of {longest} samples is longer than the Whisper front end's {self.num_samples} samples "
+                f"(net.max_frames nodes); split it into shorter pieces (it is not chunked automatically)"
+            )
+        wave = wave[:, : self.num_samples].float()
+        wave = wave * (torch.arange(wave.shape[1], device=wave.device)[None, :] < lengths[:, None])  # zero past each end
+        wave = F.pad(wave, (0, self.num_samples - wave.shape[1]))  # (B, num_samples)
+        spec = torch.stft(wave, self.n_fft, self.hop, window=self.window, center=True, pad_mode="reflect", return_complex=True)
+        power = spec[..., :-1].abs() ** 2  # (B, n_fft / 2 + 1, T)
+        log = (self.filters @ power).clamp_min(1e-10).log10()  # (B, F, T)
+        log = torch.maximum(log, log.amax(dim=(1, 2), keepdim=True) - 8.0)
+        return (log + 4.0) / 4.0, self.frames(lengths)
+
+
+class WhisperAudioTokenizer(nn.Module):
+    """Whisper's front end: (B, S) waveforms + (B,) lengths -> nodes (B, N, D), mask (B, N) (all
+    True: Whisper attends to its padding). ``WhisperLogMel`` over ``num_nodes`` x 2 frames, then two
+    convolutions (kernel 3; stride 1, then 2: 20 ms per node), each followed by exact GELU, and no
+    norm. SpecAugment masks as in ``AudioTokenizer``, in training only."""
+
+    def __init__(self, dim: int, num_nodes: int, *, sample_rate: int = 16000, n_mels: int = 80, freq_masks: int = 0, time_masks: int = 0) -> None:
+        super().__init__()
+        self.logmel = WhisperLogMel(2 * num_nodes * 160, sample_rate=sample_rate, n_mels=n_mels)
+        self.node_seconds = 2 * self.logmel.hop / sample_rate
+        self.freq_masks = nn.ModuleList(AT.FrequencyMasking(15, iid_masks=True) for _ in range(freq_masks))
+        self.time_masks = nn.ModuleList(AT.TimeMasking(25, iid_masks=True, p=0.1) for _ in range(time_masks))
+        self.conv1 = nn.Conv1d(n_mels, dim, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(dim, dim, kernel_size=3, stride=2, padding=1)
+
+    def subsampled(self, frames: Tensor) -> Tensor:
+        return (frames - 1) // 2 + 1
+
+    def num_nodes(self, num_samples: int) -> int:
+        return int(self.subsampled(self.logmel.frames(torch.tensor(num_samples))))
+
+    def forward(self, wave: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        return self.from_logmel(*self.logmel(wave, lengths))
+
+    def from_logmel(self, mel: Tensor, frames: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, F, T) Whisper log-mel (``input_features``) -> nodes (B, T / 2, D), mask (B, T / 2)."""
+        if self.training:
+            for mask in (*self.freq_masks, *self.time_masks):
+                mel = mask(mel)
+        x = F.gelu(self.conv2(F.gelu(self.conv1(mel))))  # (B, D, N)
+        return x.transpose(1, 2), torch.ones(x.shape[0], x.shape[2], dtype=torch.bool, device=x.device)

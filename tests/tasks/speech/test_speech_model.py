@@ -315,7 +315,7 @@ def test_audio_longer_than_the_maximum_is_a_clear_error():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(encoder_position="learned"), r"net.encoder_position='learned' is not one of \('sinusoidal', 'none'\)"),
+    (dict(encoder_position="learned"), r"net.encoder_position='learned' is not one of \('sinusoidal', 'whisper', 'none'\)"),
     (dict(encoder_position="rope"), r"net.encoder_position='rope' is not one of .*relative positions are net.encoder.position \('rope', 'alibi'\)"),
     (dict(alphabet="aab"), r"net.alphabet must be distinct characters \(at least one\), got 'aab'"),
     (dict(alphabet=""), r"net.alphabet must be distinct characters"),
