@@ -4,7 +4,9 @@ then exported by tzoo, loaded back by the reference library, compared again.
 
 Rows: GPT-2 (HF ``GPT2LMHeadModel``, 4 layers, width 256), nanoGPT (its checkpoint layout, the same
 HF weights with exact GELU), ViT (timm ``VisionTransformer``, tiny-like: 12 layers, width 192,
-3 heads, patch 16, 224 px; also at 288 px through the resized position table). fp32, CPU, eval
+3 heads, patch 16, 224 px; also at 288 px through the resized position table), Decision Transformer
+(HF ``DecisionTransformerModel`` at its default sizes: 3 layers, width 128, 1 head, ReLU; Pendulum-v1's
+state and action sizes, K = 20 steps). fp32, CPU, eval
 mode. Also: tzoo's KV-cache greedy generation from the imported GPT-2 against HF's ``generate``.
 
     python benchmarks/parity.py
@@ -24,6 +26,7 @@ import timm
 import torch
 import transformers
 
+from tzoo.tasks.decision.hf_dt import load_hf_dt, save_hf_dt
 from tzoo.tasks.lm.gpt2 import load_gpt2, save_gpt2
 from tzoo.tasks.vision.timm_vit import load_timm_vit, to_timm_state
 
@@ -102,10 +105,41 @@ def vit_rows(tmp: Path) -> list[dict[str, Any]]:
     ]
 
 
+def decision_rows(tmp: Path) -> list[dict[str, Any]]:
+    config = transformers.DecisionTransformerConfig(
+        state_dim=3, act_dim=1, max_ep_len=1000, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=None, eos_token_id=None
+    )  # HF's defaults otherwise: hidden_size 128, n_layer 3, n_head 1, ReLU
+    reference = transformers.DecisionTransformerModel(config).eval()
+    trained_scale(reference)
+    reference.save_pretrained(tmp / "dt")
+    g = torch.Generator().manual_seed(4)
+    B, K = 8, 20
+    states, actions = torch.randn(B, K, 3, generator=g), torch.rand(B, K, 1, generator=g) * 2 - 1
+    returns, timesteps = torch.randn(B, K, 1, generator=g), torch.randint(0, 1000, (B, K), generator=g)
+
+    def hf(model: Any) -> tuple[torch.Tensor, ...]:
+        out = model(states=states, actions=actions, returns_to_go=returns, timesteps=timesteps)
+        return out.action_preds, out.state_preds, out.return_preds
+
+    with torch.no_grad():
+        theirs = hf(reference)
+        model = load_hf_dt(tmp / "dt", context_length=K)
+        imported = [(a - b).abs().max().item() for a, b in zip(model.predict(returns.squeeze(-1), states, actions, timesteps), theirs)]
+        save_hf_dt(model, tmp / "dt_export")
+        back = transformers.DecisionTransformerModel.from_pretrained(tmp / "dt_export").eval()
+        exported = [(a - b).abs().max().item() for a, b in zip(hf(back), theirs)]
+    return [{
+        "family": "Decision Transformer (HF, 3 layers, width 128, ReLU, K=20)", "compared": "actions, next states, returns",
+        "mean_abs": theirs[0].abs().mean().item(), "import": max(imported), "export": max(exported),
+        "import_by_output": dict(zip(("actions", "states", "returns"), imported)),
+        "export_by_output": dict(zip(("actions", "states", "returns"), exported)),
+    }]  # fmt: skip
+
+
 def main() -> None:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        rows = gpt2_rows(Path(tmp)) + vit_rows(Path(tmp))
+        rows = gpt2_rows(Path(tmp)) + vit_rows(Path(tmp)) + decision_rows(Path(tmp))
     print("| family | compared | mean abs value | max abs diff after import | after export -> reference | greedy generation |")
     print("|---|---|---|---|---|---|")
     for r in rows:

@@ -140,3 +140,29 @@ def test_export_help_imports_neither_torch_nor_lightning():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'lightning', 'transformers')))"  # fmt: skip
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert "--to FORMAT" in out.stdout and out.stdout.strip().splitlines()[-1] == "[]", out.stdout[-500:] + out.stderr[-500:]
+
+
+@pytest.mark.parametrize("name", ["vit.safetensors", "vit.pth"])
+def test_a_vision_module_exports_as_a_timm_state_dict(tmp_path, name):
+    timm = pytest.importorskip("timm")
+    from tzoo.core import TransformerConfig
+    from tzoo.tasks.export import export_module
+    from tzoo.tasks.reliability import read_checkpoint
+    from tzoo.tasks.vision.model import ViTConfig
+    from tzoo.tasks.vision.module import VisionClassifier
+
+    net = ViTConfig(num_classes=10, image_size=32, in_channels=3, patch_size=8, pool="cls", position="learned",
+                    transformer=TransformerConfig(dim=64, depth=2, num_heads=1, norm_eps=1e-6))  # fmt: skip
+    module = VisionClassifier(net=net).eval()
+    export_module(module, "timm", tmp_path / name)
+    if name.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        state = load_file(str(tmp_path / name))
+    else:
+        state = read_checkpoint(tmp_path / name)
+    reference = timm.models.vision_transformer.VisionTransformer(img_size=32, patch_size=8, num_classes=10, embed_dim=64, depth=2, num_heads=1)
+    reference.load_state_dict(state)
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (reference.eval()(images) - module.model(images)).abs().max() < 1e-5
