@@ -2,7 +2,7 @@
 start, imports, output), median of ``--repeats`` runs after one warm-up run (so the file cache and
 .pyc files are warm, as for any second use).
 
-The light commands (`tzoo --help`, `tzoo tasks`, `tzoo generate --help`) import neither Lightning
+The light commands (`tzoo --help`, `tzoo tasks`, the --help of generate, compare and check) import neither Lightning
 nor torch; `tzoo tasks --check` and `tzoo fit --help` import Lightning and the tasks and are shown
 for comparison, with an empty interpreter and a bare `import lightning.pytorch` as the floor and
 the cost the light commands avoid. Targets: `tzoo --help` < 0.5 s, `tzoo tasks` < 1.5 s.
@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[list[str], float | None]] = {
     "tzoo --help": ([TZOO, "--help"], 0.5),
     "tzoo tasks": ([TZOO, "tasks"], 1.5),
     "tzoo generate --help": ([TZOO, "generate", "--help"], 0.5),
+    "tzoo compare --help": ([TZOO, "compare", "--help"], 0.5),
+    "tzoo check --help": ([TZOO, "check", "--help"], 0.5),
     "tzoo tasks --check": ([TZOO, "tasks", "--check"], None),
     "python -c 'import lightning.pytorch'": ([sys.executable, "-c", "import lightning.pytorch"], None),
     "tzoo fit --help": ([TZOO, "fit", "--help"], None),

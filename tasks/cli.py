@@ -15,7 +15,7 @@ lists them in ``model_links`` and the CLI copies each into the model's arguments
 cannot take is an error, and a value of the user's own that a link replaces is reported.
 
 This module is the command's entry point and imports neither Lightning nor torch: ``tzoo --help``,
-``tzoo tasks`` and the ``--help`` of ``generate`` answer at once. The Lightning subcommands live in
+``tzoo tasks``, ``tzoo compare`` and the ``--help`` of ``generate`` and ``check`` answer at once. The Lightning subcommands live in
 ``tzoo.tasks.lightning_cli`` (imported when one runs); its public names are also reachable here
 (``from tzoo.tasks.cli import TzooCLI``).
 """
@@ -372,7 +372,7 @@ def _main(argv: list[str]) -> None:
         generate_main(argv[1:])
         return
     if argv[:1] == ["compare"]:
-        from tzoo.tasks.run_card import compare_main
+        from tzoo.tasks.compare import compare_main
 
         compare_main(argv[1:])
         return

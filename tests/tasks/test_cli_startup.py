@@ -29,7 +29,8 @@ def modules_after(argv):
     return out.stdout, set(json.loads(out.stderr.strip().splitlines()[-1]))
 
 
-@pytest.mark.parametrize("argv", [["--help"], [], ["tasks"], ["tasks", "--help"], ["generate", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], [], ["tasks"], ["tasks", "--help"], ["generate", "--help"],
+                                  ["compare", "--help"], ["check", "--help"], ["check", "-h"]])  # fmt: skip
 def test_light_commands_import_neither_lightning_nor_torch_nor_task_code(argv):
     stdout, modules = modules_after(argv)
     assert stdout.strip()  # it did answer
@@ -48,3 +49,19 @@ def test_tasks_lists_every_builtin_with_its_config_without_importing_it():
 def test_a_lightning_subcommand_still_loads_lightning():
     _, modules = modules_after(["fit", "--help"])
     assert "lightning.pytorch" in modules
+
+
+def test_compare_reads_run_cards_without_lightning_or_torch(tmp_path):
+    run = tmp_path / "toy" / "version_0"
+    run.mkdir(parents=True)
+    (run / "run_card.json").write_text(json.dumps({"task": "toy", "status": "finished", "params": 1234, "mfu": 0.25}))
+    stdout, modules = modules_after(["compare", str(tmp_path)])
+    assert "toy/version_0" in stdout and "25.0%" in stdout
+    heavy = sorted(m for m in modules if m.split(".")[0] in HEAVY)
+    assert heavy == [], heavy[:8]
+
+
+def test_check_steps_are_still_reachable_from_the_check_module():
+    from tzoo.tasks import check, check_steps
+
+    assert check.run_checks is check_steps.run_checks and check.Check is check_steps.Check
