@@ -6,8 +6,9 @@ Rows: GPT-2 (HF ``GPT2LMHeadModel``, 4 layers, width 256), nanoGPT (its checkpoi
 HF weights with exact GELU), ViT (timm ``VisionTransformer``, tiny-like: 12 layers, width 192,
 3 heads, patch 16, 224 px; also at 288 px through the resized position table), Decision Transformer
 (HF ``DecisionTransformerModel`` at its default sizes: 3 layers, width 128, 1 head, ReLU; Pendulum-v1's
-state and action sizes, K = 20 steps). fp32, CPU, eval
-mode. Also: tzoo's KV-cache greedy generation from the imported GPT-2 against HF's ``generate``.
+state and action sizes, K = 20 steps), Whisper (HF ``WhisperForConditionalGeneration`` at tiny's
+sizes; its log-mel against ``WhisperFeatureExtractor`` on eSpeak NG speech). fp32, CPU, eval
+mode. Also: tzoo's KV-cache greedy generation from the imported GPT-2 and Whisper against HF's ``generate``.
 
     python benchmarks/parity.py
 
@@ -28,6 +29,7 @@ import transformers
 
 from tzoo.tasks.decision.hf_dt import load_hf_dt, save_hf_dt
 from tzoo.tasks.lm.gpt2 import load_gpt2, save_gpt2
+from tzoo.tasks.speech.whisper import greedy_transcribe, load_whisper, save_whisper
 from tzoo.tasks.vision.timm_vit import load_timm_vit, to_timm_state
 
 OUT = Path(__file__).resolve().parent / "results" / "parity.json"
@@ -136,10 +138,57 @@ def decision_rows(tmp: Path) -> list[dict[str, Any]]:
     }]  # fmt: skip
 
 
+def whisper_rows(tmp: Path) -> list[dict[str, Any]]:
+    """Whisper tiny-like (width 384, 4 + 4 layers, 6 heads, 80 mels, 51865 tokens) over 30 s of
+    eSpeak NG speech padded as Whisper pads it: tzoo's log-mel vs WhisperFeatureExtractor, the
+    encoder's states and the decoder's logits for a 32-token prefix, export -> HF, and tzoo's cached
+    greedy decoding vs ``generate`` (no forced or suppressed tokens, one beam)."""
+    from tzoo.tasks.speech.audio import to_model_rate
+    from tzoo.tasks.speech.espeak import Synthesizer
+
+    config = transformers.WhisperConfig(suppress_tokens=None, begin_suppress_tokens=None)  # tiny's sizes are the defaults
+    reference = transformers.WhisperForConditionalGeneration(config).eval()
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # trained scale, the encoder's fixed sinusoid table left as it is
+        for name, p in reference.named_parameters():
+            if not name.endswith("encoder.embed_positions.weight"):
+                base = (1.0 if name.endswith("weight") else 0.0) if p.dim() == 1 else 0.0
+                p.copy_(base + torch.randn(p.shape, generator=g) * (0.2 if p.dim() == 1 else 1 / math.sqrt(p[0].numel())))
+    reference.save_pretrained(tmp / "whisper")
+    synth = Synthesizer()
+    samples = synth.synthesize("the quick brown fox jumps over the lazy dog", "en-us")
+    wave = to_model_rate(torch.from_numpy(samples.astype("float32") / 32768), synth.sample_rate, 16000)
+    extractor = transformers.WhisperFeatureExtractor()
+    features = extractor(wave.numpy(), sampling_rate=16000, return_tensors="pt").input_features  # (1, 80, 3000)
+    ids = torch.randint(0, config.vocab_size, (1, 32), generator=g)
+    with torch.no_grad():
+        model = load_whisper(tmp / "whisper")
+        mel, _ = model.frontend.logmel(wave[None], torch.tensor([len(wave)]))
+        theirs = reference(input_features=features, decoder_input_ids=ids)
+        encoded, _ = model.encode(wave[None], torch.tensor([len(wave)]))
+        logits = model.decode(ids, encoded, None)
+        save_whisper(model, tmp / "whisper_export", source=tmp / "whisper")
+        back = transformers.WhisperForConditionalGeneration.from_pretrained(tmp / "whisper_export").eval()
+        exported = (back(input_features=features, decoder_input_ids=ids).logits - theirs.logits).abs().max().item()
+    start = config.decoder_start_token_id
+    hf = reference.generate(features, decoder_input_ids=torch.tensor([[start]]), max_new_tokens=100, do_sample=False, num_beams=1)[0].tolist()
+    hf = hf[1:] if hf[0] == start else hf
+    ours = greedy_transcribe(model, wave, prompt=[start], eos=config.eos_token_id, max_new_tokens=100)
+    return [
+        {"family": "Whisper log-mel (tzoo vs WhisperFeatureExtractor, 30 s)", "compared": "log-mel", "mean_abs": features.abs().mean().item(),
+         "import": (mel - features).abs().max().item(), "export": None},
+        {"family": "Whisper (HF, tiny-like: width 384, 4+4 layers, 6 heads) encoder", "compared": "encoder states",
+         "mean_abs": theirs.encoder_last_hidden_state.abs().mean().item(),
+         "import": (encoded - theirs.encoder_last_hidden_state).abs().max().item(), "export": None},
+        {"family": "Whisper (same) decoder, 32 tokens", "compared": "logits", "mean_abs": theirs.logits.abs().mean().item(),
+         "import": (logits - theirs.logits).abs().max().item(), "export": exported, "greedy_100_tokens_equal": ours == hf[: len(ours)] and len(ours) == len(hf)},
+    ]  # fmt: skip
+
+
 def main() -> None:
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        rows = gpt2_rows(Path(tmp)) + vit_rows(Path(tmp)) + decision_rows(Path(tmp))
+        rows = gpt2_rows(Path(tmp)) + vit_rows(Path(tmp)) + decision_rows(Path(tmp)) + whisper_rows(Path(tmp))
     print("| family | compared | mean abs value | max abs diff after import | after export -> reference | greedy generation |")
     print("|---|---|---|---|---|---|")
     for r in rows:

@@ -26,7 +26,7 @@ from torch import Tensor
 from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from tzoo.tasks.base import TaskModule
-from tzoo.tasks.config import OptimConfig, from_dict, signature_default
+from tzoo.tasks.config import OptimConfig, from_dict, signature_default, to_dict
 from tzoo.tasks.speech.data import IGNORE
 from tzoo.tasks.speech.decoding import beam_search, ctc_greedy, greedy, max_tokens
 from tzoo.tasks.speech.model import SpeechConfig, SpeechTransformer
@@ -61,6 +61,7 @@ class SpeechRecognizer(TaskModule):
         max_text_len: int = 300,
         examples: int = 4,
         compile: bool = False,
+        pretrained: str | None = None,
     ) -> None:
         """``net``: the model (``SpeechConfig``: the front end, ``alphabet`` and ``sample_rate``,
         linked from the data by the tzoo CLI, and the core's ``TransformerConfig`` twice, as
@@ -70,9 +71,19 @@ class SpeechRecognizer(TaskModule):
         decoder's alone); ``max_text_len``: the most characters decoding produces; ``examples``:
         reference/hypothesis pairs written after each validation (0: none, and no alignment
         picture). ``compile``: ``torch.compile`` the model's training forward (in place:
-        checkpoints keep the plain keys)."""
+        checkpoints keep the plain keys). ``pretrained``: a Hugging Face Whisper folder (or hub id)
+        whose architecture (its config.json replaces ``net``'s, but for the alphabet), weights and BPE
+        the model takes (``tzoo.tasks.speech.whisper``): it writes Whisper's tokens after Whisper's
+        prompt, decodes greedily, and has no CTC head (``ctc_weight`` and ``beam_ctc_weight`` must be 0)."""
         super().__init__(optim=optim, compile=compile)
         net = from_dict(SpeechConfig, net, where="net", base=signature_default(type(self), "net"))
+        if pretrained is not None:
+            from tzoo.tasks.speech.whisper import WhisperText, whisper_net
+
+            net = whisper_net(pretrained, net)  # before save_hyperparameters: checkpoints hold Whisper's net
+        for name, weight in (("ctc_weight", ctc_weight), ("beam_ctc_weight", beam_ctc_weight)):
+            if not net.ctc and weight > 0:
+                raise ValueError(f"{name}={weight} needs a CTC head, which this model has none of (net.ctc=False, as Whisper's): set {name}=0")
         if not 0.0 <= ctc_weight <= 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1] (the CTC share of the loss), got {ctc_weight}")
         if beam_size < 1:
@@ -80,8 +91,17 @@ class SpeechRecognizer(TaskModule):
         if not 0.0 <= beam_ctc_weight <= 1.0:
             raise ValueError(f"beam_ctc_weight must be in [0, 1] (the CTC share of a hypothesis' score), got {beam_ctc_weight}")
         self.save_hyperparameters()
+        if pretrained is not None:  # the CLI saves the arguments it was given: the folder's net replaces its net
+            self.hparams["net"] = to_dict(net)
         self.tokenizer = text_tokenizer(net.alphabet)
         self.model = SpeechTransformer(net)
+        # Whisper's BPE, prompt and end token (from ``pretrained``, or a checkpoint); None: characters
+        self.whisper: Any = None
+        if pretrained is not None:
+            from tzoo.tasks.speech.whisper import load_whisper
+
+            self.model.load_state_dict(load_whisper(pretrained).state_dict())
+            self.whisper = WhisperText.load(pretrained)
         self.ctc_weight, self.label_smoothing, self.beam_size = ctc_weight, label_smoothing, beam_size
         self.beam_ctc_weight = beam_ctc_weight
         self.max_text_len, self.examples = max_text_len, examples
@@ -94,6 +114,8 @@ class SpeechRecognizer(TaskModule):
         """A checkpoint (or config) of an older tzoo took the model's and optimizer's arguments flat
         (``dim``, ``encoder_depth``, ``lr`` ...); they are ``net`` / ``optim`` now. The old defaults
         fill what a config left out (they differ from ``TransformerConfig``'s and ``OptimConfig``'s)."""
+        if hparams.get("pretrained"):  # its net is in the checkpoint, its weights and BPE too
+            return {**hparams, "pretrained": None}
         if "net" in hparams or not any(k in hparams for k in _FLAT_MODEL):
             return hparams
         flat = dict(hparams)
@@ -116,17 +138,33 @@ class SpeechRecognizer(TaskModule):
         """(loss, CTC part, cross-entropy part); ``encoding``: the batch's encoder output and its
         mask, when the caller has them already (validation decodes from the same ones)."""
         wave, lengths, tokens, token_lengths = batch
-        # decoder input: <s> and the transcript (padding read as </s>; it only feeds ignored positions)
-        inputs = torch.cat([torch.full_like(tokens[:, :1], BOS), tokens[:, :-1]], dim=1).masked_fill_(
-            torch.cat([torch.zeros_like(tokens[:, :1], dtype=torch.bool), tokens[:, :-1] == IGNORE], 1), EOS
-        )  # (B, T)
+        targets, prompt, eos = (tokens, [BOS], EOS) if self.whisper is None else self._whisper_targets(tokens)
+        # decoder input: the prompt (<s>, or Whisper's) and the transcript (padding read as </s>; it
+        # only feeds ignored positions)
+        start = torch.tensor(prompt, device=tokens.device).expand(len(tokens), -1)  # (B, P)
+        inputs = torch.cat([start, targets[:, :-1].masked_fill(targets[:, :-1] == IGNORE, eos)], dim=1)  # (B, P + T - 1)
         ctc_logits, mask, logits = self.model(wave, lengths, inputs) if encoding is None else self.model.heads(*encoding, inputs)
-        ce = F.cross_entropy(logits.flatten(0, 1).float(), tokens.flatten(), ignore_index=IGNORE, label_smoothing=self.label_smoothing)
+        logits = logits[:, len(prompt) - 1 :]  # (B, T, V): those that predict the transcript
+        ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, label_smoothing=self.label_smoothing)
+        if ctc_logits is None:
+            return ce, ce.new_zeros(()), ce
         # CTC targets: the transcript without </s>
         targets = tokens.masked_fill(tokens == EOS, IGNORE)[:, :-1].clamp_min(0)  # (B, T - 1); padding is never read
         log_probs = ctc_logits.float().log_softmax(-1).transpose(0, 1)  # (N, B, V)
         ctc = F.ctc_loss(log_probs, targets, mask.sum(-1), token_lengths - 1, blank=0, zero_infinity=True)
         return self.ctc_weight * ctc + (1 - self.ctc_weight) * ce, ctc, ce
+
+    def _whisper_targets(self, tokens: Tensor) -> tuple[Tensor, list[int], int]:
+        """The batch's character ids (B, T) as Whisper's BPE ids + its end token (B, T'), padded
+        with IGNORE; Whisper's prompt and end token."""
+        w = self.whisper
+        if w is None:
+            raise ValueError("this Whisper model has no BPE: build it with pretrained=<the Whisper folder>")
+        rows = [w.tokenizer.encode(self.tokenizer.decode([t for t in row if t > EOS])) + [w.eos] for row in tokens.tolist()]
+        out = torch.full((len(rows), max(map(len, rows))), IGNORE, dtype=torch.long)
+        for i, row in enumerate(rows):
+            out[i, : len(row)] = torch.tensor(row)
+        return out.to(tokens.device), w.prompt, w.eos
 
     def training_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, ctc, ce = self._losses(batch)
@@ -143,6 +181,8 @@ class SpeechRecognizer(TaskModule):
     # --- evaluation ---------------------------------------------------------------------------
 
     def text(self, ids: list[int]) -> str:
+        if self.whisper is not None:
+            return self.whisper.tokenizer.decode([i for i in ids if i != self.whisper.eos]).strip()
         return self.tokenizer.decode([i for i in ids if i > EOS])
 
     def _references(self, tokens: Tensor) -> list[str]:
@@ -154,6 +194,11 @@ class SpeechRecognizer(TaskModule):
 
     def _decode(self, encoded: Tensor, mask: Tensor, *, method: Literal["beam", "greedy", "ctc"]) -> list[str]:
         """The encoder's output (B, N, D) and its mask (B, N) -> transcripts."""
+        if self.whisper is not None:  # Whisper's prompt and BPE, greedy (its encoder attends every node)
+            from tzoo.tasks.speech.whisper import greedy_from_encoded
+
+            w, limit = self.whisper, self.max_text_len
+            return [self.text(greedy_from_encoded(self.model, e[None], prompt=w.prompt, eos=w.eos, max_new_tokens=limit)) for e in encoded]
         if method == "ctc":
             return [self.text(ids) for ids in ctc_greedy(self.model.ctc_head(encoded), mask)]
         limit = max_tokens(int(mask.sum(-1).max()), self.max_text_len)
@@ -176,10 +221,11 @@ class SpeechRecognizer(TaskModule):
         hyps, refs = self._decode(encoded, mask, method="greedy"), self._references(batch[2])
         self.val_cer(hyps, refs)
         self.val_wer(hyps, refs)
-        self.val_cer_ctc(self._decode(encoded, mask, method="ctc"), refs)
         self.log("val/cer", self.val_cer, prog_bar=True)
         self.log("val/wer", self.val_wer)
-        self.log("val/cer_ctc", self.val_cer_ctc)
+        if self.model.ctc_head is not None:
+            self.val_cer_ctc(self._decode(encoded, mask, method="ctc"), refs)
+            self.log("val/cer_ctc", self.val_cer_ctc)
         if batch_idx == 0:
             self._examples = list(zip(refs, hyps))[: self.examples]
 
@@ -189,10 +235,11 @@ class SpeechRecognizer(TaskModule):
         hyps = self._decode(encoded, mask, method="beam")
         self.test_cer(hyps, refs)
         self.test_wer(hyps, refs)
-        self.test_cer_ctc(self._decode(encoded, mask, method="ctc"), refs)
         self.log("test/cer", self.test_cer)
         self.log("test/wer", self.test_wer)
-        self.log("test/cer_ctc", self.test_cer_ctc)
+        if self.model.ctc_head is not None:
+            self.test_cer_ctc(self._decode(encoded, mask, method="ctc"), refs)
+            self.log("test/cer_ctc", self.test_cer_ctc)
 
     def predict_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> list[str]:
         return self.transcribe(batch[0], batch[1], method="beam")
@@ -219,7 +266,7 @@ class SpeechRecognizer(TaskModule):
             for ref, hyp in self._examples:
                 f.write(f"  ref: {ref}\n  hyp: {hyp}\n")
         data = getattr(trainer, "datamodule", None)
-        if data is None or not hasattr(data, "split_entries"):
+        if data is None or not hasattr(data, "split_entries") or self.whisper is not None:  # the picture is of characters
             return
         from tzoo.tasks.speech.audio import load_audio
 
@@ -243,8 +290,17 @@ class SpeechRecognizer(TaskModule):
 
     # --- checkpoints --------------------------------------------------------------------------
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.whisper is not None:
+            checkpoint["whisper_text"] = self.whisper.to_dict()
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
+        if "whisper_text" in checkpoint:
+            from tzoo.tasks.speech.whisper import WhisperText
+
+            self.whisper = WhisperText.from_dict(checkpoint["whisper_text"])
         # checked before Lightning loads the weights: otherwise a mismatch is a shape error deep inside
         trained = self.upgrade_hparams(dict(checkpoint.get("hyper_parameters", {}))).get("net", {}).get("alphabet")
         ours = self.model.cfg.alphabet

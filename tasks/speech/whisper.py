@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ from tzoo.core import TransformerConfig
 from tzoo.tasks.reliability import read_checkpoint
 from tzoo.tasks.speech.model import SpeechConfig, SpeechTransformer, whisper_sinusoids
 
-__all__ = ["WhisperTextTokenizer", "from_hf", "greedy_transcribe", "load_whisper", "save_whisper", "to_hf", "whisper_config"]
+__all__ = ["WhisperText", "WhisperTextTokenizer", "from_hf", "greedy_from_encoded", "greedy_transcribe", "load_whisper", "save_whisper",
+           "to_hf", "whisper_config", "whisper_net"]
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "added_tokens.json", "special_tokens_map.json",
@@ -216,15 +218,20 @@ def _folder(path: str | Path) -> Path:
         ) from None
 
 
-def load_whisper(path: str | Path) -> SpeechTransformer:
-    """A ``SpeechTransformer`` (eval mode) holding the weights of an HF Whisper folder or hub id."""
-    folder = _folder(path)
+def _read_config(folder: Path) -> dict[str, Any]:
     config = folder / "config.json"
     if not config.is_file():
         raise FileNotFoundError(f"{str(folder)!r} has no config.json: not a Hugging Face Whisper folder")
     hf = json.loads(config.read_text(encoding="utf-8"))
     if hf.get("model_type") != "whisper":
         raise ValueError(f"{str(config)!r} describes a {hf.get('model_type')!r} model, not Whisper (model_type 'whisper')")
+    return hf
+
+
+def load_whisper(path: str | Path) -> SpeechTransformer:
+    """A ``SpeechTransformer`` (eval mode) holding the weights of an HF Whisper folder or hub id."""
+    folder = _folder(path)
+    hf = _read_config(folder)
     weights = next((folder / f for f in _WEIGHT_FILES if (folder / f).is_file()), None)
     if weights is None:
         raise FileNotFoundError(f"{str(folder)!r} holds no weights ({' or '.join(_WEIGHT_FILES)})")
@@ -265,6 +272,64 @@ def save_whisper(model: SpeechTransformer, folder: str | Path, *, source: str | 
 # --- decoding and text ----------------------------------------------------------------------------
 
 
+def whisper_net(path: str | Path, like: SpeechConfig) -> SpeechConfig:
+    """The ``SpeechConfig`` of the Whisper folder (or hub id) ``path``, with ``like``'s alphabet (the
+    characters the data's transcripts hold; the model writes Whisper's BPE)."""
+    folder = _folder(path)
+    hf = _read_config(folder)
+    cfg = whisper_config(hf)
+    cfg.alphabet = like.alphabet
+    return cfg
+
+
+@dataclass
+class WhisperText:
+    """What the speech task needs to write and read Whisper's text: the BPE, the decoder's prompt
+    (start of transcript, English, transcribe, no timestamps: those the vocabulary has) and the end token."""
+
+    tokenizer: WhisperTextTokenizer
+    prompt: list[int]
+    eos: int
+
+    @classmethod
+    def load(cls, path: str | Path) -> WhisperText:
+        folder = _folder(path)
+        tokenizer = WhisperTextTokenizer.load(folder)
+        hf = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        vocab = tokenizer.tokenizer.get_vocab(with_added_tokens=True)
+        start = vocab.get("<|startoftranscript|>", hf.get("decoder_start_token_id"))
+        eos = vocab.get("<|endoftext|>", hf.get("eos_token_id"))
+        if start is None or eos is None:
+            raise ValueError(f"{str(folder)!r}: neither its tokenizer nor config.json names the decoder start and end tokens")
+        prompt = [start] + [vocab[t] for t in ("<|en|>", "<|transcribe|>", "<|notimestamps|>") if t in vocab]
+        return cls(tokenizer, prompt, eos)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tokenizer": self.tokenizer.tokenizer.to_str(), "prompt": self.prompt, "eos": self.eos}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WhisperText:
+        from tokenizers import Tokenizer
+
+        return cls(WhisperTextTokenizer(Tokenizer.from_str(data["tokenizer"])), list(data["prompt"]), int(data["eos"]))
+
+
+@torch.inference_mode()
+def greedy_from_encoded(model: SpeechTransformer, encoded: Tensor, *, prompt: list[int], eos: int, max_new_tokens: int) -> list[int]:
+    """One utterance's encoder output (1, N, D), every node attended -> the argmax tokens after
+    ``prompt`` until ``eos`` (included) or ``max_new_tokens``, with the core's KV caches."""
+    limit = min(len(prompt) + max_new_tokens, model.cfg.max_text_positions)
+    cache, cross = model.decoder.make_cache(limit), model.decoder.make_cache()
+    tokens, step = list(prompt), torch.tensor([prompt], device=encoded.device)
+    while len(tokens) < limit:
+        nxt = int(model.decode(step, encoded, None, cache=cache, cross_cache=cross)[0, -1].argmax())
+        tokens.append(nxt)
+        if nxt == eos:
+            break
+        step = torch.tensor([[nxt]], device=encoded.device)
+    return tokens[len(prompt) :]
+
+
 @torch.inference_mode()
 def greedy_transcribe(
     model: SpeechTransformer, wave: Tensor | None = None, *, mel: Tensor | None = None, prompt: list[int], eos: int, max_new_tokens: int = 100
@@ -280,16 +345,7 @@ def greedy_transcribe(
         encoded, mask = model.encode_nodes(*model.frontend.from_logmel(mel[None], torch.tensor([mel.shape[-1]])))
     else:
         encoded, mask = model.encode(wave[None], torch.tensor([wave.shape[-1]]))  # type: ignore[index]
-    limit = min(len(prompt) + max_new_tokens, model.cfg.max_text_positions)
-    cache, cross = model.decoder.make_cache(limit), model.decoder.make_cache()
-    tokens, step = list(prompt), torch.tensor([prompt], device=encoded.device)
-    while len(tokens) < limit:
-        nxt = int(model.decode(step, encoded, None, cache=cache, cross_cache=cross)[0, -1].argmax())
-        tokens.append(nxt)
-        if nxt == eos:
-            break
-        step = torch.tensor([[nxt]], device=encoded.device)
-    return tokens[len(prompt) :]
+    return greedy_from_encoded(model, encoded, prompt=prompt, eos=eos, max_new_tokens=max_new_tokens)
 
 
 class WhisperTextTokenizer:

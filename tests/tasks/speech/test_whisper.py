@@ -236,3 +236,67 @@ def test_a_model_whisper_cannot_hold_is_not_exported(tmp_path):
         save_whisper(SpeechTransformer(whisperish), tmp_path / "out")
     with pytest.raises(ValueError, match=r"net\.frontend='whisper' needs net\.subsampling=2 \(Whisper's\), got 4"):
         SpeechConfig(frontend="whisper")
+
+
+# --- through the CLI ------------------------------------------------------------------------------
+
+WHISPER_SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"]
+
+
+def _tiny_whisper_folder(path, corpus) -> torch.nn.Module:
+    """A tiny Whisper with a BPE (tokenizer.json) trained on the corpus' transcripts and Whisper's
+    special tokens, saved as a Hugging Face folder."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    texts = [json.loads(line)["text"] for line in (corpus / "train.jsonl").read_text().splitlines()]
+    trainer = trainers.BpeTrainer(vocab_size=300, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=WHISPER_SPECIALS)
+    bpe.train_from_iterator(texts * 5, trainer)
+    config = transformers.WhisperConfig(
+        vocab_size=bpe.get_vocab_size(), num_mel_bins=80, d_model=64, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, max_source_positions=300, max_target_positions=64,
+        pad_token_id=0, bos_token_id=0, eos_token_id=0, decoder_start_token_id=1, suppress_tokens=None, begin_suppress_tokens=None,
+    )  # fmt: skip
+    model = transformers.WhisperForConditionalGeneration(config).eval()
+    _trained_scale(model)
+    model.save_pretrained(path)
+    bpe.save(str(path / "tokenizer.json"))
+    return model
+
+
+def test_fine_tuning_from_imported_whisper_weights_through_the_cli(tiny_corpus, tmp_path):
+    """``--model.init_args.pretrained DIR``: the model starts from the folder's weights, trains two
+    steps on Whisper's BPE targets after Whisper's prompt, validates with greedy decoding, and its
+    checkpoint rebuilds (net, weights and BPE) without the folder."""
+    from tzoo.tasks.cli import TzooCLI
+    from tzoo.tasks.loading import load_module
+    from tzoo.tasks.speech.audio import load_audio
+
+    reference = _tiny_whisper_folder(tmp_path / "whisper", tiny_corpus)
+    args = [
+        "--config", "configs/speech/espeak_tiny.yaml", "--data.init_args.source=manifest", f"--data.init_args.data_dir={tiny_corpus}",
+        "--data.init_args.batch_size=3", f"--model.init_args.pretrained={tmp_path / 'whisper'}", "--model.init_args.ctc_weight=0",
+        "--model.init_args.beam_ctc_weight=0", "--model.init_args.examples=0", "--model.init_args.max_text_len=8",
+        "--trainer.max_steps=2", "--trainer.limit_val_batches=1", "--trainer.val_check_interval=2", "--trainer.log_every_n_steps=1",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+        f"--trainer.default_root_dir={tmp_path / 'runs'}",
+    ]  # fmt: skip
+    cli = TzooCLI(args=args, run=False)
+    module = cli.model
+    assert module.model.cfg.frontend == "whisper" and module.whisper.prompt == [1, 2, 3, 4]
+    assert torch.equal(module.model.embed.weight, reference.model.decoder.embed_tokens.weight)
+    before = module.model.decoder.blocks[0].feed_forward.fc1.weight.detach().clone()
+    cli.trainer.fit(module, datamodule=cli.datamodule)
+    assert not torch.equal(module.model.decoder.blocks[0].feed_forward.fc1.weight, before)  # it trained
+    metrics = cli.trainer.callback_metrics
+    assert torch.isfinite(metrics["train/loss"]) and "val/cer" in metrics and "val/cer_ctc" not in metrics
+    (ckpt,) = (tmp_path / "runs").rglob("last.ckpt")
+    import shutil
+
+    shutil.rmtree(tmp_path / "whisper")  # the checkpoint holds the net, the weights and the BPE
+    again = load_module(ckpt).eval()
+    assert again.whisper.prompt == [1, 2, 3, 4] and again.model.cfg.text_vocab_size == reference.config.vocab_size
+    wave = load_audio(next((tiny_corpus / "test").glob("*.wav")))
+    (text,) = again.transcribe(wave[None], torch.tensor([len(wave)]))
+    assert isinstance(text, str)
