@@ -300,3 +300,17 @@ def test_fine_tuning_from_imported_whisper_weights_through_the_cli(tiny_corpus, 
     wave = load_audio(next((tiny_corpus / "test").glob("*.wav")))
     (text,) = again.transcribe(wave[None], torch.tensor([len(wave)]))
     assert isinstance(text, str)
+
+
+def test_ctc_weights_without_a_ctc_head_are_refused():
+    from tzoo.core import TransformerConfig
+    from tzoo.tasks.speech.model import SpeechConfig
+    from tzoo.tasks.speech.module import SpeechRecognizer
+
+    small = TransformerConfig(dim=16, depth=1, num_heads=2)
+    net = SpeechConfig(ctc=False, encoder=small, decoder=small)
+    with pytest.raises(ValueError, match=r"ctc_weight=0\.3 needs a CTC head, which this model has none of \(net\.ctc=False.*set ctc_weight=0"):
+        SpeechRecognizer(net, ctc_weight=0.3)
+    with pytest.raises(ValueError, match=r"beam_ctc_weight=0\.5 needs a CTC head.*set beam_ctc_weight=0"):
+        SpeechRecognizer(net, ctc_weight=0.0)
+    assert SpeechRecognizer(net, ctc_weight=0.0, beam_ctc_weight=0.0).model.ctc_head is None
