@@ -1,7 +1,8 @@
 """``tzoo export``: a checkpoint's weights in a reference library's layout, or as plain safetensors.
 
     tzoo export CKPT --to hf DIR            lm: a GPT-2 folder (transformers.GPT2LMHeadModel);
-                                            decision: a DecisionTransformerModel folder
+                                            decision: a DecisionTransformerModel folder;
+                                            speech: a Whisper folder (Whisper-shaped models)
     tzoo export CKPT --to timm FILE         vision: a timm VisionTransformer state dict
                                             (.safetensors, else torch.save's .pth)
     tzoo export CKPT --to safetensors FILE  any task: the module's own state dict (tzoo's names),
@@ -22,7 +23,7 @@ from typing import Any
 __all__ = ["FORMATS", "export_main", "export_module"]
 
 # task -> the formats it exports to (safetensors: every task)
-FORMATS: dict[str, tuple[str, ...]] = {"lm": ("hf",), "decision": ("hf",), "vision": ("timm",)}
+FORMATS: dict[str, tuple[str, ...]] = {"lm": ("hf",), "decision": ("hf",), "vision": ("timm",), "speech": ("hf",)}
 _ALL = ("hf", "timm", "safetensors")
 
 
@@ -88,6 +89,10 @@ def export_module(module: Any, to: str, out: Path) -> Path:
         from tzoo.tasks.decision.hf_dt import save_hf_dt
 
         return save_hf_dt(module.model, out, env_id=module.env_id)
+    if (task, to) == ("speech", "hf"):  # a Whisper-shaped model only (a ValueError names what is not)
+        from tzoo.tasks.speech.whisper import save_whisper
+
+        return save_whisper(module.model, out, text=module.whisper)
     if (task, to) == ("vision", "timm"):
         from tzoo.tasks.vision.timm_vit import to_timm_state
 

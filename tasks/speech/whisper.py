@@ -250,14 +250,19 @@ def load_whisper(path: str | Path) -> SpeechTransformer:
     return model.eval()
 
 
-def save_whisper(model: SpeechTransformer, folder: str | Path, *, source: str | Path | None = None) -> Path:
+def save_whisper(model: SpeechTransformer, folder: str | Path, *, source: str | Path | None = None, text: WhisperText | None = None) -> Path:
     """Write ``model`` as an HF Whisper folder (``config.json`` + ``model.safetensors``).
 
     ``source``: the folder the weights came from; its config.json's other fields (token ids,
-    suppressed tokens ...) and its tokenizer / feature extractor / generation files are carried over."""
+    suppressed tokens ...) and its tokenizer / feature extractor / generation files are carried over.
+    ``text``: the model's BPE and token ids (a fine-tuned checkpoint's), written as ``tokenizer.json``
+    and the config's start / end token ids."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     config = _hf_json(model.cfg)
+    if text is not None:
+        config.update(decoder_start_token_id=text.prompt[0], eos_token_id=text.eos, bos_token_id=text.eos, pad_token_id=text.eos)
+        text.tokenizer.tokenizer.save(str(folder / "tokenizer.json"))
     if source is not None:
         source = Path(source)
         config = {**json.loads((source / "config.json").read_text(encoding="utf-8")), **config}

@@ -301,6 +301,18 @@ def test_fine_tuning_from_imported_whisper_weights_through_the_cli(tiny_corpus, 
     (text,) = again.transcribe(wave[None], torch.tensor([len(wave)]))
     assert isinstance(text, str)
 
+    # tzoo export CKPT --to hf DIR: the fine-tuned weights and BPE as a Whisper folder HF loads
+    from tzoo.tasks.cli import main
+
+    main(["export", str(ckpt), "--to", "hf", str(tmp_path / "exported")])
+    back = transformers.WhisperForConditionalGeneration.from_pretrained(tmp_path / "exported").eval()
+    mel = torch.randn(1, 80, 600, generator=torch.Generator().manual_seed(3))
+    ids = torch.tensor([again.whisper.prompt])
+    with torch.no_grad():
+        assert (back(input_features=mel, decoder_input_ids=ids).logits - _ours(again.model, mel, ids)[1]).abs().max() <= 1e-4
+    assert back.config.decoder_start_token_id == 1 and back.config.eos_token_id == 0
+    assert WhisperTextTokenizer.load(tmp_path / "exported").encode("the") == again.whisper.tokenizer.encode("the")
+
 
 def test_ctc_weights_without_a_ctc_head_are_refused():
     from tzoo.core import TransformerConfig
