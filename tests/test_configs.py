@@ -33,6 +33,19 @@ TINY = {
 }
 
 
+def tiny_gpt2_folder(folder: Path) -> Path:
+    """A GPT-2 in Hugging Face's layout, 1 layer of width 16, with a byte-level BPE of 300 tokens."""
+    import transformers
+
+    from tzoo.tasks.text import BPETokenizer
+
+    tokenizer = BPETokenizer.train("First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 50, vocab_size=300)
+    config = transformers.GPT2Config(vocab_size=tokenizer.vocab_size, n_positions=32, n_embd=16, n_layer=1, n_head=2)
+    transformers.GPT2LMHeadModel(config).save_pretrained(folder)
+    (folder / "tokenizer.json").write_text(tokenizer._hf.to_str())
+    return folder
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("config", CONFIGS, ids=[str(c.relative_to(ROOT / "configs")) for c in CONFIGS])
 def test_config_trains_a_few_steps(config, tmp_path, monkeypatch):
@@ -40,7 +53,11 @@ def test_config_trains_a_few_steps(config, tmp_path, monkeypatch):
     overlay = config.parent.name == "attention"
     task = config.parent.parent.name if overlay else config.parent.name
     files = ["--config", str(ROOT / "configs" / task / BASES[task])] if overlay else []
-    args = ["fit", *files, "--config", str(config), *TINY.get(task, []),
+    tiny = TINY.get(task, [])
+    if config.name == "gpt2_finetune.yaml":  # a hub id: a tiny local GPT-2 folder offline (the sizes are the folder's)
+        folder = tiny_gpt2_folder(tmp_path / "gpt2")
+        tiny = [a for a in tiny if ".net." not in a] + [f"--model.init_args.pretrained={folder}", f"--data.init_args.tokenizer={folder}"]
+    args = ["fit", *files, "--config", str(config), *tiny,
             "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.limit_val_batches=1",
             "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}"]
     if config.name in ("cifar10.yaml", "fashion_mnist.yaml", "vit_tiny_finetune.yaml"):  # downloads (or Debian files): use the bundled digits offline

@@ -17,8 +17,8 @@ Cache layout (``cache_dir``, default ``$TZOO_CACHE/lm``, else ``~/.cache/tzoo/lm
                               /meta.json       sizes and the train/val split; written last, so its
                                                presence marks a complete entry
 
-``key`` hashes the corpus text, the tokenizer kind, the BPE vocabulary size and ``val_fraction``,
-so different settings never share an entry. Every file is written to a temporary name and moved
+``key`` hashes the corpus text, the tokenizer kind, the BPE vocabulary size (or a pretrained
+tokenizer's files) and ``val_fraction``, so different settings never share an entry. Every file is written to a temporary name and moved
 into place, so an interrupted run never leaves a half-written file under a final name.
 """
 
@@ -299,12 +299,16 @@ class TextDataModule(pl.LightningDataModule):
         process with that batch size would draw, and an epoch is ``train_batches`` steps at any W.
         The training windows are keyed by ``seed`` and ``seed_everything``'s seed, so a resumed run
         draws the same ones as an uninterrupted run (see ``KeyedStarts``). ``predict_prompts``: a UTF-8
-        text file of prompts, one a line (blank lines skipped), for ``tzoo predict``."""
+        text file of prompts, one a line (blank lines skipped), for ``tzoo predict``. ``tokenizer``:
+        ``char``, ``bpe`` (trained on the corpus, ``bpe_vocab_size``), or a GPT-2 folder / hub id whose
+        byte-level BPE encodes the corpus (for ``model.init_args.pretrained``: the same folder)."""
         super().__init__()
         if not isinstance(corpus, str) or not corpus:
             raise ValueError(f"corpus must be a name {list(NAMED_CORPORA)}, an http(s) URL or a path, got {corpus!r}")
-        if tokenizer not in ("char", "bpe"):
-            raise ValueError(f"tokenizer={tokenizer!r} is not one of ('char', 'bpe')")
+        if tokenizer not in ("char", "bpe") and not _pretrained_tokenizer(tokenizer):
+            raise ValueError(
+                f"tokenizer={tokenizer!r} is not one of ('char', 'bpe'), an existing GPT-2 folder or a hub id (owner/name)"
+            )
         if tokenizer == "bpe" and bpe_vocab_size < 257:
             raise ValueError(
                 f"bpe_vocab_size={bpe_vocab_size} is too small for byte-level BPE: it needs >= 257 (256 bytes + end of text)"
@@ -457,18 +461,27 @@ class TextDataModule(pl.LightningDataModule):
         text, name = self._read_corpus()
         if not text.strip():
             raise ValueError(f"corpus {self.corpus!r} is empty (no characters other than whitespace)")
+        pretrained, digest = None, None
+        if self.tokenizer_kind not in ("char", "bpe"):  # a GPT-2 folder or hub id (downloaded here, once)
+            from tzoo.tasks.lm.gpt2 import _TOKENIZER_FILES, gpt2_folder, load_gpt2_tokenizer
+
+            folder = gpt2_folder(self.tokenizer_kind)
+            pretrained = load_gpt2_tokenizer(folder)
+            digest = hashlib.sha256(b"".join((folder / f).read_bytes() for f in _TOKENIZER_FILES if (folder / f).is_file())).hexdigest()
         identity = {
             "format": _FORMAT,
             "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
-            "tokenizer": self.tokenizer_kind,
+            "tokenizer": "pretrained" if pretrained is not None else self.tokenizer_kind,
             "vocab_size": self.bpe_vocab_size if self.tokenizer_kind == "bpe" else None,
             "val_fraction": self.val_fraction,
         }
+        if digest is not None:
+            identity["tokenizer_sha256"] = digest
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-        label = f"{self.tokenizer_kind}{self.bpe_vocab_size}" if self.tokenizer_kind == "bpe" else "char"
+        label = {"bpe": f"bpe{self.bpe_vocab_size}", "char": "char"}.get(self.tokenizer_kind, "gpt2bpe")
         entry = self.cache_dir / f"{name}-{label}-{key}"
         if not (entry / "meta.json").is_file():
-            encode_corpus(text, entry, identity, corpus=self.corpus)
+            encode_corpus(text, entry, identity, corpus=self.corpus, tokenizer=pretrained)
         return entry
 
     def _read_corpus(self) -> tuple[str, str]:
@@ -500,16 +513,22 @@ class TextDataModule(pl.LightningDataModule):
         return _read_text_path(path), _slug(path.resolve().stem if path.is_file() else path.resolve().name)
 
 
+def _pretrained_tokenizer(tokenizer: str) -> bool:
+    """A GPT-2 folder that exists, or what looks like a hub id (owner/name)."""
+    return isinstance(tokenizer, str) and (Path(tokenizer).expanduser().is_dir() or re.fullmatch(r"[\w.-]+/[\w.-]+", tokenizer) is not None)
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^\w.-]", "_", name)[:40] or "corpus"
 
 
-def encode_corpus(text: str, entry: Path, identity: dict[str, Any], *, corpus: str) -> None:
-    """Build the tokenizer and write ``tokens.npy``, ``tokenizer.json`` and, last, ``meta.json``."""
+def encode_corpus(text: str, entry: Path, identity: dict[str, Any], *, corpus: str, tokenizer: Tokenizer | None = None) -> None:
+    """Build the tokenizer (or take the ``tokenizer`` given: a pretrained one) and write
+    ``tokens.npy``, ``tokenizer.json`` and, last, ``meta.json``."""
     cut = int(len(text) * (1 - identity["val_fraction"]))
-    if identity["tokenizer"] == "char":
-        tokenizer: Tokenizer = CharTokenizer.from_text(text)
-    else:
+    if tokenizer is None and identity["tokenizer"] == "char":
+        tokenizer = CharTokenizer.from_text(text)
+    elif tokenizer is None:
         tokenizer = BPETokenizer.train(text[:cut], vocab_size=identity["vocab_size"])
     train, val = tokenizer.encode(text[:cut]), tokenizer.encode(text[cut:])
     dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32

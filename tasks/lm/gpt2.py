@@ -9,7 +9,11 @@ so importing is renaming: HF's ``Conv1D`` stores its weights as (in, out), a ``L
 ``Linear`` layers, optionally without biases (a missing LayerNorm bias is a zero one).
 
     model = load_gpt2("path/to/gpt2")               # an HF folder, or a nanoGPT ckpt.pt
+    tokenizer = load_gpt2_tokenizer("path/to/gpt2")  # its byte-level BPE (tokenizer.json, or vocab.json + merges.txt)
     save_gpt2(model, "out/")                         # GPT2LMHeadModel.from_pretrained("out/") loads it
+
+A hub id (``openai-community/gpt2``) in place of a folder is downloaded once into the Hugging Face
+cache (``huggingface_hub``, tzoo's ``hub`` extra); offline, give the local folder.
 
 Loading never runs code from the files (safetensors, or ``torch.load(weights_only=True)``).
 """
@@ -17,6 +21,7 @@ Loading never runs code from the files (safetensors, or ``torch.load(weights_onl
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +32,12 @@ from tzoo.core import TransformerConfig
 from tzoo.tasks.lm.model import GPT, GPTConfig
 from tzoo.tasks.reliability import read_checkpoint
 
-__all__ = ["from_hf", "gpt2_config", "load_gpt2", "save_gpt2", "to_hf"]
+__all__ = ["from_hf", "gpt2_config", "gpt2_folder", "load_gpt2", "load_gpt2_tokenizer", "save_gpt2", "to_hf"]
 
 _ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt")
+HUB_EXTRA = "pip install 'tzoo[hub]'"
 
 
 def gpt2_config(hf: dict[str, Any]) -> GPTConfig:
@@ -132,13 +139,57 @@ def to_hf(model: GPT) -> dict[str, Tensor]:
 # --- files --------------------------------------------------------------------------------------
 
 
+def gpt2_folder(path: str | Path) -> Path:
+    """A local GPT-2 folder as it is, or a hub id (``owner/name``) downloaded once into the Hugging
+    Face cache (config, weights and tokenizer files only)."""
+    folder = Path(path).expanduser()
+    if folder.is_dir():
+        return folder
+    if folder.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", str(path)):
+        raise FileNotFoundError(f"GPT-2 weights {str(path)!r} do not exist: give an HF GPT-2 folder, a hub id (owner/name) or a nanoGPT ckpt.pt")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ImportError(f"downloading {str(path)!r} from the Hugging Face hub needs tzoo's hub extra: {HUB_EXTRA}") from None
+    try:
+        return Path(snapshot_download(str(path), allow_patterns=["config.json", *_WEIGHT_FILES, *_TOKENIZER_FILES]))
+    except Exception as exc:  # noqa: BLE001 - offline, unknown id, gated repository ...
+        raise FileNotFoundError(
+            f"GPT-2 weights {str(path)!r} are not a local folder and could not be downloaded from the Hugging Face hub "
+            f"({type(exc).__name__}); offline, give a local folder holding config.json, model.safetensors and the "
+            f"tokenizer (e.g. one saved with GPT2LMHeadModel.save_pretrained and the tokenizer's save_pretrained)"
+        ) from None
+
+
+def load_gpt2_tokenizer(path: str | Path) -> Any:
+    """The byte-level BPE of a GPT-2 folder (or hub id) as a tzoo ``BPETokenizer``: its
+    ``tokenizer.json``, or GPT-2's original ``vocab.json`` + ``merges.txt``. ``<|endoftext|>`` must
+    be in the vocabulary (it is tzoo's end-of-text token)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    from tzoo.tasks.text import EOT, BPETokenizer
+
+    folder = gpt2_folder(path)
+    if (folder / "tokenizer.json").is_file():
+        hf = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    elif (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        hf = Tokenizer(models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt")))
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # GPT-2's split regex, no prefix space
+        hf.decoder = decoders.ByteLevel()
+        hf.add_special_tokens([EOT])
+    else:
+        raise FileNotFoundError(f"{str(folder)!r} holds no GPT-2 tokenizer (tokenizer.json, or vocab.json and merges.txt)")
+    try:
+        return BPETokenizer(hf)
+    except ValueError as exc:
+        raise ValueError(f"the tokenizer of {str(folder)!r} is not GPT-2's: {exc}") from None
+
+
 def load_gpt2(path: str | Path) -> GPT:
-    """A ``GPT`` holding the weights of an HF GPT-2 folder or a nanoGPT checkpoint file."""
-    path = Path(path)
-    if path.is_file():
-        return _load_nanogpt(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"GPT-2 weights {str(path)!r} do not exist: give an HF GPT-2 folder or a nanoGPT ckpt.pt")
+    """A ``GPT`` holding the weights of an HF GPT-2 folder (or hub id) or a nanoGPT checkpoint file."""
+    if Path(path).expanduser().is_file():
+        return _load_nanogpt(Path(path).expanduser())
+    path = gpt2_folder(path)
     config = path / "config.json"
     if not config.is_file():
         raise FileNotFoundError(f"{str(path)!r} has no config.json: not a Hugging Face GPT-2 folder")

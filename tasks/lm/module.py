@@ -3,10 +3,15 @@
 Logs ``train/loss``, ``train/tokens_per_s``, ``val/loss`` and ``val/ppl``, and prints a short
 sample at the end of each validation. The tokenizer travels inside every checkpoint (and as
 ``tokenizer.json`` in the run directory), so a checkpoint is sampled without the corpus.
+
+``pretrained``: a GPT-2 folder (``tzoo.tasks.lm.gpt2``) or hub id to start from, sizes and weights
+(see ``configs/lm/gpt2_finetune.yaml``); the data encodes the corpus with its BPE
+(``data.init_args.tokenizer``: the same folder).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -39,24 +44,43 @@ class LanguageModel(TaskModule):
         *,
         sample_prompt: str = "\n",
         sample_tokens: int = 200,
+        pretrained: str | None = None,
         compile: bool = False,
     ) -> None:
         """``net``: the model (``GPTConfig``: vocabulary size, linked from the data by the ``tzoo``
         CLI, block size, absolute positions, and the core's ``TransformerConfig`` as
         ``net.transformer``). ``optim``: optimizer and schedule. ``sample_prompt`` /
-        ``sample_tokens``: the sample printed after each validation (0 tokens: none)."""
+        ``sample_tokens``: the sample printed after each validation (0 tokens: none).
+        ``pretrained``: a GPT-2 folder (HF ``GPT2LMHeadModel``: config.json, weights and tokenizer
+        files) or a hub id; the model takes its sizes, weights and tokenizer, and ``net`` only its
+        dropout settings (``net.transformer.dropout``, ``attn_dropout``, ``drop_path``); another
+        size set in ``net`` is an error. The data must encode with the same tokenizer
+        (``data.init_args.tokenizer``: the same folder)."""
         super().__init__(optim=optim, compile=compile)
-        net = from_dict(GPTConfig, net, where="net", base=signature_default(type(self), "net"))
+        default = signature_default(type(self), "net")
+        net = from_dict(GPTConfig, net, where="net", base=default)
+        start: GPT | None = None
+        if pretrained is not None:
+            net, start = _pretrained(pretrained, net, default)
         self.save_hyperparameters()
         self.model = GPT(net)
         self.sample_prompt, self.sample_tokens = sample_prompt, sample_tokens
         self.tokenizer: Any = None
+        self.pretrained = pretrained
+        if start is not None:
+            from tzoo.tasks.lm.gpt2 import load_gpt2_tokenizer
+
+            self.model.load_state_dict(start.state_dict())
+            self.tokenizer = load_gpt2_tokenizer(pretrained)
         self._val_losses: list[Tensor] = []
 
     @classmethod
     def upgrade_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
         """A checkpoint of an older tzoo took the model's and optimizer's arguments flat
-        (``dim``, ``depth``, ``lr`` ...); they are ``net`` / ``optim`` now."""
+        (``dim``, ``depth``, ``lr`` ...); they are ``net`` / ``optim`` now. A model fine-tuned from
+        ``pretrained`` weights holds them already: it is rebuilt without reading them again."""
+        if hparams.get("pretrained"):
+            hparams = {**hparams, "pretrained": None}
         if "net" in hparams or "dim" not in hparams:
             return hparams
         flat = dict(hparams)
@@ -87,6 +111,11 @@ class LanguageModel(TaskModule):
                 )
             if self.tokenizer is None:
                 self.tokenizer = datamodule.tokenizer
+            elif self.pretrained is not None and not _same_tokenizer(self.tokenizer, datamodule.tokenizer):
+                raise ValueError(
+                    f"the data's tokenizer is not the one of model.init_args.pretrained={self.pretrained!r}: set "
+                    f"data.init_args.tokenizer={self.pretrained!r} so the corpus is encoded with its BPE"
+                )
         if stage in ("fit", "validate") and self.tokenizer is not None and self.sample_tokens > 0:
             self._check_sample_prompt()
 
@@ -209,6 +238,10 @@ class LanguageModel(TaskModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
+        if self.pretrained is not None and "hyper_parameters" in checkpoint:
+            # the sizes came from the pretrained folder, not from the config's net: the checkpoint
+            # keeps them, so that it is rebuilt without the folder (upgrade_hparams drops `pretrained`)
+            checkpoint["hyper_parameters"] = {**checkpoint["hyper_parameters"], "net": dataclasses.asdict(self.model.cfg)}
         if self.tokenizer is not None:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "tokenizer.json"
@@ -231,3 +264,50 @@ class LanguageModel(TaskModule):
         """Training FLOPs per token (forward + backward), PaLM appendix B: 6N + 12 L D T."""
         cfg = self.model.decoder.config
         return 6 * self.model.num_params() + 12 * cfg.depth * cfg.dim * self.model.block_size
+
+
+# --- pretrained weights ---------------------------------------------------------------------------
+
+_TRAINING_ONLY = ("dropout", "attn_dropout", "drop_path")  # what net may set over a pretrained model
+
+
+def _pretrained(source: str, net: GPTConfig, default: GPTConfig) -> tuple[GPTConfig, GPT]:
+    """The GPT-2 of ``source`` and its config with ``net``'s dropout settings; a size ``net`` sets
+    (away from the default) that differs from the weights' is a ValueError naming both."""
+    from tzoo.tasks.lm.gpt2 import load_gpt2
+
+    if Path(source).expanduser().is_file():
+        raise ValueError(
+            f"model.init_args.pretrained={source!r} is a file: give a GPT-2 folder (config.json, weights and its tokenizer) "
+            f"or a hub id; a nanoGPT checkpoint has no tokenizer (load it with tzoo.tasks.lm.gpt2.load_gpt2)"
+        )
+    gpt = load_gpt2(source)
+    theirs = gpt.cfg
+    if net.vocab_size is not None and net.vocab_size != theirs.vocab_size:
+        raise ValueError(
+            f"model.init_args.pretrained={source!r} has a vocabulary of {theirs.vocab_size} tokens but net.vocab_size is "
+            f"{net.vocab_size} (linked from the data's tokenizer): set data.init_args.tokenizer={source!r} so the corpus is "
+            f"encoded with its BPE"
+        )
+    for name in ("block_size", "position"):
+        if getattr(net, name) != getattr(default, name) and getattr(net, name) != getattr(theirs, name):
+            raise ValueError(f"net.{name}={getattr(net, name)!r} conflicts with the pretrained GPT-2's {getattr(theirs, name)!r}: leave it unset")
+    for f in dataclasses.fields(net.transformer):
+        ours, base, weights = (getattr(c, f.name) for c in (net.transformer, default.transformer, theirs.transformer))
+        if f.name not in _TRAINING_ONLY and ours != base and ours != weights:
+            raise ValueError(
+                f"net.transformer.{f.name}={ours!r} conflicts with the pretrained GPT-2's {weights!r}: with model.init_args.pretrained "
+                f"the sizes come from its config.json (only {', '.join(_TRAINING_ONLY)} may be set)"
+            )
+    stack = dataclasses.replace(theirs.transformer, **{k: getattr(net.transformer, k) for k in _TRAINING_ONLY})
+    return dataclasses.replace(theirs, transformer=stack), gpt
+
+
+def _same_tokenizer(a: Any, b: Any) -> bool:
+    """The same kind and vocabulary (compared through the saved files)."""
+    if a.kind != b.kind or a.vocab_size != b.vocab_size:
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        a.save(Path(tmp) / "a.json")
+        b.save(Path(tmp) / "b.json")
+        return bool(json.loads((Path(tmp) / "a.json").read_text(encoding="utf-8")) == json.loads((Path(tmp) / "b.json").read_text(encoding="utf-8")))

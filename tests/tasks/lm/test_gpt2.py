@@ -92,7 +92,7 @@ def test_a_nanogpt_checkpoint_imports(tmp_path):
 
 
 def test_bad_weights_are_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"'.*nothing' do not exist: give an HF GPT-2 folder or a nanoGPT ckpt\.pt"):
+    with pytest.raises(FileNotFoundError, match=r"'.*nothing' do not exist: give an HF GPT-2 folder, a hub id \(owner/name\) or a nanoGPT ckpt\.pt"):
         load_gpt2(tmp_path / "nothing")
     reference = _hf_gpt2()
     reference.save_pretrained(tmp_path / "hf")
