@@ -39,6 +39,15 @@ def gpt2_folder(tmp_path_factory):
     return folder, model
 
 
+@pytest.fixture(scope="module")
+def fine_tuned(gpt2_folder, tmp_path_factory):
+    """Two steps of configs/lm/gpt2_finetune.yaml from the tiny folder: the checkpoint."""
+    root = tmp_path_factory.mktemp("fine_tune")
+    main(["fit", *_args(root, gpt2_folder[0])])
+    (ckpt,) = (root / "runs").rglob("last.ckpt")
+    return ckpt
+
+
 def one_line_error(capsys, argv) -> str:
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
@@ -60,7 +69,7 @@ def _args(tmp_path, folder, *extra):
             "--trainer.default_root_dir", str(tmp_path / "runs"), *extra]  # fmt: skip
 
 
-def test_a_gpt2_folder_fine_tunes_through_the_cli(gpt2_folder, tmp_path):
+def test_a_gpt2_folder_fine_tunes_through_the_cli(gpt2_folder, fine_tuned):
     from tzoo.tasks.lm.module import LanguageModel
     from tzoo.tasks.loading import load_module
 
@@ -71,8 +80,7 @@ def test_a_gpt2_folder_fine_tunes_through_the_cli(gpt2_folder, tmp_path):
         assert (start.model(ids) - reference(ids).logits).abs().max() < 1e-5  # the weights, through the module
     assert start.model.cfg.transformer.feed_forward == "gelu_tanh" and start.tokenizer.vocab_size == reference.config.vocab_size
 
-    main(["fit", *_args(tmp_path, folder)])
-    (ckpt,) = (tmp_path / "runs").rglob("last.ckpt")
+    ckpt = fine_tuned
     moved = shutil.move(str(folder), str(folder.with_name("moved")))  # the checkpoint holds weights and tokenizer
     try:
         module = load_module(ckpt)
@@ -82,6 +90,29 @@ def test_a_gpt2_folder_fine_tunes_through_the_cli(gpt2_folder, tmp_path):
     with torch.no_grad():
         moved_by = (module.model(ids) - start.model(ids)).abs().max()
     assert 0 < moved_by < 1  # two small steps from the pretrained weights
+
+
+def test_a_fine_tuned_checkpoint_generates_and_exports_as_hf_does(fine_tuned, tmp_path, capsys):
+    """`tzoo generate` (greedy, KV cache) from the fine-tuned checkpoint = transformers' greedy
+    generation from its `tzoo export --to hf` folder, tokenizer included; that folder is a
+    `pretrained` folder again."""
+    from tzoo.tasks.lm.module import LanguageModel
+    from tzoo.tasks.loading import load_module
+
+    ckpt = fine_tuned
+    capsys.readouterr()
+    main(["generate", "--ckpt", str(ckpt), "--prompt", "Speak", "--max_new_tokens", "30", "--temperature", "0", "--device", "cpu"])
+    ours = capsys.readouterr().out.removesuffix("\n")
+    main(["export", str(ckpt), "--to", "hf", str(tmp_path / "out")])
+    reference = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "out").eval()
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_file=str(tmp_path / "out" / "tokenizer.json"))
+    prompt = torch.tensor([tokenizer.encode("Speak")])
+    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    new = reference.generate(prompt, max_new_tokens=30, do_sample=False, eos_token_id=eot, pad_token_id=eot)[0, prompt.shape[1] :].tolist()
+    new = new[: new.index(eot)] if eot in new else new
+    assert len(new) > 5 and ours == "Speak" + tokenizer.decode(new)
+    again = LanguageModel(pretrained=str(tmp_path / "out"))
+    assert torch.equal(again.model.embed.weight, load_module(ckpt).model.embed.weight)
 
 
 def test_the_data_must_encode_with_the_pretrained_tokenizer(gpt2_folder, tmp_path, capsys):
