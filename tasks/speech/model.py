@@ -149,8 +149,6 @@ class SpeechTransformer(nn.Module):
         self.head = nn.Linear(dec.dim, self.vocab_size, bias=False)
         init_gpt2(self, enc.depth + dec.depth)
         self.head.weight = self.embed.weight
-        if self.dec_pos is not None:
-            nn.init.normal_(self.dec_pos.weight, std=0.02)
 
     def encode(self, wave: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """(B, S) samples, (B,) lengths -> the encoder's output ``encoded`` (B, N, D), its key-padding
