@@ -140,6 +140,11 @@ def test_the_whisper_front_end_equals_the_feature_extractor_on_speech(folder):
     assert bool(mask.all()) and (encoded - hf).abs().max() <= 1e-4
     with pytest.raises(ValueError, match=r"audio of 32001 samples is longer than the Whisper front end's 32000 samples"):
         model.encode(torch.zeros(1, 32001), torch.tensor([32001]))
+    from tzoo.tasks.speech.tokenizer import WhisperLogMel
+
+    large = transformers.WhisperFeatureExtractor(feature_size=128, chunk_length=2)  # large-v3's 128 mel bins
+    theirs = large(wave.numpy(), sampling_rate=16000, return_tensors="pt").input_features
+    assert (WhisperLogMel(32000, n_mels=128)(wave[None], lengths[:1])[0] - theirs).abs().max() <= 1e-4  # measured 0.0
 
 
 def test_the_bpe_tokenizer_reads_either_file_layout_like_transformers(tmp_path):
