@@ -5,7 +5,8 @@ espeak.py (the eSpeak NG synthesizer), corpus.py (the generated corpus, manifest
 audio.py (reading audio files), tokenizer.py (log-mel -> SpecAugment -> subsampled frame nodes;
 characters), model.py (the encoder-decoder and its config), decoding.py (CTC greedy, greedy, beam
 search with the KV cache), data.py (the data module), module.py (the LightningModule),
-alignment.py (the cross-attention picture), task.py (the registry entry).
+alignment.py (the cross-attention picture), whisper.py (Hugging Face Whisper weights in and out,
+its BPE), task.py (the registry entry).
 
 The names exported here are imported on first use, so importing the package (as the registry's
 ``tzoo.tasks.speech.task`` does) loads none of the task's code.
