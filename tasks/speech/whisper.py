@@ -12,9 +12,13 @@ fused projection has one, set to zero. A key bias adds q·b to every score of a 
 ignores, so the export leaves a trained one out without changing any output.
 
     model = load_whisper("path/to/whisper-tiny")                 # an HF folder (or a hub id, downloaded once)
-    tokens = WhisperTextTokenizer.load("path/to/whisper-tiny")   # its BPE (tokenizer.json, or vocab.json + merges.txt)
-    ids = greedy_transcribe(model, wave, prompt=[50258, 50259, 50359, 50363], eos=50257)
+    text = WhisperText.load("path/to/whisper-tiny")              # its BPE (tokenizer.json, or vocab.json + merges.txt),
+    ids = greedy_transcribe(model, wave, prompt=text.prompt, eos=text.eos)   # prompt and end token; wave at 16 kHz
+    print(text.tokenizer.decode(ids))
     save_whisper(model, "out/", source="path/to/whisper-tiny")   # from_pretrained("out/") loads it
+
+The speech task fine-tunes from such a folder: ``SpeechRecognizer(pretrained=...)``
+(``--model.init_args.pretrained DIR``; ``configs/speech/whisper_tiny_finetune.yaml``).
 
 Loading never runs code from the files (safetensors, or ``torch.load(weights_only=True)``).
 """
