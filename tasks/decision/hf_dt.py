@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from tzoo.tasks.decision.tokenizer import DatasetStatistics
 from tzoo.tasks.lm.gpt2 import _BLOCK as GPT2_BLOCK  # DT's backbone is GPT-2's block, Conv1D layout included
 from tzoo.tasks.reliability import read_checkpoint
 
-__all__ = ["dt_config", "from_hf", "load_hf_dt", "save_hf_dt", "to_hf"]
+__all__ = ["dt_config", "dt_folder", "from_hf", "load_hf_dt", "save_hf_dt", "saved_statistics", "to_hf"]
 
 _ACTIVATIONS = {"relu": "relu", "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -177,13 +178,41 @@ def to_hf(model: DecisionTransformerModel, *, n_positions: int = 1024) -> dict[s
 # --- files --------------------------------------------------------------------------------------
 
 
+def dt_folder(path: str | Path) -> Path:
+    """A local folder as it is, or a hub id (``owner/name``) downloaded once into the Hugging Face cache."""
+    folder = Path(path).expanduser()
+    if folder.is_dir():
+        return folder
+    if folder.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", str(path)):
+        raise FileNotFoundError(f"Decision Transformer folder {str(path)!r} does not exist: give an HF DecisionTransformerModel folder or a hub id")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ImportError(f"downloading {str(path)!r} from the Hugging Face hub needs tzoo's hub extra: pip install 'tzoo[hub]'") from None
+    try:
+        return Path(snapshot_download(str(path), allow_patterns=["config.json", *_WEIGHT_FILES]))
+    except Exception as exc:  # noqa: BLE001 - offline, unknown id ...
+        raise FileNotFoundError(
+            f"Decision Transformer {str(path)!r} is not a local folder and could not be downloaded from the Hugging Face hub "
+            f"({type(exc).__name__}); offline, give a local folder holding config.json and model.safetensors"
+        ) from None
+
+
+def saved_statistics(path: str | Path) -> DatasetStatistics | None:
+    """The normalisation statistics a tzoo export wrote into the folder's config.json, or None."""
+    config = dt_folder(path) / "config.json"
+    if not config.is_file():
+        return None
+    hf = json.loads(config.read_text(encoding="utf-8"))
+    saved = hf.get("tzoo") or {}
+    return None if saved.get("state_mean") is None else _saved_statistics(saved, dt_config(hf))
+
+
 def load_hf_dt(path: str | Path, *, context_length: int = 20, statistics: DatasetStatistics | None = None) -> DecisionTransformerModel:
-    """A ``DecisionTransformerModel`` (eval mode) holding an HF Decision Transformer folder's weights.
+    """A ``DecisionTransformerModel`` (eval mode) holding an HF Decision Transformer folder's (or hub id's) weights.
     ``statistics``: the normalisation its inputs were trained with (default: those an export by tzoo
     saved, else the identity); ``context_length``: see ``dt_config``."""
-    folder = Path(path)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"Decision Transformer folder {str(folder)!r} does not exist: give an HF DecisionTransformerModel folder")
+    folder = dt_folder(path)
     config = folder / "config.json"
     if not config.is_file():
         raise FileNotFoundError(f"{str(folder)!r} has no config.json: not a Hugging Face Decision Transformer folder")

@@ -11,10 +11,14 @@ logs ``eval/return_mean``, ``eval/return_std`` and ``eval/normalized_return`` (0
 policy, 100 = the scripted expert). Discrete actions are drawn from softmax(logits /
 ``eval_temperature``) (0 = the most likely action). The normalisation statistics and the
 reference scores are buffers, so a checkpoint plays without its dataset.
+
+``pretrained``: a Hugging Face Decision Transformer folder (``tzoo.tasks.decision.hf_dt``) or hub id
+to start from: sizes and weights.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -50,13 +54,22 @@ class DecisionTransformer(TaskModule):
         eval_target_return: float | None = None,
         eval_seed: int = 1_000_000,
         eval_temperature: float = 1.0,
+        pretrained: str | None = None,
         compile: bool = False,
     ) -> None:
         """``net``: the model (``DTConfig``: the sizes linked from the data by the ``tzoo`` CLI, and
         the core's ``TransformerConfig`` as ``net.transformer``). ``optim``: optimizer and schedule.
-        ``env_id`` (linked from the data too) is the environment the ``eval_*`` settings play."""
+        ``env_id`` (linked from the data too) is the environment the ``eval_*`` settings play.
+        ``pretrained``: an HF ``DecisionTransformerModel`` folder (or hub id) of the data's state and
+        action sizes (continuous actions); the model takes its stack, timestep table and weights,
+        and from ``net`` its dropout settings and ``context_length``. Its state / return heads are
+        left out (training reads actions only). The normalisation statistics are the data's, unless
+        the folder was exported by tzoo with its own."""
         super().__init__(optim=optim, compile=compile)
         net = from_dict(DTConfig, net, where="net", base=signature_default(type(self), "net"))
+        start = None
+        if pretrained is not None:
+            net, start = _pretrained(pretrained, net)
         missing = [f"net.{name}" for name in LINKED if getattr(net, name) is None]
         if missing or env_id is None:
             raise ValueError(
@@ -72,6 +85,10 @@ class DecisionTransformer(TaskModule):
             raise ValueError(f"eval_{err}") from None
         self.save_hyperparameters()
         self.model = DecisionTransformerModel(net)
+        self.pretrained = pretrained
+        if start is not None:
+            ours = self.model.state_dict()
+            self.model.load_state_dict({**ours, **{k: v for k, v in start.items() if k in ours}})
         self.env_id = str(env_id)
         self.eval_episodes, self.eval_target_return = eval_episodes, eval_target_return
         self.eval_seed, self.eval_temperature = eval_seed, eval_temperature
@@ -83,7 +100,10 @@ class DecisionTransformer(TaskModule):
     @classmethod
     def upgrade_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
         """A checkpoint of an older tzoo took the model's and optimizer's arguments flat
-        (``obs_dim``, ``dim``, ``lr`` ...); they are ``net`` / ``optim`` now."""
+        (``obs_dim``, ``dim``, ``lr`` ...); they are ``net`` / ``optim`` now. A model fine-tuned from
+        ``pretrained`` weights holds them already: it is rebuilt without reading them again."""
+        if hparams.get("pretrained"):
+            hparams = {**hparams, "pretrained": None}
         if "net" in hparams or not any(k in hparams for k in (*LINKED, *_FLAT_TRANSFORMER, *_FLAT_OPTIM)):
             return hparams
         flat = dict(hparams)
@@ -214,6 +234,12 @@ class DecisionTransformer(TaskModule):
 
     # --- checkpoints --------------------------------------------------------------------------
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.pretrained is not None and "hyper_parameters" in checkpoint:
+            # the sizes came from the pretrained folder: the checkpoint keeps them, to rebuild without it
+            checkpoint["hyper_parameters"] = {**checkpoint["hyper_parameters"], "net": dataclasses.asdict(self.model.cfg)}
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("state_dict", {})
@@ -227,3 +253,35 @@ class DecisionTransformer(TaskModule):
                 f"checkpoint has no normalisation statistics ({', '.join(problems)}): it was saved before the model "
                 f"saw its dataset; use a checkpoint saved during or after fit, or fit from this one with the data module"
             )
+
+
+# --- pretrained weights ---------------------------------------------------------------------------
+
+_BUFFERS = tuple(f"tokenizer.{name}" for name in ("state_mean", "state_std", "return_scale", "return_max", "action_low", "action_high"))
+_TRAINING_ONLY = ("dropout", "attn_dropout", "drop_path")  # what net.transformer may set over pretrained weights
+
+
+def _pretrained(source: str, net: DTConfig) -> tuple[DTConfig, dict[str, Any]]:
+    """The config to fine-tune the HF Decision Transformer of ``source`` with, and the weights (and
+    statistics, if the folder has tzoo's) to start from."""
+    from tzoo.tasks.decision.hf_dt import dt_folder, load_hf_dt, saved_statistics
+
+    folder = dt_folder(source)
+    model = load_hf_dt(folder, context_length=net.context_length or 20)
+    keep = saved_statistics(folder) is not None
+    state = {k: v for k, v in model.state_dict().items() if keep or k not in _BUFFERS}
+    theirs = model.cfg
+    if net.discrete:
+        raise ValueError(
+            f"model.init_args.pretrained={source!r} is a Decision Transformer of continuous actions; the data's actions "
+            f"are discrete (Hugging Face's layout has no discrete actions)"
+        )
+    for name in ("obs_dim", "act_dim"):
+        if getattr(net, name) is not None and getattr(net, name) != getattr(theirs, name):
+            raise ValueError(
+                f"model.init_args.pretrained={source!r} has net.{name}={getattr(theirs, name)} but the data's is "
+                f"{getattr(net, name)} (another environment?)"
+            )
+    stack = dataclasses.replace(theirs.transformer, **{k: getattr(net.transformer, k) for k in _TRAINING_ONLY})
+    context = net.context_length if net.context_length is not None else theirs.context_length
+    return dataclasses.replace(theirs, context_length=context, state_return_heads=False, transformer=stack), state
