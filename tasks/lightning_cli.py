@@ -270,9 +270,11 @@ def _check_checkpoint_fits(model: pl.LightningModule, path: Path, *, strict: boo
 
 
 def _add_trainer_defaults(trainer: dict[str, Any], task: str, *, fingerprint: str, ckpt_path: str | None = None, subcommand: str = "fit") -> Path | None:
-    """Loggers and callbacks a user expects, unless the config chose its own (or turned them off):
+    """Loggers and callbacks a user expects, unless the config turned them off:
     CSV + TensorBoard logs in <default_root_dir>/<task>/version_N (one N for both; left alone the
-    two loggers pick their versions independently and can disagree), a learning-rate monitor, a
+    two loggers pick their versions independently and can disagree) followed by the loggers the
+    config gives (``--trainer.logger``: W&B, MLflow, ...; a TensorBoard one of its own replaces
+    tzoo's; ``--trainer.logger false`` turns every logger off), a learning-rate monitor, a
     rich progress bar (counting steps of max_steps in a step-limited run), a checkpoint callback that also keeps ``last.ckpt``, the run card and the
     run state (``tzoo.tasks.runs``). With ``--ckpt_path last`` the loggers continue the run that
     ``resolve_last`` picks (ResumeError when none or several qualify) and that run's CSV history;
@@ -280,7 +282,9 @@ def _add_trainer_defaults(trainer: dict[str, Any], task: str, *, fingerprint: st
     checkpoint's run up to the checkpoint. Returns the checkpoint that ``last`` resolved to."""
     callbacks = list(trainer.get("callbacks") or [])
     resume_from = None
-    if trainer.get("logger") in (None, True):
+    given = trainer.get("logger")
+    if given is not False:  # None/True: tzoo's loggers; a logger or a list of them: tzoo's, then the user's
+        user = [] if given in (None, True) else list(given) if isinstance(given, (list, tuple)) else [given]
         root = Path(trainer.get("default_root_dir") or RUNS_DIR)
         taken = [p.name.removeprefix("version_") for p in (root / task).glob("version_*")]
         version = max((int(v) for v in taken if v.isdigit()), default=-1) + 1
@@ -293,8 +297,12 @@ def _add_trainer_defaults(trainer: dict[str, Any], task: str, *, fingerprint: st
         if history is not None and subcommand == "fit":
             resume_step = _log_step(resume_from or Path(str(ckpt_path)))
         csv_logger = HistoryCSVLogger(root, name=task, version=version, history=history, resume_step=resume_step)
-        trainer["logger"] = [csv_logger, TensorBoardLogger(root, name=task, version=version)]
-        callbacks.append(LearningRateMonitor(logging_interval="step"))
+        # tzoo's CSV logger first: the run folder (checkpoints, config, run card, resume history) stays
+        # <root>/<task>/version_N whatever else logs; a user's TensorBoard logger replaces tzoo's
+        board = [] if any(isinstance(u, TensorBoardLogger) for u in user) else [TensorBoardLogger(root, name=task, version=version)]
+        trainer["logger"] = [csv_logger, *board, *user]
+        if not any(isinstance(c, LearningRateMonitor) for c in callbacks):
+            callbacks.append(LearningRateMonitor(logging_interval="step"))
         if subcommand == "fit":
             callbacks.append(RunState(fingerprint, resumed_from=str(resume_from or ckpt_path) if ckpt_path else None))
     if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):

@@ -7,9 +7,11 @@ wall time, device, precision, the task's metric and, where the module reports it
 the model FLOPs utilization (MFU). A run without a logger has no log directory and gets no card.
 
 What a task counts as a node comes from ``TaskModule.count_nodes(batch)``; its headline metric is
-``TaskModule.card_metric``; FLOPs per node from ``flops_per_node()`` (or ``flops_per_token()``).
-MFU divides the achieved training FLOP/s by the peak this device reaches on a large matmul in the
-run's precision, measured once when the card is written (or ``TZOO_PEAK_FLOPS``, FLOP/s, if set).
+``TaskModule.card_metric``; FLOPs per node are counted by PyTorch's FLOP counter on the fit's first
+training batch (``tzoo.tasks.flops``; a module's own ``flops_per_node()`` or ``flops_per_token()``
+stands in where that gives none). MFU divides the achieved training FLOP/s by the peak this
+device reaches on a large matmul in the run's precision (``device_peak_flops``: measured once per
+process, or ``TZOO_PEAK_FLOPS``, FLOP/s, if set); ``train/mfu`` in the logged metrics uses the same.
 
 ``tzoo compare DIR...`` prints the cards found in (or under) each directory side by side
 (``tzoo.tasks.compare``: reading cards needs neither Lightning nor torch).
@@ -33,16 +35,20 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from tzoo.tasks import flops
 from tzoo.tasks.compare import CARD_JSON, CARD_MD, compare, compare_main, find_cards, load_card, to_markdown
 
-__all__ = ["CARD_JSON", "CARD_MD", "RunCard", "compare", "compare_main", "find_cards", "load_card", "measure_peak_flops"]
+__all__ = ["CARD_JSON", "CARD_MD", "RunCard", "compare", "compare_main", "device_peak_flops", "find_cards", "load_card", "measure_peak_flops"]
 
 _METRIC_PREFIXES = ("val/", "test/", "eval/")
 
 
 class RunCard(Callback):
     """Collects step times, node counts and peak memory during ``fit`` and writes the run card at
-    its end. ``peak_flops`` (FLOP/s) fixes the MFU denominator; ``None`` measures it."""
+    its end. On the fit's first training batch, before timing it, it counts the training step's
+    FLOPs (``tzoo.tasks.flops``); then it logs ``train/mfu`` on the steps the loggers write, with
+    the step time it measures. ``peak_flops`` (FLOP/s) fixes the MFU denominator; ``None``
+    measures it (``device_peak_flops``)."""
 
     def __init__(self, *, peak_flops: float | None = None) -> None:
         if peak_flops is not None and peak_flops <= 0:
@@ -57,6 +63,8 @@ class RunCard(Callback):
         self._train_time = 0.0
         self._steps = 0
         self._nodes: int | None = 0
+        self._flops_per_node: float | None = None
+        self._flops_counted = False
 
     # --- collecting ---------------------------------------------------------------------------
 
@@ -66,6 +74,9 @@ class RunCard(Callback):
             torch.cuda.reset_peak_memory_stats(trainer.strategy.root_device)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if not self._flops_counted:  # once per fit, before the step timer: counting is no part of a step
+            self._flops_counted = True
+            self._flops_per_node = flops.count_training_flops(trainer, pl_module, batch)
         self._batch_start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -73,11 +84,16 @@ class RunCard(Callback):
             return
         if trainer.strategy.root_device.type == "cuda":
             torch.cuda.synchronize(trainer.strategy.root_device)  # the step's kernels, not just their launch
-        self._train_time += time.perf_counter() - self._batch_start
+        seconds = time.perf_counter() - self._batch_start
+        self._train_time += seconds
         self._steps += 1
         count = getattr(pl_module, "count_nodes", None)
         nodes = count(batch) if callable(count) else None
         self._nodes = None if nodes is None or self._nodes is None else self._nodes + int(nodes)
+        connector = getattr(trainer, "_logger_connector", None)  # Lightning's own "log now?" rule
+        if self._flops_per_node and nodes and seconds > 0 and (connector is None or connector.should_update_logs):
+            peak = self.peak_flops or device_peak_flops(trainer.strategy.root_device, str(trainer.precision))
+            pl_module.log("train/mfu", self._flops_per_node * int(nodes) / seconds / peak, on_step=True, on_epoch=False)
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -114,11 +130,11 @@ class RunCard(Callback):
         }
         metric_name = getattr(pl_module, "card_metric", "val/loss")
         nodes_per_s = self._nodes / self._train_time if self._nodes and self._train_time > 0 else None
-        flops_per_node = _flops_per_node(pl_module)
+        flops_per_node = self._flops_per_node or _flops_per_node(pl_module)  # counted, else the module's own
         achieved = flops_per_node * nodes_per_s if flops_per_node and nodes_per_s else None
         peak = None
         if achieved is not None:
-            peak = self.peak_flops or _env_peak_flops() or measure_peak_flops(device, _matmul_dtype(str(trainer.precision)))
+            peak = self.peak_flops or device_peak_flops(device, str(trainer.precision))
         cls = type(pl_module)
         return {
             "task": getattr(pl_module, "task_name", "") or cls.__name__,
@@ -161,6 +177,12 @@ def _flops_per_node(module: pl.LightningModule) -> float | None:
     return None
 
 
+def device_peak_flops(device: torch.device, precision: str) -> float:
+    """The MFU denominator: ``TZOO_PEAK_FLOPS`` (FLOP/s) if set, else ``measure_peak_flops`` on
+    ``device`` in the matmul dtype of ``precision`` (a Trainer's, e.g. ``"bf16-mixed"``)."""
+    return _env_peak_flops() or measure_peak_flops(device, _matmul_dtype(precision))
+
+
 def _env_peak_flops() -> float | None:
     raw = os.environ.get("TZOO_PEAK_FLOPS")
     if not raw:
@@ -197,8 +219,9 @@ def measure_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32,
 @functools.lru_cache(maxsize=None)
 def _measure_peak_flops(device_name: str, dtype: torch.dtype, size: int, repeats: int) -> float:
     device = torch.device(device_name)
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
+    generator = torch.Generator(device).manual_seed(0)  # its own: measured mid-fit, it must not move the run's RNG
+    a = torch.randn(size, size, device=device, generator=generator).to(dtype)
+    b = torch.randn(size, size, device=device, generator=generator).to(dtype)
     best = float("inf")
     for i in range(repeats + 1):  # the first is a warm-up
         if device.type == "cuda":

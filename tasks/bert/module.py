@@ -316,13 +316,4 @@ class TextEncoder(TaskModule):
 
     def count_nodes(self, batch: tuple[Tensor, Tensor, Tensor]) -> int:
         """Real (non-padding) nodes in a training batch (the run card's nodes/s)."""
-        self._card_length = batch[0].shape[1]
         return int(batch[1].sum())
-
-    def flops_per_node(self) -> float | None:
-        """Training FLOPs per node at the last counted batch length (PaLM appendix B: 6N + 12 L D T)."""
-        length = getattr(self, "_card_length", None)
-        if length is None:
-            return None
-        cfg = self.model.encoder.config
-        return 6 * self.model.num_params() + 12 * cfg.depth * cfg.dim * length

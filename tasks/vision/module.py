@@ -136,13 +136,7 @@ class VisionClassifier(TaskModule):
         """Patch nodes (plus class/register nodes) in a training batch, for the run card's nodes/s."""
         tok, size = self.model.tokenizer, tuple(batch[0].shape[-2:])
         h, w = grid_size(size, tok.patch_size, tok.stride)
-        self._card_image = (size, h * w + self.model.num_prefix)  # (H, W), nodes per image
-        return len(batch[0]) * self._card_image[1]
-
-    def flops_per_node(self) -> float | None:
-        """Training FLOPs per node at the image size last counted (run card MFU)."""
-        image = getattr(self, "_card_image", None)
-        return None if image is None else self.model.flops_per_image(image[0]) / image[1]
+        return len(batch[0]) * (h * w + self.model.num_prefix)
 
     def _eval_logits(self, images: Tensor) -> Tensor:
         """Logits at evaluation: the model's, or with ``tta_hflip`` the mean over the image and its mirror."""

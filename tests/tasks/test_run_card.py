@@ -34,9 +34,6 @@ class Toy(TaskModule):
     def count_nodes(self, batch):
         return batch[0].shape[0] * 3  # pretend each example is 3 nodes
 
-    def flops_per_node(self):
-        return 1e6
-
 
 def fit_toy(root, version, **card):
     x = torch.randn(64, 4)
@@ -57,15 +54,28 @@ def test_fit_writes_a_run_card(tmp_path):
     assert card["metric"]["name"] == "val/acc" and 0 <= card["metric"]["value"] <= 1
     assert set(card["metrics"]) == {"val/acc", "val/loss"}
     assert card["peak_memory_bytes"] > 0 and card["device"].startswith("cpu") and card["precision"] == "32-true"
-    assert card["peak_flops_per_s"] == 1e12 and card["mfu"] == pytest.approx(card["nodes_per_s"] * 1e6 / 1e12, rel=1e-3)
+    # counted (tzoo.tasks.flops): 2 x 4 x 2 forward + the same for the weight gradient, per example of 3 nodes
+    assert card["flops_per_node"] == pytest.approx(32 / 3, rel=1e-4) and card["peak_flops_per_s"] == 1e12
+    assert card["mfu"] == pytest.approx(card["nodes_per_s"] * 32 / 3 / 1e12, rel=1e-3)
     markdown = (run / CARD_MD).read_text()
     assert markdown.startswith("# Run card: toy") and "| val/acc |" in markdown
 
 
 def test_no_flop_count_means_no_mfu(tmp_path, monkeypatch):
-    monkeypatch.setattr(Toy, "flops_per_node", lambda self: None)
+    from tzoo.tasks import flops
+
+    monkeypatch.setattr(flops, "count_training_flops", lambda *args: None)
     card = json.loads((fit_toy(tmp_path, 0) / CARD_JSON).read_text())
     assert card["mfu"] is None and card["peak_flops_per_s"] is None
+
+
+def test_a_modules_own_flop_count_stands_in_where_counting_gives_none(tmp_path, monkeypatch):
+    from tzoo.tasks import flops
+
+    monkeypatch.setattr(flops, "count_training_flops", lambda *args: None)
+    monkeypatch.setattr(Toy, "flops_per_node", lambda self: 1e6, raising=False)
+    card = json.loads((fit_toy(tmp_path, 0, peak_flops=1e12) / CARD_JSON).read_text())
+    assert card["flops_per_node"] == 1e6 and card["mfu"] == pytest.approx(card["nodes_per_s"] * 1e6 / 1e12, rel=1e-3)
 
 
 def test_cli_defaults_add_the_run_card():
