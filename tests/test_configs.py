@@ -56,7 +56,9 @@ def test_config_trains_a_few_steps(config, tmp_path, monkeypatch):
     tiny = TINY.get(task, [])
     if config.name == "gpt2_finetune.yaml":  # a hub id: a tiny local GPT-2 folder offline (the sizes are the folder's)
         folder = tiny_gpt2_folder(tmp_path / "gpt2")
-        tiny = [a for a in tiny if ".net." not in a] + [f"--model.init_args.pretrained={folder}", f"--data.init_args.tokenizer={folder}"]
+        (tmp_path / "plays.txt").write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 50)
+        tiny = [a for a in tiny if ".net." not in a] + [f"--model.init_args.pretrained={folder}", f"--data.init_args.tokenizer={folder}",
+                                                        f"--data.init_args.corpus={tmp_path / 'plays.txt'}"]  # fmt: skip
     args = ["fit", *files, "--config", str(config), *tiny,
             "--trainer.max_steps=2", "--trainer.val_check_interval=2", "--trainer.limit_val_batches=1",
             "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}"]
