@@ -256,9 +256,10 @@ class WhisperLogMel(nn.Module):
         wave = wave[:, : self.num_samples].float()
         wave = wave * (torch.arange(wave.shape[1], device=wave.device)[None, :] < lengths[:, None])  # zero past each end
         wave = F.pad(wave, (0, self.num_samples - wave.shape[1]))  # (B, num_samples)
-        spec = torch.stft(wave, self.n_fft, self.hop, window=self.window, center=True, pad_mode="reflect", return_complex=True)
-        power = spec[..., :-1].abs() ** 2  # (B, n_fft / 2 + 1, T)
-        log = (self.filters @ power).clamp_min(1e-10).log10()  # (B, F, T)
+        with torch.autocast(wave.device.type, enabled=False):  # fp32 features under mixed precision too, as Whisper's
+            spec = torch.stft(wave, self.n_fft, self.hop, window=self.window, center=True, pad_mode="reflect", return_complex=True)
+            power = spec[..., :-1].abs() ** 2  # (B, n_fft / 2 + 1, T)
+            log = (self.filters @ power).clamp_min(1e-10).log10()  # (B, F, T)
         log = torch.maximum(log, log.amax(dim=(1, 2), keepdim=True) - 8.0)
         return (log + 4.0) / 4.0, self.frames(lengths)
 

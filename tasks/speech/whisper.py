@@ -351,9 +351,10 @@ def greedy_transcribe(
     if (wave is None) == (mel is None):
         raise ValueError("give either wave= (samples) or mel= (Whisper log-mel), not both or neither")
     if mel is not None:
-        encoded, mask = model.encode_nodes(*model.frontend.from_logmel(mel[None], torch.tensor([mel.shape[-1]])))
+        encoded, _ = model.encode_nodes(*model.frontend.from_logmel(mel[None], torch.tensor([mel.shape[-1]], device=mel.device)))
     else:
-        encoded, mask = model.encode(wave[None], torch.tensor([wave.shape[-1]]))  # type: ignore[index]
+        assert wave is not None
+        encoded, _ = model.encode(wave[None], torch.tensor([wave.shape[-1]], device=wave.device))
     return greedy_from_encoded(model, encoded, prompt=prompt, eos=eos, max_new_tokens=max_new_tokens)
 
 

@@ -134,6 +134,8 @@ def test_the_whisper_front_end_equals_the_feature_extractor_on_speech(folder):
     ours, frames = model.frontend.logmel(batch, lengths)
     assert theirs.shape == ours.shape == (2, 80, 200) and frames.tolist() == [200, 200]
     assert (ours - theirs).abs().max() <= 1e-4  # measured 0.0
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision leaves the features in fp32
+        assert torch.equal(model.frontend.logmel(batch, lengths)[0], ours)
     with torch.no_grad():  # the whole path: samples -> tzoo encoder vs extractor -> HF encoder
         encoded, mask = model.encode(batch, lengths)
         hf = reference.model.encoder(theirs).last_hidden_state
