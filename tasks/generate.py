@@ -1,4 +1,5 @@
-"""``tzoo generate``: sample from a checkpoint of a task whose module can ``sample`` (the LM).
+"""``tzoo generate``: sample from a checkpoint of a task whose module can ``sample`` (the LM), or
+from a GPT-2 folder in Hugging Face's layout (weights and tokenizer, ``tzoo.tasks.lm.gpt2``).
 
 Checkpoints are read with ``torch.load(weights_only=True)`` (``reliability.read_checkpoint``): loading
 never runs code from the file.
@@ -44,7 +45,7 @@ def _probability(text: str) -> float:
 
 def generate_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="tzoo generate", description="Sample text from a checkpoint.")
-    parser.add_argument("--ckpt", required=True, help="checkpoint file (e.g. runs/lm/version_0/checkpoints/last.ckpt)")
+    parser.add_argument("--ckpt", required=True, help="checkpoint file (e.g. runs/lm/version_0/checkpoints/last.ckpt), or a GPT-2 folder")
     parser.add_argument("--prompt", default="\n")
     parser.add_argument("--max_new_tokens", type=_positive_int, default=500)
     parser.add_argument("--temperature", type=_temperature, default=0.8)
@@ -55,10 +56,18 @@ def generate_main(argv: list[str]) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the model first (tens of seconds, once; faster long samples)")
     parser.add_argument("--device", default="auto", help="auto (a CUDA GPU, else Apple's MPS, else the CPU), cpu, cuda, cuda:N or mps")
     args = parser.parse_args(argv)
-    from tzoo.tasks.loading import load_module  # torch and Lightning: after --help and the argument checks
+    from pathlib import Path
+
+    from tzoo.tasks.loading import load_module, resolve_device  # torch and Lightning: after --help and the argument checks
 
     try:
-        module = load_module(args.ckpt, device=args.device)
+        if (Path(args.ckpt) / "config.json").is_file():  # a GPT-2 folder: config.json, weights and tokenizer
+            from tzoo.tasks.lm.module import LanguageModel
+
+            device = resolve_device(args.device)
+            module = LanguageModel(pretrained=args.ckpt).to(device).eval()
+        else:
+            module = load_module(args.ckpt, device=args.device)
         if not hasattr(module, "sample"):
             raise ValueError(f"the {module.task_name!r} task does not generate text; `tzoo generate` needs an lm checkpoint")
         text = module.sample(

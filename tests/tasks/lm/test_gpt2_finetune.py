@@ -153,3 +153,16 @@ def test_a_hub_id_without_network_names_the_offline_alternative(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(FileNotFoundError, match=r"'someone/gpt2' are not a local folder and could not be downloaded .* offline, give a local folder"):
         load_gpt2("someone/gpt2")
+
+
+def test_tzoo_generate_samples_a_gpt2_folder_as_transformers_does(gpt2_folder, capsys):
+    folder, reference = gpt2_folder
+    capsys.readouterr()
+    main(["generate", "--ckpt", str(folder), "--prompt", "Speak", "--max_new_tokens", "20", "--temperature", "0", "--device", "cpu"])
+    ours = capsys.readouterr().out.removesuffix("\n")
+    tokenizer = load_gpt2_tokenizer(folder)
+    prompt = torch.tensor([tokenizer.encode("Speak")])
+    eot = tokenizer.eot_id
+    new = reference.generate(prompt, max_new_tokens=20, do_sample=False, eos_token_id=eot, pad_token_id=eot)[0, prompt.shape[1] :].tolist()
+    assert ours == "Speak" + tokenizer.decode(new[: new.index(eot)] if eot in new else new)
+
