@@ -65,7 +65,7 @@ def export_main(argv: list[str]) -> None:
         raise UsageError(f"the {task!r} task's checkpoints do not export --to {args.to}; its formats: {', '.join(formats_of(task))}")
     try:
         written = export_module(module, args.to, out)
-    except ValueError as exc:  # a model the layout cannot hold (discrete actions, RoPE, ...)
+    except (ValueError, ImportError) as exc:  # a model the layout cannot hold (discrete actions, RoPE, ...), a missing extra
         raise UsageError(str(exc)) from None
     print(f"wrote {written} ({task} checkpoint {args.ckpt} as {args.to})")
 
@@ -132,9 +132,9 @@ def _tensors(state: dict[str, Any], out: Path, *, metadata: dict[str, str], safe
     state = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     if safetensors:
-        from safetensors.torch import save_file
+        from tzoo.tasks.lm.gpt2 import safetensors_torch
 
-        save_file(state, str(out), metadata=metadata)
+        safetensors_torch().save_file(state, str(out), metadata=metadata)
     else:
         torch.save(state, out)
     return out

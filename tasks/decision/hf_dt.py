@@ -41,6 +41,7 @@ from tzoo.core import TransformerConfig
 from tzoo.tasks.decision.model import DecisionTransformerModel, DTConfig
 from tzoo.tasks.decision.tokenizer import DatasetStatistics
 from tzoo.tasks.lm.gpt2 import _BLOCK as GPT2_BLOCK  # DT's backbone is GPT-2's block, Conv1D layout included
+from tzoo.tasks.lm.gpt2 import HUB_EXTRA, safetensors_torch
 from tzoo.tasks.reliability import read_checkpoint
 
 __all__ = ["dt_config", "dt_folder", "from_hf", "load_hf_dt", "save_hf_dt", "saved_statistics", "to_hf"]
@@ -188,7 +189,7 @@ def dt_folder(path: str | Path) -> Path:
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise ImportError(f"downloading {str(path)!r} from the Hugging Face hub needs tzoo's hub extra: pip install 'tzoo[hub]'") from None
+        raise ImportError(f"downloading {str(path)!r} from the Hugging Face hub needs tzoo's hub extra: {HUB_EXTRA}") from None
     try:
         return Path(snapshot_download(str(path), allow_patterns=["config.json", *_WEIGHT_FILES]))
     except Exception as exc:  # noqa: BLE001 - offline, unknown id ...
@@ -225,9 +226,7 @@ def load_hf_dt(path: str | Path, *, context_length: int = 20, statistics: Datase
     if weights is None:
         raise FileNotFoundError(f"{str(folder)!r} holds no weights ({' or '.join(_WEIGHT_FILES)})")
     if weights.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(weights))
+        state = safetensors_torch().load_file(str(weights))
     else:
         state = read_checkpoint(weights)
     model = DecisionTransformerModel(cfg)
@@ -261,8 +260,7 @@ def _saved_statistics(saved: dict[str, Any], cfg: DTConfig) -> DatasetStatistics
 def save_hf_dt(model: DecisionTransformerModel, folder: str | Path, *, env_id: str | None = None) -> Path:
     """Write ``model`` as an HF Decision Transformer folder (``config.json`` + ``model.safetensors``);
     ``env_id`` is recorded with the normalisation statistics under ``"tzoo"``."""
-    from safetensors.torch import save_file
-
+    save_file = safetensors_torch().save_file
     config = _hf_json(model, env_id)
     state = to_hf(model, n_positions=config["n_positions"])
     folder = Path(folder)

@@ -40,6 +40,16 @@ _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt")
 HUB_EXTRA = "pip install 'tzoo[hub]'"
 
 
+def safetensors_torch() -> Any:
+    """``safetensors.torch``, or an ImportError naming the extra that installs it (the base install
+    has no safetensors)."""
+    try:
+        import safetensors.torch
+    except ImportError:
+        raise ImportError(f"reading and writing Hugging Face weight files needs the safetensors package of tzoo's hub extra: {HUB_EXTRA}") from None
+    return safetensors.torch
+
+
 def gpt2_config(hf: dict[str, Any]) -> GPTConfig:
     """The ``GPTConfig`` of an HF GPT-2 ``config.json`` (as a dict)."""
     activation = hf.get("activation_function", "gelu_new")
@@ -201,9 +211,7 @@ def load_gpt2(path: str | Path) -> GPT:
     if weights is None:
         raise FileNotFoundError(f"{str(path)!r} holds no weights ({' or '.join(_WEIGHT_FILES)})")
     if weights.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(weights))
+        state = safetensors_torch().load_file(str(weights))
     else:
         state = read_checkpoint(weights)
     return _build(cfg, from_hf(state, cfg), str(weights))
@@ -235,8 +243,7 @@ def _build(cfg: GPTConfig, state: dict[str, Tensor], source: str) -> GPT:
 
 def save_gpt2(model: GPT, folder: str | Path) -> Path:
     """Write ``model`` as an HF GPT-2 folder (``config.json`` + ``model.safetensors``)."""
-    from safetensors.torch import save_file
-
+    save_file = safetensors_torch().save_file
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(_hf_json(model.cfg), indent=2) + "\n", encoding="utf-8")

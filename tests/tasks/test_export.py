@@ -132,6 +132,15 @@ def test_bad_exports_are_one_line(lm_ckpt, tmp_path, capsys):
     assert (tmp_path / "full" / "config.json").is_file() and (tmp_path / "full" / "keep.txt").is_file()
 
 
+def test_a_missing_extra_is_one_line_naming_it(lm_ckpt, tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # as if tzoo[hub] were not installed
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    line = one_line_error(capsys, ["export", lm_ckpt, "--to", "safetensors", str(tmp_path / "w.safetensors")])
+    assert "needs the safetensors package of tzoo's hub extra: pip install 'tzoo[hub]'" in line
+
+
 def test_export_help_imports_neither_torch_nor_lightning():
     import subprocess
     import sys

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 import torch
@@ -144,3 +145,20 @@ def test_a_discrete_model_is_not_exported(tmp_path):
     model = DecisionTransformerModel(DTConfig(4, 2, True, 50, 5, transformer=TransformerConfig(dim=16, depth=1, num_heads=2)))
     with pytest.raises(ValueError, match=r"discrete actions has no Hugging Face layout .* --to safetensors"):
         save_hf_dt(model, tmp_path / "out")
+
+
+def test_a_hub_id_without_network_and_a_missing_extra_are_named(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(FileNotFoundError, match=r"'someone/dt' is not a local folder and could not be downloaded .* offline, give a local folder"):
+        load_hf_dt("someone/dt")
+    _hf_dt().save_pretrained(tmp_path / "hf")
+    monkeypatch.setitem(sys.modules, "safetensors", None)  # as if tzoo[hub] were not installed
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    with pytest.raises(ImportError, match=r"safetensors package of tzoo's hub extra: pip install 'tzoo\[hub\]'"):
+        load_hf_dt(tmp_path / "hf")
+
