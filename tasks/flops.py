@@ -136,7 +136,7 @@ def count_training_flops(trainer: Any, module: Any, batch: Any) -> float | None:
     reason = None
     if not getattr(module, "automatic_optimization", True):
         reason = "the module optimizes manually (its training_step steps the optimizer itself)"
-    elif getattr(module, "device_mesh", None) is not None or "fsdp" in type(trainer.strategy).__name__.lower():
+    elif getattr(module, "device_mesh", None) is not None or any(k in type(trainer.strategy).__name__.lower() for k in ("fsdp", "deepspeed")):
         reason = f"weights sharded by {type(trainer.strategy).__name__} (one rank cannot run the step alone)"
     try:
         if reason is None:
