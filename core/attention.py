@@ -26,7 +26,7 @@ O(W) memory.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -48,7 +48,9 @@ class MultiHeadAttention(nn.Module):
     (GQA; 1 = multi-query). ``window`` limits each query to nodes less than ``window`` positions
     away (only earlier ones when causal). ``top_k`` keeps, per query, only its k highest scores.
     ``pos`` is a relative positional scheme (RoPE, ALiBi) applied within self-attention.
-    ``num_memory`` learned key/value nodes are visible to every query.
+    ``num_memory`` learned key/value nodes are visible to every query. ``qk_norm`` (a norm
+    factory, e.g. ``nn.RMSNorm``) normalises each head's query and key over its Dh channels before
+    the relative positions act and the scores are taken (QK-norm: bounded attention logits).
 
     The default path is ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels on
     GPU); ``top_k`` needs the scores and takes the explicit path. Both return the same tensor.
@@ -67,6 +69,7 @@ class MultiHeadAttention(nn.Module):
         top_k: int | None = None,
         num_memory: int = 0,
         pos: RelativePosition | None = None,
+        qk_norm: Callable[[int], nn.Module] | None = None,
     ) -> None:
         super().__init__()
         num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
@@ -115,6 +118,9 @@ class MultiHeadAttention(nn.Module):
             self.kv_proj = nn.Linear(context_dim, 2 * kv_dim, bias=bias)
         self.out_proj = nn.Linear(dim, dim, bias=bias)
         self.memory = nn.Parameter(torch.randn(2, num_kv_heads, num_memory, self.head_dim) * 0.02) if num_memory else None
+        # one learned gain over the head width, shared by the heads (as in OLMo 2 / the speedrun GPTs)
+        self.q_norm = qk_norm(self.head_dim) if qk_norm is not None else None
+        self.k_norm = qk_norm(self.head_dim) if qk_norm is not None else None
         # Set by `capture_attention`: the lists (one per active capture) that receive this layer's
         # attention weights; None when nothing captures.
         self.captured: list[list[Tensor]] | None = None
@@ -171,6 +177,8 @@ class MultiHeadAttention(nn.Module):
                 )
             wq, bq, wkv, bkv = self._cross_weights()
             q = F.linear(x, wq, bq).view(B, N, H, Dh).transpose(1, 2)  # (B, H, N, Dh)
+            if self.q_norm is not None:
+                q = self.q_norm(q)
             if isinstance(cache, RollingKVCache):
                 raise ValueError("a RollingKVCache keeps a self-attention window; a cross-attention context needs a KVCache() of its own")
             if cache is not None and cache.length:
@@ -179,6 +187,8 @@ class MultiHeadAttention(nn.Module):
                 Mc = context.shape[1]
                 kv = F.linear(context, wkv, bkv).view(B, Mc, 2 * Hkv, Dh).transpose(1, 2)  # (B, 2Hkv, M, Dh)
                 k, v = kv.split([Hkv, Hkv], dim=1)
+                if self.k_norm is not None:
+                    k = self.k_norm(k)
                 if cache is not None:
                     k, v = cache.append(k, v)
         M = k.shape[2]
@@ -245,9 +255,17 @@ class MultiHeadAttention(nn.Module):
         H, Hkv, Dh = self.num_heads, self.num_kv_heads, self.head_dim
         assert self.qkv_proj is not None  # forward refused self-attention for a cross-only layer
         qkv = self.qkv_proj(x).view(B, N, H + 2 * Hkv, Dh).transpose(1, 2)  # (B, H + 2Hkv, N, Dh)
-        if self.pos is None:
-            return qkv.split([H, Hkv, Hkv], dim=1)
-        qk, v = qkv.split([H + Hkv, Hkv], dim=1)
+        if self.q_norm is None:
+            if self.pos is None:
+                return qkv.split([H, Hkv, Hkv], dim=1)
+            qk, v = qkv.split([H + Hkv, Hkv], dim=1)
+        else:
+            assert self.k_norm is not None
+            q, k, v = qkv.split([H, Hkv, Hkv], dim=1)
+            q, k = self.q_norm(q), self.k_norm(k)  # over each head's Dh channels, before the rotation
+            if self.pos is None:
+                return q, k, v
+            qk = torch.cat([q, k], dim=1)  # (B, H + Hkv, N, Dh)
         q, k = self.pos.rotate(qk, offset).split([H, Hkv], dim=1)  # (B, H, N, Dh), (B, Hkv, N, Dh)
         return q, k, v
 

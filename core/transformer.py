@@ -33,14 +33,18 @@ class TransformerConfig:
     ``attention`` is the self-attention kind: ``softmax`` (with ``window``: a sliding window, O(N·W)
     on long inputs, decoded with a rolling KV cache) or ``linear`` (Katharopoulos et al. 2020:
     O(N), decoded with a fixed-size state; it takes GQA, RoPE and memory nodes, not window, top_k,
-    attn_dropout, ALiBi or a mask). Cross-attention is always softmax."""
+    attn_dropout, ALiBi or a mask). Cross-attention is always softmax.
+
+    ``qk_norm``: RMS-normalise each head's queries and keys (a learned gain over the head width,
+    ``norm_eps``) before RoPE and the scores, in self- and cross-attention (softmax attention
+    only). ``feed_forward='squared_relu'``: an MLP with relu(x)² (So et al. 2021, Primer)."""
 
     dim: int = 256
     depth: int = 4
     num_heads: int = 4
     num_kv_heads: int | None = None
     mlp_ratio: float = 4.0
-    feed_forward: Literal["gelu", "gelu_tanh", "relu", "swiglu"] = "gelu"
+    feed_forward: Literal["gelu", "gelu_tanh", "relu", "squared_relu", "swiglu"] = "gelu"
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     norm_eps: float = 1e-5
     norm_first: bool = True
@@ -55,6 +59,7 @@ class TransformerConfig:
     position: Literal["none", "rope", "alibi"] = "none"
     rope_base: float = 10000.0
     attention: Literal["softmax", "linear"] = "softmax"
+    qk_norm: bool = False
 
     def __post_init__(self) -> None:
         self._check_fields()
@@ -117,11 +122,11 @@ class TransformerConfig:
             raise bad("norm_eps", "a finite number > 0 (1e-5 in PyTorch, 1e-6 in timm's ViTs)")
         if not (is_finite_real(self.rope_base) and self.rope_base > 1):
             raise bad("rope_base", "a finite number > 1 (10000 is usual)")
-        for field in ("norm_first", "bias"):
+        for field in ("norm_first", "bias", "qk_norm"):
             if not isinstance(getattr(self, field), bool):
                 raise bad(field, "True or False")
         choices = {
-            "feed_forward": ("gelu", "gelu_tanh", "relu", "swiglu"),
+            "feed_forward": ("gelu", "gelu_tanh", "relu", "squared_relu", "swiglu"),
             "norm": ("layernorm", "rmsnorm"),
             "position": ("none", "rope", "alibi"),
             "attention": ("softmax", "linear"),
@@ -137,10 +142,12 @@ class TransformerConfig:
             "top_k": (self.top_k is not None, f"top_k={self.top_k}", "top-k keeps the k highest scores of each query"),
             "attn_dropout": (self.attn_dropout > 0, f"attn_dropout={self.attn_dropout}", "attention dropout drops single attention weights"),
             "position": (self.position == "alibi", "position='alibi'", "ALiBi adds a bias to the scores"),
+            "qk_norm": (self.qk_norm, "qk_norm=True", "QK-norm bounds the scores"),
         }
         for field, (conflicts, given, reason) in why.items():
             if conflicts:
-                fix = "position='rope' or 'none'" if field == "position" else f"{field}={0.0 if field == 'attn_dropout' else None}"
+                fixes = {"position": "position='rope' or 'none'", "attn_dropout": "attn_dropout=0.0", "qk_norm": "qk_norm=False"}
+                fix = fixes.get(field, f"{field}=None")
                 raise ValueError(
                     f"attention='linear' conflicts with {given}: {reason}, and linear attention never forms the "
                     f"scores; use {fix} with linear attention, or attention='softmax'"
@@ -167,6 +174,7 @@ def _block(
     cfg: TransformerConfig, index: int, pos: RelativePosition | None, *, cross_attention: bool, context_dim: int | None
 ) -> TransformerBlock:
     attn: MultiHeadAttention
+    qk_norm = functools.partial(nn.RMSNorm, eps=cfg.norm_eps) if cfg.qk_norm else None
     if cfg.attention == "linear":
         attn = LinearAttention(cfg.dim, cfg.num_heads, num_kv_heads=cfg.num_kv_heads, bias=cfg.bias, num_memory=cfg.num_memory, pos=pos)
     else:
@@ -180,11 +188,18 @@ def _block(
             top_k=cfg.top_k,
             num_memory=cfg.num_memory,
             pos=pos,
+            qk_norm=qk_norm,
         )
     cross = None
     if cross_attention:
         cross = MultiHeadAttention(
-            cfg.dim, cfg.num_heads, num_kv_heads=cfg.num_kv_heads, context_dim=context_dim, dropout=cfg.attn_dropout, bias=cfg.bias
+            cfg.dim,
+            cfg.num_heads,
+            num_kv_heads=cfg.num_kv_heads,
+            context_dim=context_dim,
+            dropout=cfg.attn_dropout,
+            bias=cfg.bias,
+            qk_norm=qk_norm,
         )
     if cfg.feed_forward == "swiglu":
         hidden = int(2 * cfg.mlp_ratio * cfg.dim / 3)

@@ -3,7 +3,8 @@ checkpoint stamp that says which task wrote a checkpoint.
 
 Metric names are ``train/loss``, ``val/loss`` and ``val/<task metric>``. The optimizer is AdamW with
 weight decay on matrices only (not on biases, norms, embeddings' positions or other 1-D
-parameters), under linear warmup then cosine decay to ``min_lr``. To use another optimizer or
+parameters), or Muon for the blocks' matrices with AdamW for the rest (``tzoo.tasks.optim``),
+under linear warmup then cosine decay to ``min_lr`` or warmup-stable-decay (``OptimConfig``). To use another optimizer or
 schedule, pass ``--optimizer`` / ``--lr_scheduler`` to the CLI: LightningCLI then replaces
 ``configure_optimizers`` (and says so).
 """
@@ -24,7 +25,7 @@ from torch import nn
 
 from tzoo.tasks.config import OptimConfig, from_dict, signature_default, to_dict
 
-__all__ = ["TaskModule", "cosine_with_warmup", "param_groups"]
+__all__ = ["TaskModule", "cosine_with_warmup", "param_groups", "warmup_stable_decay"]
 
 
 def _plain(value: Any) -> Any:
@@ -47,6 +48,18 @@ def cosine_with_warmup(step: int, *, warmup_steps: int, total_steps: int, min_ra
         return (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_stable_decay(step: int, *, warmup_steps: int, total_steps: int, decay_fraction: float, min_ratio: float) -> float:
+    """LR multiplier: linear warmup from 1/warmup to 1, constant 1, then linear decay to
+    ``min_ratio`` over the last ``decay_fraction`` of ``total_steps`` (never into the warmup)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    decay_start = max(warmup_steps, total_steps - round(decay_fraction * total_steps))
+    if step < decay_start:
+        return 1.0
+    progress = min(1.0, (step - decay_start) / max(1, total_steps - decay_start))
+    return 1.0 - (1.0 - min_ratio) * progress
 
 
 class TaskModule(pl.LightningModule):
@@ -224,12 +237,18 @@ class TaskModule(pl.LightningModule):
         # Lightning's mixed-precision plugin refuses to clip the gradients of a fused optimizer
         # (it assumes the optimizer unscales them itself, as under 16-bit loss scaling)
         fused = fused and "mixed" not in str(getattr(self._trainer, "precision", ""))
+        from tzoo.tasks.optim import build_optimizer
+
         optim = self.optim
-        optimizer = torch.optim.AdamW(param_groups(self, optim.weight_decay), lr=optim.lr, betas=optim.betas, fused=fused)
+        optimizer = build_optimizer(self, optim, fused=fused)  # AdamW, or Muon + AdamW (optim.optimizer)
         total = self._total_steps()
         ratio = self.min_lr / optim.lr
 
         def schedule(step: int) -> float:
+            if optim.schedule == "wsd":
+                return warmup_stable_decay(
+                    step, warmup_steps=optim.warmup_steps, total_steps=total, decay_fraction=optim.decay_fraction, min_ratio=ratio
+                )
             return cosine_with_warmup(step, warmup_steps=optim.warmup_steps, total_steps=total, min_ratio=ratio)
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

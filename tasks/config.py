@@ -23,16 +23,37 @@ __all__ = ["OptimConfig", "config_fields", "from_dict", "signature_default", "to
 T = TypeVar("T")
 
 
+OPTIMIZERS = ("adamw", "muon")
+SCHEDULES = ("cosine", "wsd")
+MUON_ADJUST_LR = ("original", "match_rms_adamw", "spectral_unclamped")
+
+
 @dataclass
 class OptimConfig:
-    """AdamW with weight decay on matrices only, under linear warmup then cosine decay to
-    ``min_lr`` (``lr / 10`` when None)."""
+    """The optimizer and its learning-rate schedule.
+
+    ``optimizer``: ``adamw`` (AdamW with weight decay on matrices only) or ``muon``
+    (``torch.optim.Muon`` for the 2-D weight matrices inside the transformer blocks, at ``muon_lr``
+    with ``muon_momentum`` (Nesterov), ``muon_weight_decay`` and torch's ``muon_adjust_lr`` rule;
+    AdamW with ``lr`` for everything else: embeddings, heads, norms, biases).
+
+    ``schedule``: ``cosine`` (linear warmup, then cosine decay to ``min_lr``: ``lr / 10`` when
+    None) or ``wsd`` (warmup-stable-decay: linear warmup, constant, then a linear decay to
+    ``min_lr`` over the last ``decay_fraction`` of the steps). Every parameter group follows the
+    same multiplier of its own base rate."""
 
     lr: float = 1e-3
     min_lr: float | None = None
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.95)
     warmup_steps: int = 100
+    optimizer: str = "adamw"
+    muon_lr: float = 0.02
+    muon_momentum: float = 0.95
+    muon_weight_decay: float = 0.0
+    muon_adjust_lr: str = "original"
+    schedule: str = "cosine"
+    decay_fraction: float = 0.2
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -46,6 +67,20 @@ class OptimConfig:
         if self.warmup_steps < 0:
             raise ValueError(f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
         self.betas = (float(self.betas[0]), float(self.betas[1]))
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optim.optimizer={self.optimizer!r} is not one of {OPTIMIZERS}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"optim.schedule={self.schedule!r} is not one of {SCHEDULES} (cosine: warmup then cosine decay; wsd: warmup-stable-decay)")
+        if self.muon_adjust_lr not in MUON_ADJUST_LR:
+            raise ValueError(f"optim.muon_adjust_lr={self.muon_adjust_lr!r} is not one of {MUON_ADJUST_LR} (torch.optim.Muon's adjust_lr_fn)")
+        if not (isinstance(self.decay_fraction, (int, float)) and 0 < self.decay_fraction <= 1):
+            raise ValueError(f"optim.decay_fraction must be in (0, 1] (the share of the steps the wsd schedule decays over), got {self.decay_fraction}")
+        if not (math.isfinite(self.muon_lr) and self.muon_lr > 0):
+            raise ValueError(f"optim.muon_lr must be a finite number > 0, got {self.muon_lr}")
+        if not (math.isfinite(self.muon_momentum) and 0 <= self.muon_momentum < 1):
+            raise ValueError(f"optim.muon_momentum must be in [0, 1), got {self.muon_momentum}")
+        if not (math.isfinite(self.muon_weight_decay) and self.muon_weight_decay >= 0):
+            raise ValueError(f"optim.muon_weight_decay must be a finite number >= 0, got {self.muon_weight_decay}")
 
 
 def config_fields(cls: type) -> dict[str, Any]:

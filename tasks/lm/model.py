@@ -29,12 +29,20 @@ class GPTConfig:
 
     ``vocab_size`` is linked from the data by the CLI. ``block_size`` is the most positions the
     model takes. ``position`` is the absolute scheme added to token embeddings (``learned``, or
-    ``none`` when the stack's relative ``transformer.position`` is ``rope`` / ``alibi``)."""
+    ``none`` when the stack's relative ``transformer.position`` is ``rope`` / ``alibi``).
+
+    ``tie_embeddings``: the output head shares the token embedding's weights (GPT-2); False gives
+    the head its own, initialised to zero with ``zero_init_head`` (every logit 0 at the start: the
+    uniform prediction). ``logit_softcap``: logits become cap · tanh(logits / cap), bounded by
+    ±cap and unchanged near 0 (Gemma 2; None: no cap)."""
 
     vocab_size: int | None = None
     block_size: int = 256
     position: Literal["learned", "none"] = "learned"
     transformer: TransformerConfig = field(default_factory=_gpt_transformer)
+    tie_embeddings: bool = True
+    zero_init_head: bool = False
+    logit_softcap: float | None = None
 
     def __post_init__(self) -> None:
         if self.vocab_size is not None and self.vocab_size < 1:
@@ -46,11 +54,22 @@ class GPTConfig:
                 f"net.position={self.position!r} is not one of ('learned', 'none'); relative positions are "
                 f"net.transformer.position ('rope', 'alibi')"
             )
+        for name in ("tie_embeddings", "zero_init_head"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"net.{name} must be True or False, got {getattr(self, name)!r}")
+        if self.zero_init_head and self.tie_embeddings:
+            raise ValueError(
+                "net.zero_init_head=True conflicts with net.tie_embeddings=True: a head tied to the token embedding "
+                "would zero the embedding too; set net.tie_embeddings=false for a zero-initialised head of its own"
+            )
+        cap = self.logit_softcap
+        if cap is not None and not (isinstance(cap, (int, float)) and math.isfinite(cap) and cap > 0):
+            raise ValueError(f"net.logit_softcap must be a finite number > 0 (e.g. 15 or 30) or None for no cap, got {cap!r}")
 
 
 class GPT(nn.Module):
     """Token embedding (+ learned positions, or RoPE / ALiBi inside attention) -> causal decoder
-    blocks -> final norm -> LM head tied to the embedding."""
+    blocks -> final norm -> LM head (tied to the embedding, or its own) -> optional soft cap."""
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
@@ -67,8 +86,12 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(t.dropout) if t.dropout else None
         self.decoder = Decoder(t)
         self.head = nn.Linear(t.dim, cfg.vocab_size, bias=False)
-        self.head.weight = self.embed.weight  # tied (Press & Wolf 2017)
+        if cfg.tie_embeddings:
+            self.head.weight = self.embed.weight  # tied (Press & Wolf 2017)
+        self.logit_softcap = cfg.logit_softcap
         init_gpt2(self, t.depth)
+        if cfg.zero_init_head:
+            nn.init.zeros_(self.head.weight)
         self._compiled_forward: Callable[..., Tensor] | None = None  # made by compiled_forward(); not state
 
     def num_params(self, *, non_embedding: bool = True) -> int:
@@ -99,7 +122,10 @@ class GPT(nn.Module):
         if self.drop is not None:
             x = self.drop(x)
         x = self.decoder(x, cache=cache)
-        return self.head(x)  # (B, N, V)
+        logits = self.head(x)  # (B, N, V)
+        if self.logit_softcap is not None:
+            logits = self.logit_softcap * torch.tanh(logits / self.logit_softcap)
+        return logits
 
     def compiled_forward(self) -> Callable[..., Tensor]:
         """``forward`` through ``torch.compile`` with dynamic shapes, made once per model."""

@@ -1,0 +1,137 @@
+"""OptimConfig's options: Muon for the blocks' matrices (+ AdamW for the rest), the
+warmup-stable-decay schedule, and their bad values; Muon's state survives a checkpoint."""
+
+import math
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch import nn
+
+from tzoo.core import TransformerConfig
+from tzoo.tasks.base import cosine_with_warmup, warmup_stable_decay
+from tzoo.tasks.config import OptimConfig
+from tzoo.tasks.lm.data import TextDataModule
+from tzoo.tasks.lm.model import GPT, GPTConfig
+from tzoo.tasks.lm.module import LanguageModel
+from tzoo.tasks.optim import MuonWithAdamW, build_optimizer, muon_parameters
+
+TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 30
+
+
+def gpt(**net) -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(40, block_size=16, transformer=TransformerConfig(dim=16, depth=2, num_heads=2, bias=True), **net))
+
+
+def test_muon_takes_the_block_matrices_and_adamw_the_rest():
+    model = gpt()
+    opt = build_optimizer(model, OptimConfig(optimizer="muon", muon_lr=0.03, lr=1e-3, weight_decay=0.1))
+    assert isinstance(opt, MuonWithAdamW)
+    names = {id(p): n for n, p in model.named_parameters()}
+    muon_names = {names[id(p)] for p in opt.muon.param_groups[0]["params"]}
+    assert muon_names == {n for n, p in model.named_parameters() if n.startswith("decoder.blocks.") and p.dim() == 2}
+    assert all(n.endswith(("qkv_proj.weight", "out_proj.weight", "fc1.weight", "fc2.weight")) for n in muon_names)
+    decayed, plain = opt.adamw.param_groups
+    assert {names[id(p)] for p in decayed["params"]} == {"embed.weight", "pos.weight"}  # the head is tied to embed
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    plain_names = {names[id(p)] for p in plain["params"]}
+    assert "decoder.norm.weight" in plain_names and "decoder.blocks.0.attn.qkv_proj.bias" in plain_names
+    every = [p for g in opt.param_groups for p in g["params"]]
+    assert len(every) == len(set(map(id, every))) == len(list(model.parameters()))
+    assert opt.param_groups[0]["lr"] == 0.03 and opt.param_groups[1]["lr"] == 1e-3
+    # an untied head is a matrix outside the blocks: AdamW's
+    untied = gpt(tie_embeddings=False)
+    assert all(p is not untied.head.weight for p in muon_parameters(untied))
+
+
+@pytest.mark.parametrize("shape", [(24, 16), (16, 48)])
+def test_a_muon_update_is_orthogonalised_at_the_documented_scale(shape):
+    torch.manual_seed(0)
+    w = nn.Parameter(torch.randn(*shape))
+    before = w.detach().clone()
+    lr = 0.02
+    opt = torch.optim.Muon([w], lr=lr, momentum=0.95, weight_decay=0.0, adjust_lr_fn="original")
+    w.grad = torch.randn(*shape) * torch.logspace(-1, 1, shape[1])  # badly conditioned gradient
+    opt.step()
+    update = (before - w.detach()) / lr
+    s = torch.linalg.svdvals(update) / math.sqrt(max(1.0, shape[0] / shape[1]))  # torch's "original" shape rule
+    # 5 Newton-Schulz steps with the speedrun's coefficients leave every singular value in about [0.7, 1.15]
+    assert s.min() > 0.6 and s.max() < 1.2, s
+    g = torch.linalg.svdvals(w.grad)
+    assert g.max() / g.min() > 15 and s.max() / s.min() < 2  # the gradient's spread is gone
+
+
+def test_wsd_schedule_values():
+    kw = dict(warmup_steps=10, total_steps=100, decay_fraction=0.2, min_ratio=0.1)
+    assert warmup_stable_decay(0, **kw) == pytest.approx(0.1)
+    assert warmup_stable_decay(4, **kw) == pytest.approx(0.5)
+    assert warmup_stable_decay(9, **kw) == pytest.approx(1.0)
+    assert warmup_stable_decay(10, **kw) == warmup_stable_decay(50, **kw) == warmup_stable_decay(80, **kw) == 1.0
+    assert warmup_stable_decay(90, **kw) == pytest.approx(0.55)  # halfway down from 1 to 0.1
+    assert warmup_stable_decay(100, **kw) == pytest.approx(0.1)
+    assert warmup_stable_decay(150, **kw) == pytest.approx(0.1)
+    # a decay longer than the steps after warmup starts right after warmup, without a jump
+    long = dict(kw, decay_fraction=1.0)
+    assert warmup_stable_decay(10, **long) == pytest.approx(1.0)
+    assert warmup_stable_decay(55, **long) == pytest.approx(0.55)
+    assert cosine_with_warmup(55, warmup_steps=10, total_steps=100, min_ratio=0.1) == pytest.approx(0.55)
+
+
+@pytest.fixture
+def data(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(TEXT)
+    return TextDataModule(str(corpus), block_size=16, batch_size=4, val_batches=2, cache_dir=str(tmp_path / "cache"))
+
+
+def _fit(tmp_path, data, steps, *, ckpt_path=None, save_every=None):
+    pl.seed_everything(0)
+    cfg = GPTConfig(data.vocab_size, block_size=16, transformer=TransformerConfig(dim=16, depth=1, num_heads=2))
+    optim = OptimConfig(optimizer="muon", schedule="wsd", warmup_steps=2, decay_fraction=0.5)
+    model = LanguageModel(cfg, optim, sample_tokens=0)
+    callbacks = [pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=save_every, save_top_k=-1)] if save_every else []
+    trainer = pl.Trainer(
+        max_steps=steps, logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+        limit_val_batches=0, gradient_clip_val=1.0, callbacks=callbacks, enable_checkpointing=bool(save_every),
+    )  # fmt: skip
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+    return model, trainer
+
+
+def test_muon_wsd_resume_is_bit_exact(tmp_path, data):
+    full, trainer = _fit(tmp_path / "a", data, 8, save_every=4)
+    opt = trainer.optimizers[0]
+    assert isinstance(opt, MuonWithAdamW) and opt.muon.state and opt.adamw.state
+    assert trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0] == pytest.approx(0.02 * 0.1)  # the wsd floor, Muon's group
+    ckpt = tmp_path / "a" / "ckpt" / "epoch=0-step=4.ckpt"
+    saved = torch.load(ckpt, weights_only=True)["optimizer_states"][0]
+    assert any("momentum_buffer" in s for s in saved["state"].values()) and any("exp_avg" in s for s in saved["state"].values())
+    resumed, trainer2 = _fit(tmp_path / "b", data, 8, ckpt_path=ckpt)
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    opt2 = trainer2.optimizers[0]
+    assert opt2.muon.state is opt2.state and opt2.muon.param_groups[0] is opt2.param_groups[0]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("optimizer", "sgd", r"optim.optimizer='sgd' is not one of \('adamw', 'muon'\)"),
+        ("schedule", "linear", r"optim.schedule='linear' is not one of \('cosine', 'wsd'\)"),
+        ("decay_fraction", 0.0, r"optim.decay_fraction must be in \(0, 1\].*got 0.0"),
+        ("decay_fraction", 1.5, r"optim.decay_fraction must be in \(0, 1\].*got 1.5"),
+        ("muon_lr", -1.0, r"optim.muon_lr must be a finite number > 0, got -1.0"),
+        ("muon_momentum", 1.0, r"optim.muon_momentum must be in \[0, 1\), got 1.0"),
+        ("muon_weight_decay", -0.1, r"optim.muon_weight_decay must be a finite number >= 0, got -0.1"),
+        ("muon_adjust_lr", "rms", r"optim.muon_adjust_lr='rms' is not one of \('original', 'match_rms_adamw', 'spectral_unclamped'\)"),
+    ],
+)
+def test_bad_optim_values(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        OptimConfig(**{field: value})
+
+
+def test_muon_without_transformer_blocks_is_refused():
+    with pytest.raises(ValueError, match=r"optim.optimizer='muon' found no weight matrices inside transformer blocks in Linear.*'adamw'"):
+        build_optimizer(nn.Linear(4, 4), OptimConfig(optimizer="muon"))
