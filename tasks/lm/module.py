@@ -260,11 +260,6 @@ class LanguageModel(TaskModule):
         """Token nodes in a training batch (the run card's nodes/s)."""
         return batch[0].numel()
 
-    def flops_per_token(self) -> float:
-        """Training FLOPs per token (forward + backward), PaLM appendix B: 6N + 12 L D T."""
-        cfg = self.model.decoder.config
-        return 6 * self.model.num_params() + 12 * cfg.depth * cfg.dim * self.model.block_size
-
 
 # --- pretrained weights ---------------------------------------------------------------------------
 
