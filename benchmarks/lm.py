@@ -18,11 +18,23 @@ and the iteration's linear-layer products and attention kernels timed alone, wit
 
     python benchmarks/lm.py [--corpus ../shared/data/tinyshakespeare.txt] [--steps 2000]
     python benchmarks/lm.py --sampling_only      # the sampling table alone (results/lm_sampling.json)
+
+Time to loss (``--time_to_loss``, results/lm_time_to_loss.json): the plain-loop baseline trains the
+reference recipe for ``--steps`` to its final val loss L (the fixed batches); then each recipe of
+``--recipes`` (``RECIPES``: tzoo's current best, RoPE and lr 2e-3, alone and with each option of
+issue 23 on top, then all of them combined) trains through Lightning for the same budget, its val
+loss taken every ``--eval_every`` steps on the same fixed batches (evaluation time excluded). The
+table gives each recipe's steps and seconds to reach L, the ratio to the baseline's wall time, and
+its val loss at the full budget: medians over ``--rounds`` interleaved rounds (baseline, every
+recipe; baseline, every recipe ...) and the spread (min-max) between the rounds.
+
+    python benchmarks/lm.py --time_to_loss --rounds 2 [--recipes rope_lr2e-3,muon,combined]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import platform
@@ -154,6 +166,174 @@ def _row(name: str, settings: dict[str, Any], val_loss: float, times: list[float
         "wall_s": wall,
         "params": params,
     }
+
+
+# tzoo's current best recipe for this model (RoPE, lr 2e-3 cosine to 2e-4), and each option of
+# issue 23 on top of it; "combined" takes them together. Keys: the data's batch_size, GPTConfig
+# fields (net), TransformerConfig fields (transformer), OptimConfig fields (optim), compile.
+BEST: dict[str, Any] = dict(position="rope", optim=dict(lr=2e-3, min_lr=2e-4))
+OPTIONS: dict[str, dict[str, Any]] = {
+    "rope_lr2e-3": {},
+    "muon": dict(optim=dict(optimizer="muon", muon_lr=0.02)),
+    "qk_norm": dict(transformer=dict(qk_norm=True)),
+    "squared_relu": dict(transformer=dict(feed_forward="squared_relu")),
+    "swiglu": dict(transformer=dict(feed_forward="swiglu")),
+    "softcap30": dict(net=dict(logit_softcap=30.0)),
+    "untied_zero_head": dict(net=dict(tie_embeddings=False, zero_init_head=True)),
+    "wsd": dict(optim=dict(schedule="wsd", decay_fraction=0.3)),
+    "lr3e-3": dict(optim=dict(lr=3e-3, min_lr=3e-4)),
+    "batch24": dict(batch_size=24),
+    "compile": dict(compile=True),
+}
+COMBINED = ("muon", "qk_norm", "squared_relu", "softcap30", "untied_zero_head", "wsd")
+
+
+def _merge(*recipes: dict[str, Any]) -> dict[str, Any]:
+    """Recipes merged left to right, the nested sections (net, transformer, optim) key by key."""
+    out: dict[str, Any] = {}
+    for recipe in recipes:
+        for key, value in recipe.items():
+            out[key] = {**out.get(key, {}), **value} if isinstance(value, dict) else value
+    return out
+
+
+RECIPES: dict[str, dict[str, Any]] = {name: _merge(BEST, option) for name, option in OPTIONS.items()}
+RECIPES["combined"] = _merge(BEST, *(OPTIONS[name] for name in COMBINED))
+
+
+def parse_recipes(value: str) -> list[str]:
+    """``a,b,c`` -> the recipe names, each checked against ``RECIPES``."""
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown or not names:
+        raise ValueError(f"--recipes {value!r}: unknown recipe {unknown[0] if unknown else '(none given)'!r}; valid: {', '.join(RECIPES)}")
+    return names
+
+
+def time_to_loss(curve: list[tuple[int, float, float]], target: float) -> tuple[int, float] | None:
+    """The first (step, training seconds) of a ``(step, seconds, val loss)`` curve whose loss is
+    <= ``target``; None when it never gets there."""
+    return next(((step, seconds) for step, seconds, loss in curve if loss <= target), None)
+
+
+class LossCurve(pl.Callback):
+    """Val loss on fixed batches every ``every`` optimizer steps (and after the last), with the
+    training seconds before it: the clock runs from the start of training and stops while evaluating."""
+
+    def __init__(self, every: int, batches: list[tuple[Tensor, Tensor]]) -> None:
+        self.every, self.batches = every, batches
+        self.curve: list[tuple[int, float, float]] = []  # (step, training seconds, val loss)
+        self._seconds, self._since = 0.0, 0.0
+
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self._since = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if step % self.every and step != trainer.max_steps:
+            return
+        self._seconds += time.perf_counter() - self._since
+        self.curve.append((step, self._seconds, self.evaluate(module.model)))
+        self._since = time.perf_counter()
+
+    def evaluate(self, model: nn.Module) -> float:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            losses = [F.cross_entropy(model(x).flatten(0, 1), y.flatten()).item() for x, y in self.batches]
+        model.train(was_training)
+        return statistics.mean(losses)
+
+
+def train_recipe(name: str, corpus: Path, steps: int, cache: Path, eval_every: int) -> dict[str, Any]:
+    """One recipe of ``RECIPES`` through the user's path (``TextDataModule`` + ``LanguageModel`` +
+    ``Trainer``) for ``steps``, with its val-loss curve."""
+    pl.seed_everything(1337, verbose=False)
+    recipe = RECIPES[name]
+    batch_size = recipe.get("batch_size", 12)
+    data = TextDataModule(str(corpus), block_size=64, batch_size=batch_size, val_fraction=0.1, val_batches=20, cache_dir=str(cache))
+    base = gpt(data.vocab_size, position=recipe["position"])
+    stack = TransformerConfig(**{**dataclasses.asdict(base.transformer), **recipe.get("transformer", {})})
+    net = GPTConfig(**{**dataclasses.asdict(base), "transformer": stack, **recipe.get("net", {})})
+    model = LanguageModel(net, OptimConfig(**{**OPTIM, **recipe["optim"]}), sample_tokens=0, compile=recipe.get("compile", False))
+    data.setup("fit")
+    curve = LossCurve(eval_every, list(data.val_dataloader()))
+    trainer = pl.Trainer(
+        max_steps=steps,
+        limit_val_batches=0,
+        gradient_clip_val=1.0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[curve],
+    )
+    trainer.fit(model, datamodule=data)
+    return {"recipe": name, "settings": recipe, "curve": curve.curve, "train_s": curve.curve[-1][1], "val_loss": curve.curve[-1][2],
+            "params": model.model.num_params(), "batch_size": batch_size}  # fmt: skip
+
+
+def run_time_to_loss(args: argparse.Namespace, recipes: list[str]) -> None:
+    """Baseline and recipes interleaved for ``args.rounds`` rounds; the table and the JSON."""
+    baselines: list[dict[str, Any]] = []
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in recipes}
+    with tempfile.TemporaryDirectory() as cache:
+        for _ in range(args.rounds):
+            baselines.append(train_reference(args.corpus, args.steps, Path(cache)))
+            print(f"baseline: val loss {baselines[-1]['val_loss']:.4f} in {baselines[-1]['wall_s']:.1f} s", flush=True)
+            for name in recipes:
+                runs[name].append(train_recipe(name, args.corpus, args.steps, Path(cache), args.eval_every))
+                print(f"{name}: val loss {runs[name][-1]['val_loss']:.4f} after {runs[name][-1]['train_s']:.1f} s", flush=True)
+    target = statistics.median(b["val_loss"] for b in baselines)  # L: seeded, so alike in every round
+    baseline_s = [b["wall_s"] for b in baselines]
+    rows = []
+    for name in recipes:
+        reached = [time_to_loss(r["curve"], target) for r in runs[name]]
+        hits = [(step, s, s / base) for hit, base in zip(reached, baseline_s) if hit is not None for step, s in [hit]]
+        losses = [r["val_loss"] for r in runs[name]]
+        row: dict[str, Any] = {"recipe": name, "settings": RECIPES[name], "rounds_reaching_L": len(hits), "rounds": len(reached),
+                               "val_loss_at_budget": statistics.median(losses), "val_loss_spread": [min(losses), max(losses)],
+                               "train_s": statistics.median(r["train_s"] for r in runs[name]), "params": runs[name][0]["params"]}  # fmt: skip
+        if hits:
+            for i, key in enumerate(("steps_to_L", "seconds_to_L", "ratio_to_baseline")):
+                values = [h[i] for h in hits]
+                row[key], row[f"{key}_spread"] = statistics.median(values), [min(values), max(values)]
+        else:  # how far it got: its best loss
+            row["best_val_loss"] = min(loss for r in runs[name] for _, _, loss in r["curve"])
+        rows.append(row)
+
+    print(f"\ntime to the baseline's final val loss L = {target:.4f} (nanoGPT recipe, plain loop, {args.steps} steps, "
+          f"{statistics.median(baseline_s):.1f} s median, {min(baseline_s):.1f}-{max(baseline_s):.1f}); val loss every "
+          f"{args.eval_every} steps on the same 20 fixed batches; medians of {args.rounds} interleaved rounds (min-max); "
+          f"{torch.get_num_threads()} threads")  # fmt: skip
+    print(f"| recipe | steps to L | seconds to L | x baseline time | val loss at {args.steps} steps | seconds for {args.steps} steps |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        def cell(key: str, fmt: str) -> str:
+            if key not in r:
+                return f"not reached (best {r['best_val_loss']:.3f})" if key == "steps_to_L" else "-"
+            lo, hi = r[f"{key}_spread"]
+            return f"{r[key]:{fmt}} ({lo:{fmt}}-{hi:{fmt}})"
+
+        lo, hi = r["val_loss_spread"]
+        print(f"| {r['recipe']} | {cell('steps_to_L', '.0f')} | {cell('seconds_to_L', '.1f')} | {cell('ratio_to_baseline', '.2f')} | "
+              f"{r['val_loss_at_budget']:.3f} ({lo:.3f}-{hi:.3f}) | {r['train_s']:.1f} |")  # fmt: skip
+    reached = [r for r in rows if "ratio_to_baseline" in r]
+    checks = {}
+    if reached:
+        best = min(reached, key=lambda r: r["ratio_to_baseline"])
+        checks[f"{best['recipe']}: time to L {best['ratio_to_baseline']:.2f}x the baseline's <= 0.33"] = best["ratio_to_baseline"] <= 0.33
+    lowest = min(rows, key=lambda r: r["val_loss_at_budget"]) if rows else None
+    if lowest is not None:
+        checks[f"{lowest['recipe']}: val loss {lowest['val_loss_at_budget']:.3f} at {args.steps} steps <= 1.65"] = lowest["val_loss_at_budget"] <= 1.65
+    for text, ok in checks.items():
+        print(f"{'PASS' if ok else 'FAIL'}  {text}")
+    out = args.out if args.out != DEFAULT_OUT else DEFAULT_OUT.with_name("lm_time_to_loss.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"torch": torch.__version__, "machine": platform.machine(), "threads": torch.get_num_threads(), "steps": args.steps,
+            "eval_every": args.eval_every, "rounds": args.rounds, "target_L": target}  # fmt: skip
+    out.write_text(json.dumps({"meta": meta, "baselines": baselines, "recipes": rows, "runs": runs, "checks": checks}, indent=2))
+    print(f"wrote {out}")
 
 
 class StepTimer(pl.Callback):
@@ -301,9 +481,23 @@ def main() -> None:
     parser.add_argument("--sample_rounds", type=int, default=3)
     parser.add_argument("--sampling_only", action="store_true", help="skip the training runs: only the sampling table")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--time_to_loss", action="store_true", help="the time-to-loss table of --recipes against the baseline (only)")
+    parser.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated, of: {', '.join(RECIPES)}")
+    parser.add_argument("--rounds", type=int, default=2, help="--time_to_loss: interleaved rounds")
+    parser.add_argument("--eval_every", type=int, default=50, help="--time_to_loss: steps between val losses")
     args = parser.parse_args()
     if not args.corpus.is_file():
         raise SystemExit(f"corpus {args.corpus} not found: pass --corpus path/to/tinyshakespeare.txt")
+    if args.time_to_loss:
+        try:
+            recipes = parse_recipes(args.recipes)
+        except ValueError as error:
+            parser.error(str(error))
+        for name in ("rounds", "eval_every", "steps"):
+            if getattr(args, name) < 1:
+                parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+        run_time_to_loss(args, recipes)
+        return
 
     with tempfile.TemporaryDirectory() as cache:
         rows: list[dict[str, Any]] = []
