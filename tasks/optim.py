@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from tzoo.core.blocks import TransformerBlock
 from tzoo.tasks.config import OptimConfig
@@ -80,6 +81,11 @@ def build_optimizer(model: nn.Module, optim: OptimConfig, *, fused: bool = False
         raise ValueError(
             f"optim.optimizer='muon' found no weight matrices inside transformer blocks in {type(model).__name__} "
             f"(Muon updates the blocks' 2-D weights): use optim.optimizer='adamw'"
+        )
+    if any(isinstance(p, DTensor) for p in muon):
+        raise ValueError(
+            "optim.optimizer='muon' with sharded weights (FSDP): Muon orthogonalises whole matrices and a shard is only "
+            "part of one; use optim.optimizer='adamw' with FSDP, or a strategy that keeps whole weights (ddp)"
         )
     taken = {id(p) for p in muon}
     decay, no_decay = [], []

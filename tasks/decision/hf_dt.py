@@ -99,16 +99,16 @@ def _hf_json(model: DecisionTransformerModel, env_id: str | None) -> dict[str, A
             "a decision transformer with discrete actions has no Hugging Face layout (HF's DecisionTransformerModel "
             "embeds and predicts continuous actions); export it --to safetensors"
         )
-    if t.position != "none" or t.feed_forward == "swiglu" or not t.bias or t.norm != "layernorm" or not t.norm_first:
+    if t.position != "none" or t.feed_forward not in ("gelu", "gelu_tanh", "relu") or not t.bias or t.norm != "layernorm" or not t.norm_first:
         raise ValueError(
             f"only a GPT-2-shaped stack exports to HF's Decision Transformer (no relative positions, a GELU/ReLU MLP, "
             f"biases, pre-norm LayerNorm); this one has transformer.position={t.position!r}, feed_forward={t.feed_forward!r}, "
             f"bias={t.bias}, norm={t.norm!r}, norm_first={t.norm_first}"
         )
-    if t.num_kv_heads not in (None, t.num_heads) or t.window or t.top_k or t.num_memory or t.attention != "softmax" or t.layer_scale:
+    if t.num_kv_heads not in (None, t.num_heads) or t.window or t.top_k or t.num_memory or t.attention != "softmax" or t.layer_scale or t.qk_norm:
         raise ValueError(
             "only full softmax multi-head attention exports to HF's Decision Transformer (no num_kv_heads, window, "
-            "top_k, num_memory, linear attention or layer_scale)"
+            "top_k, num_memory, linear attention, layer_scale or qk_norm)"
         )
     activation = {"relu": "relu", "gelu": "gelu", "gelu_tanh": "gelu_new"}[t.feed_forward]
     out = {

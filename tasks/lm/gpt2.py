@@ -77,6 +77,11 @@ def _hf_json(cfg: GPTConfig) -> dict[str, Any]:
         )
     if t.norm != "layernorm" or not t.norm_first or t.num_kv_heads not in (None, t.num_heads) or t.window or t.top_k or t.num_memory:
         raise ValueError("only a pre-norm LayerNorm stack with full multi-head attention exports to GPT-2's layout")
+    extra = {"net.tie_embeddings": (cfg.tie_embeddings, True), "net.logit_softcap": (cfg.logit_softcap, None),
+             "net.transformer.qk_norm": (t.qk_norm, False)}  # fmt: skip
+    for name, (value, needed) in extra.items():
+        if value != needed:
+            raise ValueError(f"GPT-2's layout has no place for {name}={value!r}: only a model with {name}={needed!r} exports to it")
     activation = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}[t.feed_forward]
     return {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": cfg.vocab_size, "n_positions": cfg.block_size,

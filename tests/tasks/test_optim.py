@@ -135,3 +135,20 @@ def test_bad_optim_values(field, value, message):
 def test_muon_without_transformer_blocks_is_refused():
     with pytest.raises(ValueError, match=r"optim.optimizer='muon' found no weight matrices inside transformer blocks in Linear.*'adamw'"):
         build_optimizer(nn.Linear(4, 4), OptimConfig(optimizer="muon"))
+
+
+def test_muon_refuses_sharded_weights(tmp_path):
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    dist.init_process_group("gloo", rank=0, world_size=1, init_method=f"file://{tmp_path / 'pg'}")
+    try:
+        model = gpt()
+        for block in model.decoder.blocks:
+            fully_shard(block, mesh=init_device_mesh("cpu", (1,)))
+        with pytest.raises(ValueError, match=r"optim.optimizer='muon' with sharded weights \(FSDP\).*optim.optimizer='adamw'"):
+            build_optimizer(model, OptimConfig(optimizer="muon"))
+        assert isinstance(build_optimizer(model, OptimConfig()), torch.optim.AdamW)
+    finally:
+        dist.destroy_process_group()
