@@ -65,6 +65,7 @@ class RunCard(Callback):
         self._nodes: int | None = 0
         self._flops_per_node: float | None = None
         self._flops_counted = False
+        self._peak: float | None = None
 
     # --- collecting ---------------------------------------------------------------------------
 
@@ -74,9 +75,11 @@ class RunCard(Callback):
             torch.cuda.reset_peak_memory_stats(trainer.strategy.root_device)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
-        if not self._flops_counted:  # once per fit, before the step timer: counting is no part of a step
+        if not self._flops_counted:  # once per fit, before the step timers: counting is no part of a step
             self._flops_counted = True
             self._flops_per_node = flops.count_training_flops(trainer, pl_module, batch)
+            if self._flops_per_node:  # the peak too (measured once per process), for train/mfu
+                self._peak = self.peak_flops or device_peak_flops(trainer.strategy.root_device, str(trainer.precision))
         self._batch_start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -91,9 +94,8 @@ class RunCard(Callback):
         nodes = count(batch) if callable(count) else None
         self._nodes = None if nodes is None or self._nodes is None else self._nodes + int(nodes)
         connector = getattr(trainer, "_logger_connector", None)  # Lightning's own "log now?" rule
-        if self._flops_per_node and nodes and seconds > 0 and (connector is None or connector.should_update_logs):
-            peak = self.peak_flops or device_peak_flops(trainer.strategy.root_device, str(trainer.precision))
-            pl_module.log("train/mfu", self._flops_per_node * int(nodes) / seconds / peak, on_step=True, on_epoch=False)
+        if self._flops_per_node and self._peak and nodes and seconds > 0 and (connector is None or connector.should_update_logs):
+            pl_module.log("train/mfu", self._flops_per_node * int(nodes) / seconds / self._peak, on_step=True, on_epoch=False)
 
     # --- writing ------------------------------------------------------------------------------
 
