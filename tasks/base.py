@@ -274,9 +274,9 @@ class TaskModule(pl.LightningModule):
 
     def count_nodes(self, batch: Any) -> int | None:
         """How many nodes a training batch holds (tokens, patches, frames, trajectory nodes), for the
-        run card's nodes per second. ``None`` (the default) leaves nodes/s off the card. A task that
-        also knows its training FLOPs per node defines ``flops_per_node()`` (or ``flops_per_token()``)
-        and its run card gets a model-FLOPs-utilization figure."""
+        run card's nodes per second. ``None`` (the default) leaves nodes/s off the card. With a node
+        count, the run card counts the training step's FLOPs once per fit (``tzoo.tasks.flops``) and
+        reports the model FLOPs utilization (also logged as ``train/mfu``)."""
         return None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
