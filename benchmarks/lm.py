@@ -175,6 +175,9 @@ BEST: dict[str, Any] = dict(position="rope", optim=dict(lr=2e-3, min_lr=2e-4))
 OPTIONS: dict[str, dict[str, Any]] = {
     "rope_lr2e-3": {},
     "muon": dict(optim=dict(optimizer="muon", muon_lr=0.02)),
+    # Muon's Newton-Schulz products do not shrink with the batch: fewer of them, or a larger batch to spread them over
+    "muon_ns3": dict(optim=dict(optimizer="muon", muon_lr=0.02, muon_ns_steps=3)),
+    "muon_batch24": dict(batch_size=24, optim=dict(optimizer="muon", muon_lr=0.02)),
     "qk_norm": dict(transformer=dict(qk_norm=True)),
     "squared_relu": dict(transformer=dict(feed_forward="squared_relu")),
     "swiglu": dict(transformer=dict(feed_forward="swiglu")),
@@ -199,6 +202,7 @@ def _merge(*recipes: dict[str, Any]) -> dict[str, Any]:
 
 RECIPES: dict[str, dict[str, Any]] = {name: _merge(BEST, option) for name, option in OPTIONS.items()}
 RECIPES["combined"] = _merge(BEST, *(OPTIONS[name] for name in COMBINED))
+RECIPES["combined_adamw"] = _merge(BEST, *(OPTIONS[name] for name in COMBINED if name != "muon"))  # all but Muon
 
 
 def parse_recipes(value: str) -> list[str]:

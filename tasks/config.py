@@ -34,8 +34,10 @@ class OptimConfig:
 
     ``optimizer``: ``adamw`` (AdamW with weight decay on matrices only) or ``muon``
     (``torch.optim.Muon`` for the 2-D weight matrices inside the transformer blocks, at ``muon_lr``
-    with ``muon_momentum`` (Nesterov), ``muon_weight_decay`` and torch's ``muon_adjust_lr`` rule;
-    AdamW with ``lr`` for everything else: embeddings, heads, norms, biases).
+    with ``muon_momentum`` (Nesterov), ``muon_weight_decay``, torch's ``muon_adjust_lr`` rule and
+    ``muon_ns_steps`` Newton-Schulz iterations; AdamW with ``lr`` for everything else: embeddings,
+    heads, norms, biases). Muon's orthogonalisation costs about 3·ns_steps small matrix products
+    per weight matrix and step, whatever the batch: at small batches on a CPU a large share of a step.
 
     ``schedule``: ``cosine`` (linear warmup, then cosine decay to ``min_lr``: ``lr / 10`` when
     None) or ``wsd`` (warmup-stable-decay: linear warmup, constant, then a linear decay to
@@ -52,6 +54,7 @@ class OptimConfig:
     muon_momentum: float = 0.95
     muon_weight_decay: float = 0.0
     muon_adjust_lr: str = "original"
+    muon_ns_steps: int = 5
     schedule: str = "cosine"
     decay_fraction: float = 0.2
 
@@ -79,6 +82,8 @@ class OptimConfig:
             raise ValueError(f"optim.muon_lr must be a finite number > 0, got {self.muon_lr}")
         if not (math.isfinite(self.muon_momentum) and 0 <= self.muon_momentum < 1):
             raise ValueError(f"optim.muon_momentum must be in [0, 1), got {self.muon_momentum}")
+        if isinstance(self.muon_ns_steps, bool) or not isinstance(self.muon_ns_steps, int) or not 1 <= self.muon_ns_steps < 100:
+            raise ValueError(f"optim.muon_ns_steps must be an integer in [1, 99] (Newton-Schulz iterations, 5 is usual), got {self.muon_ns_steps!r}")
         if not (math.isfinite(self.muon_weight_decay) and self.muon_weight_decay >= 0):
             raise ValueError(f"optim.muon_weight_decay must be a finite number >= 0, got {self.muon_weight_decay}")
 

@@ -102,5 +102,6 @@ def build_optimizer(model: nn.Module, optim: OptimConfig, *, fused: bool = False
         weight_decay=optim.muon_weight_decay,
         nesterov=True,
         adjust_lr_fn=optim.muon_adjust_lr,
+        ns_steps=optim.muon_ns_steps,
     )
     return MuonWithAdamW([{"params": muon}], adamw_groups, muon=muon_settings, adamw=adamw)

@@ -28,6 +28,8 @@ def test_recipes_are_the_best_recipe_plus_one_option_each_and_combined():
     assert combined["optim"]["optimizer"] == "muon" and combined["optim"]["schedule"] == "wsd"
     assert combined["net"] == {"logit_softcap": 30.0, "tie_embeddings": False, "zero_init_head": True}
     assert lm.parse_recipes("muon, qk_norm") == ["muon", "qk_norm"]
+    assert "optimizer" not in lm.RECIPES["combined_adamw"]["optim"] and lm.RECIPES["combined_adamw"]["transformer"] == combined["transformer"]
+    assert lm.RECIPES["muon_ns3"]["optim"]["muon_ns_steps"] == 3 and lm.RECIPES["muon_batch24"]["batch_size"] == 24
 
 
 def test_an_unknown_recipe_is_refused_naming_it_and_the_valid_ones(tmp_path):

@@ -152,3 +152,11 @@ def test_muon_refuses_sharded_weights(tmp_path):
         assert isinstance(build_optimizer(model, OptimConfig()), torch.optim.AdamW)
     finally:
         dist.destroy_process_group()
+
+
+def test_muon_ns_steps_reach_torch_and_bad_values_are_named():
+    opt = build_optimizer(gpt(), OptimConfig(optimizer="muon", muon_ns_steps=3))
+    assert opt.muon.param_groups[0]["ns_steps"] == 3
+    for bad in (0, 100, 2.5, True):
+        with pytest.raises(ValueError, match=rf"optim.muon_ns_steps must be an integer in \[1, 99\].*got {bad!r}"):
+            OptimConfig(muon_ns_steps=bad)
