@@ -107,16 +107,18 @@ def _eager() -> contextlib.AbstractContextManager[Any]:
     return stance("force_eager") if stance is not None else contextlib.nullcontext()
 
 
-def training_step_flops(module: Any, batch: Any, *, items: int = COUNT_ITEMS) -> float:
+def training_step_flops(module: Any, batch: Any, *, items: int = COUNT_ITEMS, context: Any = None) -> float:
     """FLOPs of one training step on ``batch`` (forward + backward of ``module.training_step``'s
-    loss), counted on its first ``items`` examples and scaled by batch size / ``items``."""
+    loss), counted on its first ``items`` examples and scaled by batch size / ``items``. ``context``:
+    a context manager the step runs in (the trainer's precision: autocast picks the same kernels)."""
     sliced, size = slice_batch(batch, items)
     taken = min(items, size)
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     rng_devices = [device.index or 0] if device.type == "cuda" else []
     with _quiet(module), _eager(), torch.random.fork_rng(devices=rng_devices), \
             FlopCounterMode(display=False, custom_mapping=_extra_formulas()) as counter:  # fmt: skip
-        out = module.training_step(sliced, 0)
+        with context if context is not None else contextlib.nullcontext():
+            out = module.training_step(sliced, 0)
         loss = out.get("loss") if isinstance(out, dict) else out
         if not isinstance(loss, Tensor):
             raise ValueError(f"training_step returned {type(out).__name__}, not a loss tensor")
@@ -144,7 +146,7 @@ def count_training_flops(trainer: Any, module: Any, batch: Any) -> float | None:
             nodes = count_nodes(batch) if callable(count_nodes) else None
             if not nodes:  # a task that counts no nodes has no nodes/s, hence no MFU: nothing to warn about
                 return None
-            return training_step_flops(module, batch) / float(nodes)
+            return training_step_flops(module, batch, context=trainer.precision_plugin.train_step_context()) / float(nodes)
     except Exception as exc:  # noqa: BLE001 - MFU is a report; it never stops a fit
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     warnings.warn(f"MFU is not reported for this fit: the training step's FLOPs could not be counted ({reason})", stacklevel=2)

@@ -90,6 +90,16 @@ def test_a_slice_of_the_batch_scaled_up_counts_the_whole_batch():
     assert training_step_flops(lm, (x, x), items=2) == training_step_flops(lm, (x, x), items=8)
 
 
+def test_autocast_counts_the_same_products():
+    from tzoo.tasks.lm.model import GPTConfig
+    from tzoo.tasks.lm.module import LanguageModel
+
+    lm = LanguageModel(GPTConfig(vocab_size=65, block_size=16, transformer=tiny()))
+    x = torch.randint(0, 65, (2, 16))
+    bf16 = training_step_flops(lm, (x, x), context=torch.autocast("cpu", dtype=torch.bfloat16))
+    assert bf16 == training_step_flops(lm, (x, x))
+
+
 def test_slice_batch_cuts_batch_tensors_only():
     Pair = namedtuple("Pair", "a b")
     batch = {"x": torch.zeros(5, 3), "pair": Pair(torch.zeros(5), torch.zeros(7)), "items": [torch.zeros(5, 2)], "n": 3}
