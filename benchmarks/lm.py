@@ -312,6 +312,9 @@ def run_time_to_loss(args: argparse.Namespace, recipes: list[str]) -> None:
           f"{torch.get_num_threads()} threads")  # fmt: skip
     print(f"| recipe | steps to L | seconds to L | x baseline time | val loss at {args.steps} steps | seconds for {args.steps} steps |")
     print("|---|---|---|---|---|---|")
+    losses = [b["val_loss"] for b in baselines]
+    print(f"| nanoGPT recipe, plain loop (baseline: L) | {args.steps} | {statistics.median(baseline_s):.1f} ({min(baseline_s):.1f}-{max(baseline_s):.1f}) | "
+          f"1.00 | {target:.3f} ({min(losses):.3f}-{max(losses):.3f}) | {statistics.median(baseline_s):.1f} |")  # fmt: skip
     for r in rows:
         def cell(key: str, fmt: str) -> str:
             if key not in r:
