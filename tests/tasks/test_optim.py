@@ -45,21 +45,25 @@ def test_muon_takes_the_block_matrices_and_adamw_the_rest():
     assert all(p is not untied.head.weight for p in muon_parameters(untied))
 
 
-@pytest.mark.parametrize("shape", [(24, 16), (16, 48)])
-def test_a_muon_update_is_orthogonalised_at_the_documented_scale(shape):
-    torch.manual_seed(0)
-    w = nn.Parameter(torch.randn(*shape))
-    before = w.detach().clone()
+@pytest.mark.parametrize("name", ["decoder.blocks.0.attn.qkv_proj.weight", "decoder.blocks.1.feed_forward.fc2.weight"])
+def test_a_muon_update_is_orthogonalised_at_the_documented_scale(name):
+    model = gpt()
     lr = 0.02
-    opt = torch.optim.Muon([w], lr=lr, momentum=0.95, weight_decay=0.0, adjust_lr_fn="original")
-    w.grad = torch.randn(*shape) * torch.logspace(-1, 1, shape[1])  # badly conditioned gradient
+    opt = build_optimizer(model, OptimConfig(optimizer="muon", muon_lr=lr, muon_weight_decay=0.0, muon_momentum=0.95))
+    w = dict(model.named_parameters())[name]
+    torch.manual_seed(1)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    w.grad = torch.randn_like(w) * torch.logspace(-1, 1, w.shape[1])  # a badly conditioned gradient
+    before = w.detach().clone()
     opt.step()
+    rows, cols = w.shape  # qkv (48, 16): scale sqrt(3); fc2 (16, 64): scale 1
     update = (before - w.detach()) / lr
-    s = torch.linalg.svdvals(update) / math.sqrt(max(1.0, shape[0] / shape[1]))  # torch's "original" shape rule
+    s = torch.linalg.svdvals(update) / math.sqrt(max(1.0, rows / cols))  # torch's "original" shape rule
     # 5 Newton-Schulz steps with the speedrun's coefficients leave every singular value in about [0.7, 1.15]
     assert s.min() > 0.6 and s.max() < 1.2, s
     g = torch.linalg.svdvals(w.grad)
-    assert g.max() / g.min() > 15 and s.max() / s.min() < 2  # the gradient's spread is gone
+    assert g.max() / g.min() > 5 and s.max() / s.min() < 2  # the gradient's spread is gone
 
 
 def test_wsd_schedule_values():

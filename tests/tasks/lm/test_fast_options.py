@@ -98,3 +98,13 @@ def test_cli_refuses_an_unknown_optimizer(tmp_path, capsys):
     assert exit.value.code == 2
     err = capsys.readouterr().err
     assert "optim.optimizer='lion' is not one of ('adamw', 'muon')" in err, err
+
+
+def test_cached_sampling_equals_recomputing_with_every_new_option():
+    torch.manual_seed(0)
+    stack = TransformerConfig(dim=16, depth=2, num_heads=2, position="rope", qk_norm=True, feed_forward="squared_relu")
+    model = GPT(GPTConfig(30, block_size=32, position="none", transformer=stack, logit_softcap=5.0, tie_embeddings=False))
+    prompt = torch.randint(0, 30, (2, 3))
+    cached = model.generate(prompt, 20, temperature=0, use_cache=True)
+    recomputed = model.generate(prompt, 20, temperature=0, use_cache=False)
+    assert torch.equal(cached, recomputed)
