@@ -23,6 +23,8 @@ OPTIONS = {
     "num_memory": {"num_memory": 2},
     "alibi": {"position": "alibi"},
     "gqa": {"num_kv_heads": 1},
+    "qk_norm": {"qk_norm": True},
+    "squared_relu": {"feed_forward": "squared_relu"},
 }
 
 
@@ -117,7 +119,7 @@ def test_every_core_option_trains_and_checks_in_every_task(task, option, tmp_pat
     (run,) = (tmp_path / "runs").glob("*/version_0")
     hparams = (run / "hparams.yaml").read_text()
     for field, value in OPTIONS[option].items():  # the option reached the model's saved config
-        assert re.search(rf"\b{field}: {value}\b", hparams), hparams
+        assert re.search(rf"\b{field}: {value}\b", hparams, re.IGNORECASE), hparams  # YAML writes True as true
     card = json.loads((run / "run_card.json").read_text())
     assert card["steps"] == 2 and card["status"] == "finished"
     capsys.readouterr()
