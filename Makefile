@@ -22,7 +22,7 @@ train: $(STAMP)
 		--prompt "ROMEO:" --max_new_tokens 500 --top_k 50 --seed 0
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 clean:
 	rm -rf $(VENV) runs build dist *.egg-info

@@ -394,4 +394,8 @@ def _main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m tzoo.tasks.cli`: run the imported module's main, so that the UsageError the other
+    # modules raise (tzoo.tasks.cli.UsageError) is the class main() recognises, not __main__'s copy
+    from tzoo.tasks.cli import main as _main_of_the_module
+
+    _main_of_the_module()
