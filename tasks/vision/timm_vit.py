@@ -100,6 +100,12 @@ def load_into(model: ViT, state: dict[str, Tensor], *, source: str = "the timm w
     theirs_grid = ours["tokenizer.pos"].shape[1]
     if tok.grid is not None and theirs_grid != tok.grid[0] * tok.grid[1] and expected["tokenizer.pos"].shape[-1] == ours["tokenizer.pos"].shape[-1]:
         side = int(round(theirs_grid**0.5))
+        if side * side != theirs_grid:
+            raise ValueError(
+                f"{source}: the position table holds {theirs_grid} patches, not a square grid, so it cannot be resized "
+                f"to this model's {tok.grid[0]}x{tok.grid[1]} patches; give net.image_size / net.patch_size of the "
+                f"pretrained model's grid"
+            )
         table = rearrange(ours["tokenizer.pos"], "1 (h w) d -> 1 d h w", h=side, w=side)
         table = F.interpolate(table, size=tok.grid, mode="bicubic", align_corners=False, antialias=True)
         ours["tokenizer.pos"] = rearrange(table, "1 d h w -> 1 (h w) d")

@@ -94,6 +94,17 @@ def test_bad_timm_weights_are_named(tmp_path):
         from_timm_state(state, small)
 
 
+def test_a_position_table_that_is_not_a_square_grid_cannot_be_resized():
+    from tzoo.tasks.vision.timm_vit import load_into
+
+    state = _timm_vit().state_dict()
+    model = from_timm_state(state)
+    pos = state["pos_embed"]  # (1, 1 + h*w, D): drop two patches, 1 + h*w - 2 is no square
+    state = {**state, "pos_embed": pos[:, :-2]}
+    with pytest.raises(ValueError, match=r"the position table holds \d+ patches, not a square grid, so it cannot be resized to this model's \d+x\d+ patches"):
+        load_into(model, state)
+
+
 def test_pretrained_timm_weights_load_into_a_fine_tuning_run(tmp_path):
     """``--model.init_args.pretrained FILE`` through the CLI: the encoder holds the timm weights
     when training starts (positions resized to the data's grid, a fresh head for its classes)."""
