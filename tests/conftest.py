@@ -8,3 +8,18 @@ fail on the closed stream ("--- Logging error ---" in another test's output).
 """
 
 import lightning.pytorch  # noqa: F401
+
+
+import signal  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _sigint_restored():
+    """Lightning answers a KeyboardInterrupt by ignoring SIGINT for the rest of the process (its
+    graceful shutdown) and never restores it; an ignored signal is inherited by every subprocess a
+    later test starts, so a test's Ctrl-C would never reach them. Each test starts with Python's own."""
+    yield
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
