@@ -16,6 +16,7 @@ import inspect
 import math
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -201,16 +202,16 @@ class TaskModule(pl.LightningModule):
 
     def configure_callbacks(self) -> list[pl.Callback]:
         """``tzoo predict`` writes ``prediction_rows`` into the run folder when the task defines them."""
-        if type(self).prediction_rows is TaskModule.prediction_rows:
+        if self.prediction_rows is None:
             return []
         from tzoo.tasks.predictions import PredictionWriter
 
         return [PredictionWriter()]
 
-    def prediction_rows(self, predictions: list[Any], data: Any) -> list[dict[str, Any]]:
-        """One dict per predicted item, from ``predict_step``'s outputs (``predict_file`` names the
-        file: ``.csv`` or ``.jsonl``). Tasks that predict override it."""
-        raise NotImplementedError
+    #: a task that predicts defines ``prediction_rows(self, predictions, data) -> list[dict]``: one
+    #: dict per predicted item from ``predict_step``'s outputs, written to ``predict_file`` (``.csv``
+    #: or ``.jsonl``); without it ``tzoo predict`` writes no file
+    prediction_rows: Callable[[list[Any], Any], list[dict[str, Any]]] | None = None
 
     #: where ``prediction_rows`` are written, in the run folder
     predict_file: str = "predictions.csv"

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,8 @@ from tzoo.core import TransformerConfig
 from tzoo.tasks.decision.model import DecisionTransformerModel, DTConfig
 from tzoo.tasks.decision.tokenizer import DatasetStatistics
 from tzoo.tasks.lm.gpt2 import _BLOCK as GPT2_BLOCK  # DT's backbone is GPT-2's block, Conv1D layout included
-from tzoo.tasks.lm.gpt2 import HUB_EXTRA, safetensors_torch
+from tzoo.tasks.hub import HUB_EXTRA, hub_folder
+from tzoo.tasks.lm.gpt2 import safetensors_torch
 from tzoo.tasks.reliability import read_checkpoint
 
 __all__ = ["dt_config", "dt_folder", "from_hf", "load_hf_dt", "save_hf_dt", "saved_statistics", "to_hf"]
@@ -181,22 +181,12 @@ def to_hf(model: DecisionTransformerModel, *, n_positions: int = 1024) -> dict[s
 
 def dt_folder(path: str | Path) -> Path:
     """A local folder as it is, or a hub id (``owner/name``) downloaded once into the Hugging Face cache."""
-    folder = Path(path).expanduser()
-    if folder.is_dir():
-        return folder
-    if folder.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", str(path)):
-        raise FileNotFoundError(f"Decision Transformer folder {str(path)!r} does not exist: give an HF DecisionTransformerModel folder or a hub id")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise ImportError(f"downloading {str(path)!r} from the Hugging Face hub needs tzoo's hub extra: {HUB_EXTRA}") from None
-    try:
-        return Path(snapshot_download(str(path), allow_patterns=["config.json", *_WEIGHT_FILES]))
-    except Exception as exc:  # noqa: BLE001 - offline, unknown id ...
-        raise FileNotFoundError(
-            f"Decision Transformer {str(path)!r} is not a local folder and could not be downloaded from the Hugging Face hub "
-            f"({type(exc).__name__}); offline, give a local folder holding config.json and model.safetensors"
-        ) from None
+    return hub_folder(
+        path, files=["config.json", *_WEIGHT_FILES],
+        missing=f"Decision Transformer folder {str(path)!r} does not exist: give an HF DecisionTransformerModel folder or a hub id",
+        unreachable=f"Decision Transformer {str(path)!r} is not a local folder and could not be downloaded from the Hugging Face hub "
+        f"({{error}}); offline, give a local folder holding config.json and model.safetensors",
+    )  # fmt: skip
 
 
 def saved_statistics(path: str | Path) -> DatasetStatistics | None:

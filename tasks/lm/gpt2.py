@@ -21,13 +21,13 @@ Loading never runs code from the files (safetensors, or ``torch.load(weights_onl
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from tzoo.tasks.hub import HUB_EXTRA, hub_folder
 from tzoo.core import TransformerConfig
 from tzoo.tasks.lm.model import GPT, GPTConfig
 from tzoo.tasks.reliability import read_checkpoint
@@ -37,7 +37,6 @@ __all__ = ["from_hf", "gpt2_config", "gpt2_folder", "load_gpt2", "load_gpt2_toke
 _ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu"}
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt")
-HUB_EXTRA = "pip install 'tzoo[hub]'"
 
 
 def safetensors_torch() -> Any:
@@ -157,23 +156,13 @@ def to_hf(model: GPT) -> dict[str, Tensor]:
 def gpt2_folder(path: str | Path) -> Path:
     """A local GPT-2 folder as it is, or a hub id (``owner/name``) downloaded once into the Hugging
     Face cache (config, weights and tokenizer files only)."""
-    folder = Path(path).expanduser()
-    if folder.is_dir():
-        return folder
-    if folder.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", str(path)):
-        raise FileNotFoundError(f"GPT-2 weights {str(path)!r} do not exist: give an HF GPT-2 folder, a hub id (owner/name) or a nanoGPT ckpt.pt")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise ImportError(f"downloading {str(path)!r} from the Hugging Face hub needs tzoo's hub extra: {HUB_EXTRA}") from None
-    try:
-        return Path(snapshot_download(str(path), allow_patterns=["config.json", *_WEIGHT_FILES, *_TOKENIZER_FILES]))
-    except Exception as exc:  # noqa: BLE001 - offline, unknown id, gated repository ...
-        raise FileNotFoundError(
-            f"GPT-2 weights {str(path)!r} are not a local folder and could not be downloaded from the Hugging Face hub "
-            f"({type(exc).__name__}); offline, give a local folder holding config.json, model.safetensors and the "
-            f"tokenizer (e.g. one saved with GPT2LMHeadModel.save_pretrained and the tokenizer's save_pretrained)"
-        ) from None
+    return hub_folder(
+        path, files=["config.json", *_WEIGHT_FILES, *_TOKENIZER_FILES],
+        missing=f"GPT-2 weights {str(path)!r} do not exist: give an HF GPT-2 folder, a hub id (owner/name) or a nanoGPT ckpt.pt",
+        unreachable=f"GPT-2 weights {str(path)!r} are not a local folder and could not be downloaded from the Hugging Face hub "
+        f"({{error}}); offline, give a local folder holding config.json, model.safetensors and the "
+        f"tokenizer (e.g. one saved with GPT2LMHeadModel.save_pretrained and the tokenizer's save_pretrained)",
+    )  # fmt: skip
 
 
 def load_gpt2_tokenizer(path: str | Path) -> Any:

@@ -26,7 +26,6 @@ Loading never runs code from the files (safetensors, or ``torch.load(weights_onl
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tzoo.tasks.hub import HUB_EXTRA, hub_folder
 from tzoo.core import TransformerConfig
 from tzoo.tasks.reliability import read_checkpoint
 from tzoo.tasks.speech.model import SpeechConfig, SpeechTransformer, whisper_sinusoids
@@ -45,7 +45,6 @@ __all__ = ["WhisperText", "WhisperTextTokenizer", "from_hf", "greedy_from_encode
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "added_tokens.json", "special_tokens_map.json",
                     "tokenizer_config.json", "normalizer.json", "preprocessor_config.json", "generation_config.json")  # fmt: skip
-HUB_EXTRA = "pip install 'tzoo[hub]'"
 
 
 def _safetensors() -> Any:
@@ -204,23 +203,13 @@ def to_hf(model: SpeechTransformer) -> dict[str, Tensor]:
 
 def _folder(path: str | Path) -> Path:
     """A local folder, or a hub id (``openai/whisper-tiny``) downloaded once into the Hugging Face cache."""
-    folder = Path(path)
-    if folder.is_dir():
-        return folder
-    if folder.exists() or not re.fullmatch(r"[\w.-]+/[\w.-]+", str(path)):
-        raise FileNotFoundError(f"Whisper weights {str(path)!r} do not exist: give a Hugging Face Whisper folder (config.json + model.safetensors) or a hub id")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise ImportError(f"downloading {str(path)!r} from the Hugging Face hub needs tzoo's hub extra: {HUB_EXTRA}") from None
-    try:
-        return Path(snapshot_download(str(path), allow_patterns=["config.json", *_WEIGHT_FILES, *_TOKENIZER_FILES]))
-    except Exception as exc:  # noqa: BLE001 - offline, unknown id, gated repository ...
-        raise FileNotFoundError(
-            f"Whisper weights {str(path)!r} are not a local folder and could not be downloaded from the Hugging Face hub "
-            f"({type(exc).__name__}); offline, give a local folder holding config.json and model.safetensors (e.g. one "
-            f"saved with WhisperForConditionalGeneration.save_pretrained)"
-        ) from None
+    return hub_folder(
+        path, files=["config.json", *_WEIGHT_FILES, *_TOKENIZER_FILES],
+        missing=f"Whisper weights {str(path)!r} do not exist: give a Hugging Face Whisper folder (config.json + model.safetensors) or a hub id",
+        unreachable=f"Whisper weights {str(path)!r} are not a local folder and could not be downloaded from the Hugging Face hub "
+        f"({{error}}); offline, give a local folder holding config.json and model.safetensors (e.g. one "
+        f"saved with WhisperForConditionalGeneration.save_pretrained)",
+    )  # fmt: skip
 
 
 def _read_config(folder: Path) -> dict[str, Any]:
