@@ -143,7 +143,7 @@ def scaling(lengths: list[int], reps: int) -> dict[str, Any]:
             rows.append(row)
             print(f"| {t} | {name} | {med * 1e3:.1f} | {full / med:.1f} | {memory[method] / 2**20:.1f} |", flush=True)
     slopes = {}
-    for method in METHODS:
+    for method in METHODS if len(set(lengths)) > 1 else ():  # a slope needs two lengths
         mine = [r for r in rows if r["method"] == method]
         ts = [r["T"] for r in mine]
         slopes[method] = {"time": slope(ts, [r["median_s"] for r in mine]), "memory": slope(ts, [r["peak_bytes"] for r in mine])}
@@ -327,7 +327,7 @@ def main() -> None:
         start = os.getloadavg()
         result[name] = run()
         result[name]["run"] = {"command": command, "threads": torch.get_num_threads(), "loadavg_start": start, "loadavg_end": os.getloadavg()}
-        if name == "scaling":
+        if name == "scaling" and result["scaling"]["slopes"]:
             print("\n| attention | time slope | memory slope |\n|---|---|---|")
             for method, s in result["scaling"]["slopes"].items():
                 print(f"| {method} | {s['time']:.2f} | {s['memory']:.2f} |")
