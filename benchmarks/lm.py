@@ -203,6 +203,7 @@ def _merge(*recipes: dict[str, Any]) -> dict[str, Any]:
 RECIPES: dict[str, dict[str, Any]] = {name: _merge(BEST, option) for name, option in OPTIONS.items()}
 RECIPES["combined"] = _merge(BEST, *(OPTIONS[name] for name in COMBINED))
 RECIPES["combined_adamw"] = _merge(BEST, *(OPTIONS[name] for name in COMBINED if name != "muon"))  # all but Muon
+RECIPES["combined_ns3"] = _merge(RECIPES["combined"], OPTIONS["muon_ns3"])  # all, Muon with 3 Newton-Schulz steps
 
 
 def parse_recipes(value: str) -> list[str]:
