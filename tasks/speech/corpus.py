@@ -1,15 +1,29 @@
-"""Speech corpora as JSONL manifests: the generated eSpeak NG corpus, user manifests, LibriSpeech.
+"""Speech corpora as JSONL manifests: the generated multi-engine corpus, user manifests, LibriSpeech.
 
 A manifest has one JSON object per line: ``{"audio": path, "text": str, "duration": seconds,
-"voice": str}`` (``audio`` relative to the manifest's folder, or absolute; ``voice`` optional).
+"voice": str, "engine": str}`` (``audio`` relative to the manifest's folder, or absolute; ``voice``
+and ``engine`` optional).
 
 The generated corpus (``generate_corpus``) writes, for each split, 16 kHz mono 16-bit WAV files
-under ``<root>/<split>/`` and ``<root>/<split>.jsonl``. Texts are digit strings ("4 0 7") and
-sentences drawn from ``WORDS``, 1 to ``max_words`` words. Each utterance has its own accent, voice
-variant, speed, pitch, leading silence and additive noise at a random SNR, all drawn from the seed
-and its index, so the corpus is the same whatever the number of worker processes (up to eSpeak NG's
-own random voicing noise, which its API does not seed: samples differ slightly between runs). The voice
-variants of the val and test splits are never heard in training (held-out speakers).
+under ``<root>/<split>/`` and ``<root>/<split>.jsonl``. Its speech comes from every synthesizer
+found here (``engines.py``): eSpeak NG always, Festival and Flite when installed. Texts are digit
+strings ("4 0 7") and sentences drawn from ``WORDS``, 1 to ``max_words`` words (and, with
+``sentence_fraction``, lines of the plays). Each utterance has its own engine, voice (and accent),
+speed, pitch, leading silence and additive noise at a random SNR, all drawn from the seed and its
+index, so the corpus is the same whatever the number of worker processes (up to eSpeak NG's own
+random voicing noise, which its API does not seed: samples differ slightly between runs).
+
+Splits and their voices (``DEFAULT_VOICES``; ``CorpusSpec.voices`` changes them):
+- ``train``: eSpeak NG's voice variants but the held-out ones, and Festival's two diphone voices
+  (``kal_diphone``, ``ked_diphone``), mixed by ``engine_weights``;
+- ``val``: the held-out eSpeak NG variants ``VAL_VARIANTS`` and Festival's training voices (with
+  other texts: Festival has no third voice to spare);
+- ``test``: the held-out eSpeak NG variants ``TEST_VARIANTS``, Festival's ``cmu_us_slt_arctic_hts``
+  (an HTS voice of a woman: a voice and a kind of synthesis never heard in training) and Flite's
+  ``awb`` and ``rms`` (an engine never heard in training), mixed by ``test_weights``;
+- ``test_sentences``: the same voices speaking lines of plays that training never reads
+  (``sentences.py``).
+Every entry records its ``engine`` and ``voice``: the test reports error rates per engine and voice.
 """
 
 from __future__ import annotations
@@ -28,7 +42,11 @@ import numpy as np
 
 __all__ = [
     "ALPHABET",
+    "DEFAULT_VOICES",
+    "SPLITS",
     "TEST_VARIANTS",
+    "TEST_WEIGHTS",
+    "TRAIN_WEIGHTS",
     "VAL_VARIANTS",
     "WORDS",
     "CorpusSpec",
@@ -36,6 +54,7 @@ __all__ = [
     "generate_corpus",
     "read_librispeech",
     "read_manifest",
+    "report_groups",
     "write_manifest",
 ]
 
@@ -76,45 +95,148 @@ WORDS = tuple(
 VAL_VARIANTS = ("m5", "f4", "paul", "Annie")
 TEST_VARIANTS = ("m3", "f2", "david", "steph")
 
+SPLITS = ("train", "val", "test", "test_sentences")
+
+# engine -> role -> voices; the test_sentences split speaks with the "test" voices. eSpeak NG's
+# training voices are every variant of espeak.VARIANTS but the held-out ones (filled in by
+# _default_voices). Flite's kal and slt are the same speakers as Festival's kal_diphone and
+# cmu_us_slt_arctic_hts: only awb and rms are other speakers.
+DEFAULT_VOICES: dict[str, dict[str, tuple[str, ...]]] = {
+    "espeak": {"train": (), "val": VAL_VARIANTS, "test": TEST_VARIANTS},
+    "festival": {"train": ("kal_diphone", "ked_diphone"), "val": ("kal_diphone", "ked_diphone"), "test": ("cmu_us_slt_arctic_hts",)},
+    "flite": {"train": (), "val": (), "test": ("awb", "rms")},
+}
+_ROLES = ("train", "val", "test")
+
+# Shares of the training (and val) utterances per engine, among the engines found. Half and half:
+# eSpeak NG brings the speakers (8 accents x 32 training variants) but one kind of synthesis
+# (formants); Festival brings speech made of human recordings but only two (male) speakers. The
+# unseen test voice is made from recordings too, so recorded speech should be heard as often as
+# formant speech; a larger share would give two speakers most of the data (the model's VTLP and
+# formant warping spread them at training time, but cannot make new ones). eSpeak NG keeps half of
+# the corpus, 10,000 utterances in the full config (not yet measured against other shares).
+TRAIN_WEIGHTS = {"espeak": 0.5, "festival": 0.5}
+# Shares of the test splits: half the held-out eSpeak NG variants (comparable with earlier runs), a
+# quarter each the unseen Festival voice and the unseen engine.
+TEST_WEIGHTS = {"espeak": 0.5, "festival": 0.25, "flite": 0.25}
+
 _DIGITS = "0123456789"
+
+
+def _pair(value: Sequence[float], name: str, valid: tuple[float, float]) -> None:
+    lo, hi = value
+    if not valid[0] <= lo <= hi <= valid[1]:
+        raise ValueError(f"{name}=({lo}, {hi}) must be a range (low <= high) within {valid}")
 
 
 @dataclass
 class CorpusSpec:
-    """Everything the generated corpus depends on (its hash names the cache folder)."""
+    """Everything the generated corpus depends on (its hash, with the engines and voices found
+    here, names the cache folder).
+
+    ``engines``: ``"auto"`` (every engine installed) or a list of names (each must be installed);
+    ``engine_weights`` / ``test_weights``: each engine's share of the train and val / the test
+    splits (engines without voices in a split, or not found, drop out and the rest share it);
+    ``voices``: ``{engine: {"train" | "val" | "test": [voices]}}`` replaces ``DEFAULT_VOICES``'
+    lists (a voice heard in training cannot be a test voice too); ``test_sentences``: utterances of
+    play lines in the ``test_sentences`` split (0: no such split; default half of ``test``);
+    ``sentence_fraction``: the share of
+    train and val texts that are lines of the other plays instead of word sequences. eSpeak NG's
+    rate and pitch are drawn from ``speed`` (words/minute) and ``pitch`` (its 0-99 scale), the other
+    engines' from ``speed_factor`` and ``pitch_factor`` (factors of each voice's own)."""
 
     train: int = 20000
     val: int = 300
     test: int = 600
+    test_sentences: int | None = None  # None: half of test
     seed: int = 0
     max_words: int = 12
     digit_fraction: float = 0.25
+    sentence_fraction: float = 0.0
+    engines: str | list[str] = "auto"
+    engine_weights: dict[str, float] = field(default_factory=lambda: dict(TRAIN_WEIGHTS))
+    test_weights: dict[str, float] = field(default_factory=lambda: dict(TEST_WEIGHTS))
+    voices: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     speed: tuple[int, int] = (130, 220)
     pitch: tuple[int, int] = (30, 70)
+    speed_factor: tuple[float, float] = (0.85, 1.2)
+    pitch_factor: tuple[float, float] = (0.85, 1.2)
     snr_db: tuple[float, float] = (10.0, 30.0)
     sample_rate: int = 16000
     noise_files: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        from tzoo.tasks.speech.engines import ENGINE_NAMES
+
         for name in ("train", "val", "test"):
             if getattr(self, name) < 1:
                 raise ValueError(f"corpus split {name!r} needs >= 1 utterance, got {getattr(self, name)}")
+        if self.test_sentences is None:
+            self.test_sentences = self.test // 2
+        if self.test_sentences < 0:
+            raise ValueError(f"test_sentences must be >= 0 (0: no test_sentences split), got {self.test_sentences}")
         if not 1 <= self.max_words <= 50:
             raise ValueError(f"max_words must be in [1, 50], got {self.max_words}")
-        if not 0.0 <= self.digit_fraction <= 1.0:
-            raise ValueError(f"digit_fraction must be in [0, 1], got {self.digit_fraction}")
-        for name, (lo, hi), valid in (("speed", self.speed, (80, 450)), ("pitch", self.pitch, (0, 99))):
-            if not valid[0] <= lo <= hi <= valid[1]:
-                raise ValueError(f"{name}=({lo}, {hi}) must be a range (low <= high) within {valid}")
+        for name in ("digit_fraction", "sentence_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        _pair(self.speed, "speed", (80, 450))
+        _pair(self.pitch, "pitch", (0, 99))
+        _pair(self.speed_factor, "speed_factor", (0.5, 2.0))
+        _pair(self.pitch_factor, "pitch_factor", (0.5, 2.0))
         if self.snr_db[0] > self.snr_db[1]:
             raise ValueError(f"snr_db=({self.snr_db[0]}, {self.snr_db[1]}) must be a range (low <= high)")
+        for what, table in (("engine_weights", self.engine_weights), ("test_weights", self.test_weights), ("voices", self.voices)):
+            unknown = sorted(set(table) - set(ENGINE_NAMES))
+            if unknown:
+                raise ValueError(f"{what} names unknown engine(s) {unknown}; valid: {', '.join(ENGINE_NAMES)}")
+        for what, table in (("engine_weights", self.engine_weights), ("test_weights", self.test_weights)):
+            negative = {k: w for k, w in table.items() if not w >= 0}
+            if negative:
+                raise ValueError(f"{what} {negative}: a share must be >= 0")
+        for engine, roles in self.voices.items():
+            bad = sorted(set(roles) - set(_ROLES))
+            if bad:
+                raise ValueError(f"voices[{engine!r}] has role(s) {bad}; valid: {', '.join(_ROLES)}")
+            both = sorted(set(roles.get("train", ())) & set(roles.get("test", ())))
+            if both:
+                raise ValueError(f"voices[{engine!r}]: {both} cannot be both training and test voices (the test must hear voices training did not)")
         missing = [f for f in self.noise_files if not Path(f).is_file()]
         if missing:
             raise FileNotFoundError(f"noise file(s) {missing} do not exist (noise_files: audio files to mix in as noise)")
 
+    def resolved(self) -> dict[str, dict[str, tuple[str, ...]]]:
+        """engine -> role -> voices, for the engines this spec uses here (``engines`` resolved);
+        an engine without voices in any role drops out. A voice the spec names that its engine does
+        not have is a ValueError listing the engine's voices; a default voice that is not
+        installed is left out."""
+        from tzoo.tasks.speech.engines import get_engine, resolve_engines
+
+        out = {}
+        for name in resolve_engines(self.engines):
+            engine = get_engine(name)
+            roles = {}
+            for role in _ROLES:
+                given = self.voices.get(name, {}).get(role)
+                if given is not None:
+                    for voice in given:
+                        engine.check_voice(voice)
+                    roles[role] = tuple(given)
+                else:
+                    default = _default_voices(name, role)
+                    roles[role] = default if name == "espeak" else tuple(v for v in default if v in engine.voices())
+            if any(roles.values()):
+                out[name] = roles
+        return out
+
     def key(self) -> str:
-        """Names the cache folder: the spec and the word list the texts are drawn from."""
-        return hashlib.sha1(json.dumps({**asdict(self), "words": WORDS}, sort_keys=True).encode()).hexdigest()[:10]
+        """Names the cache folder: the spec, the engines and voices it resolves to here, the word
+        list and the test plays the texts are drawn from."""
+        from tzoo.tasks.speech.sentences import TEST_PLAYS
+
+        engines = self.engines if isinstance(self.engines, str) else sorted(self.engines)
+        described = {**asdict(self), "engines": engines, "resolved": self.resolved(), "words": WORDS, "test_plays": TEST_PLAYS}
+        return hashlib.sha1(json.dumps(described, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def check_text(text: str, alphabet: str, where: str) -> str:
@@ -198,7 +320,7 @@ def read_librispeech(root: str | os.PathLike[str], alphabet: str = ALPHABET) -> 
 
 
 def _rng(seed: int, split: str, index: int) -> np.random.Generator:
-    return np.random.default_rng([seed, ("train", "val", "test").index(split), index])
+    return np.random.default_rng([seed, SPLITS.index(split), index])
 
 
 def random_text(rng: np.random.Generator, *, max_words: int, digit_fraction: float) -> str:
@@ -209,17 +331,103 @@ def random_text(rng: np.random.Generator, *, max_words: int, digit_fraction: flo
 
 
 def split_variants(split: str) -> tuple[str, ...]:
+    """eSpeak NG's default voice variants of a split (test_sentences: the test split's)."""
     from tzoo.tasks.speech.espeak import VARIANTS
 
     if split == "val":
         return VAL_VARIANTS
-    if split == "test":
+    if split in ("test", "test_sentences"):
         return TEST_VARIANTS
     held_out = set(VAL_VARIANTS) | set(TEST_VARIANTS)
     return tuple(v for v in VARIANTS if v not in held_out)
 
 
-_synth: Any = None  # one synthesizer per worker process
+def _default_voices(engine: str, role: str) -> tuple[str, ...]:
+    return split_variants(role) if engine == "espeak" else DEFAULT_VOICES[engine][role]
+
+
+def _role(split: str) -> str:
+    return "test" if split == "test_sentences" else split
+
+
+def engine_schedule(weights: dict[str, float], n: int) -> list[str]:
+    """The engine of each of ``n`` utterances: every engine's count within one of its share, spread
+    evenly through the split (smooth weighted round robin), the same for any number of workers."""
+    total = sum(weights.values())
+    credit = dict.fromkeys(weights, 0.0)
+    out = []
+    for _ in range(n):
+        for name, w in weights.items():
+            credit[name] += w
+        pick = max(credit, key=lambda name: credit[name])  # ties: the registry's order
+        credit[pick] -= total
+        out.append(pick)
+    return out
+
+
+def split_weights(spec: CorpusSpec, resolved: dict[str, dict[str, tuple[str, ...]]], split: str) -> dict[str, float]:
+    """engine -> share of ``split``: the spec's weights of the engines that have voices for it."""
+    table = spec.test_weights if _role(split) == "test" else spec.engine_weights
+    weights = {name: float(table.get(name, 0.0)) for name, roles in resolved.items() if roles[_role(split)]}
+    weights = {name: w for name, w in weights.items() if w > 0}
+    if not weights:
+        which = "test_weights" if _role(split) == "test" else "engine_weights"
+        raise ValueError(
+            f"no engine speaks the {split} split: {which}={table} and the voices per engine here are "
+            f"{ {name: roles[_role(split)] for name, roles in resolved.items()} } (give a share to an engine with voices)"
+        )
+    return weights
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One utterance, everything drawn: what to synthesize and how to degrade it."""
+
+    split: str
+    index: int
+    engine: str
+    voice: str
+    text: str
+    speed: float
+    pitch: float
+    lead_s: float
+    snr_db: float
+    level: float
+    noise_seed: int
+
+
+def _text(rng: np.random.Generator, spec: CorpusSpec, split: str) -> str:
+    from tzoo.tasks.speech.sentences import play_sentences
+
+    min_words = min(4, spec.max_words)
+    if split == "test_sentences":
+        pool = play_sentences("test", min_words, spec.max_words)
+        return pool[int(rng.integers(len(pool)))]
+    if split in ("train", "val") and spec.sentence_fraction > 0 and rng.random() < spec.sentence_fraction:
+        pool = play_sentences("train", min_words, spec.max_words)
+        return pool[int(rng.integers(len(pool)))]
+    return random_text(rng, max_words=spec.max_words, digit_fraction=spec.digit_fraction)
+
+
+def _plan(spec: CorpusSpec, split: str, index: int, engine: str, voices: tuple[str, ...]) -> _Job:
+    from tzoo.tasks.speech.engines import get_engine
+
+    rng = _rng(spec.seed, split, index)
+    text = _text(rng, spec, split)
+    accents = get_engine(engine).accents
+    accent = f"{accents[int(rng.integers(len(accents)))]}+" if accents else ""
+    voice = accent + voices[int(rng.integers(len(voices)))]
+    if engine == "espeak":  # its own units, as the corpus always drew them: words/minute, 0-99
+        speed = int(rng.integers(spec.speed[0], spec.speed[1] + 1)) / 175
+        pitch = int(rng.integers(spec.pitch[0], spec.pitch[1] + 1)) / 50
+    else:
+        speed = float(rng.uniform(*spec.speed_factor))
+        pitch = float(rng.uniform(*spec.pitch_factor)) if get_engine(engine).varies_pitch(voice) else 1.0
+    return _Job(split, index, engine, voice, text, speed, pitch, lead_s=float(rng.uniform(0.0, 0.25)),
+                snr_db=float(rng.uniform(*spec.snr_db)), level=float(rng.uniform(0.3, 0.95)),
+                noise_seed=int(rng.integers(2**63)))  # fmt: skip
+
+
 _noise_cache: dict[str, np.ndarray] = {}
 
 
@@ -253,67 +461,105 @@ def _one_pole_lowpass(x: np.ndarray, pole: float) -> np.ndarray:
     return AF.lfilter(signal, a, b, clamp=False).numpy().astype(np.float32)  # clamp: not to [-1, 1]
 
 
-def _make_utterance(job: tuple[CorpusSpec, str, int, str]) -> dict[str, Any]:
-    global _synth
+def _render(job: _Job, samples: np.ndarray, rate: int, spec: CorpusSpec, root: str) -> dict[str, Any]:
+    """Synthesized samples -> the corpus's WAV (resampled, leading silence, noise at the job's SNR,
+    the job's level) and its manifest entry."""
     import soundfile
     import torch
     import torchaudio.functional as AF
 
-    from tzoo.tasks.speech.espeak import ACCENTS, Synthesizer
-
-    spec, split, index, root = job
-    if _synth is None:
-        torch.set_num_threads(1)
-        _synth = Synthesizer()
-    rng = _rng(spec.seed, split, index)
-    text = random_text(rng, max_words=spec.max_words, digit_fraction=spec.digit_fraction)
-    variants = split_variants(split)
-    voice = f"{ACCENTS[int(rng.integers(len(ACCENTS)))]}+{variants[int(rng.integers(len(variants)))]}"
-    speed = int(rng.integers(spec.speed[0], spec.speed[1] + 1))
-    pitch = int(rng.integers(spec.pitch[0], spec.pitch[1] + 1))
-    samples = _synth.synthesize(text, voice, speed=speed, pitch=pitch)
-    wave = torch.from_numpy(samples.astype(np.float32) / 32768.0)
-    wave = AF.resample(wave, _synth.sample_rate, spec.sample_rate).numpy()
-    lead = np.zeros(int(rng.uniform(0.0, 0.25) * spec.sample_rate), dtype=np.float32)
-    wave = np.concatenate([lead, wave])
-    snr = float(rng.uniform(*spec.snr_db))
-    noise = _noise(rng, len(wave), spec)
+    wave = np.asarray(samples, dtype=np.float32)
+    if rate != spec.sample_rate:
+        wave = AF.resample(torch.from_numpy(wave), rate, spec.sample_rate).numpy()
+    wave = np.concatenate([np.zeros(int(job.lead_s * spec.sample_rate), dtype=np.float32), wave])
+    noise = _noise(np.random.default_rng(job.noise_seed), len(wave), spec)
     signal_power = float(np.mean(wave**2)) + 1e-12
-    noise *= np.sqrt(signal_power / (10 ** (snr / 10)) / (float(np.mean(noise**2)) + 1e-12))
+    noise *= np.sqrt(signal_power / (10 ** (job.snr_db / 10)) / (float(np.mean(noise**2)) + 1e-12))
     wave = wave + noise
-    wave *= float(rng.uniform(0.3, 0.95)) / (float(np.abs(wave).max()) + 1e-9)  # a random level
-    name = f"{split}/{index:06d}.wav"
+    wave *= job.level / (float(np.abs(wave).max()) + 1e-9)  # a random level
+    name = f"{job.split}/{job.index:06d}.wav"
     soundfile.write(os.path.join(root, name), wave, spec.sample_rate, subtype="PCM_16")
-    return {"audio": name, "text": text, "duration": round(len(wave) / spec.sample_rate, 4), "voice": voice,
-            "speed": speed, "pitch": pitch, "snr_db": round(snr, 2)}
+    return {"audio": name, "text": job.text, "duration": round(len(wave) / spec.sample_rate, 4), "engine": job.engine,
+            "voice": job.voice, "speed": round(job.speed, 4), "pitch": round(job.pitch, 4), "snr_db": round(job.snr_db, 2)}  # fmt: skip
+
+
+def _make_chunk(task: tuple[CorpusSpec, str, list[_Job]]) -> list[dict[str, Any]]:
+    """A chunk of one engine's jobs -> their entries (the engine synthesizes them as one batch)."""
+    from tzoo.tasks.speech.engines import Request, get_engine
+
+    spec, root, jobs = task
+    engine = get_engine(jobs[0].engine)
+    raw = engine.synthesize_many([Request(j.text, j.voice, j.speed, j.pitch) for j in jobs])
+    return [_render(job, samples, rate, spec, root) for job, (samples, rate) in zip(jobs, raw)]
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # the workers are the parallelism
+
+
+_CHUNK = 32  # utterances per task: one Festival process each (it costs ~0.25 s to start)
+
+
+def report_groups(entry: dict[str, Any]) -> tuple[str, ...]:
+    """The groups a test entry's error rates are reported in: ``(engine, engine/voice)``, the
+    voice of eSpeak NG being its variant (the speaker; ``en-US+m3`` -> ``espeak/m3``); ``()`` for
+    entries that do not say their engine (user manifests, LibriSpeech)."""
+    engine = entry.get("engine")
+    if not engine:
+        return ()
+    voice = str(entry.get("voice") or "?")
+    return (engine, f"{engine}/{voice.split('+')[-1] if engine == 'espeak' else voice}")
 
 
 def generate_corpus(root: str | os.PathLike[str], spec: CorpusSpec, *, workers: int = 1, verbose: bool = False) -> Path:
     """Write the corpus into ``root`` (unless a complete one with the same spec is there) -> root.
 
-    Raises ``EspeakUnavailableError`` (saying how to install it) when eSpeak NG is missing."""
-    from tzoo.tasks.speech.espeak import Synthesizer
+    It prints which engines it found and speaks with every one of them (``spec.engines="auto"``).
+    Raises ``EspeakUnavailableError`` (saying how to install it) when eSpeak NG is missing, and
+    ``EngineUnavailableError`` (with its install command) for a named engine that is missing."""
+    from tzoo.tasks.speech.engines import ENGINE_NAMES, get_engine
 
     root = Path(root)
     done = root / "corpus.json"
-    if done.is_file() and json.loads(done.read_text()).get("key") == spec.key():
+    key = spec.key()
+    if done.is_file() and json.loads(done.read_text()).get("key") == key:
         return root
-    Synthesizer()  # fails early, with the install hint, when eSpeak NG is missing
+    resolved = spec.resolved()
+    sizes = {"train": spec.train, "val": spec.val, "test": spec.test, "test_sentences": spec.test_sentences}
+    splits = [s for s in SPLITS if sizes[s] > 0]
+    schedules = {s: engine_schedule(split_weights(spec, resolved, s), sizes[s]) for s in splits}
     if verbose:
-        print(f"corpus: synthesizing {spec.train} + {spec.val} + {spec.test} utterances with eSpeak NG into {root} (once; later runs reuse it)")
+        found = ", ".join(n if n == "espeak" else f"{n} ({', '.join(dict.fromkeys(v for r in _ROLES for v in resolved[n][r]))})"
+                          for n in resolved)  # fmt: skip
+        missing = [n for n in ENGINE_NAMES if n not in resolved]
+        print(f"corpus: speech engines found: {found}" + (f"; not installed: {', '.join(missing)} "
+              f"({'; '.join(f'`{get_engine(n).install_hint}`' for n in missing)})" if missing else ""))  # fmt: skip
+        print(f"corpus: synthesizing {' + '.join(str(sizes[s]) for s in splits)} utterances ({', '.join(splits)}) into {root} (once; later runs reuse it)")
     start = time.perf_counter()
-    for split in ("train", "val", "test"):
+    counts: dict[str, dict[str, int]] = {}
+    for split in splits:
         (root / split).mkdir(parents=True, exist_ok=True)
-        jobs = [(spec, split, i, str(root)) for i in range(getattr(spec, split))]
+        role = _role(split)
+        jobs = [_plan(spec, split, i, name, resolved[name][role]) for i, name in enumerate(schedules[split])]
+        tasks = []
+        for name in resolved:
+            mine = [j for j in jobs if j.engine == name]
+            tasks += [(spec, str(root), mine[i : i + _CHUNK]) for i in range(0, len(mine), _CHUNK)]
         if workers > 1:
-            with ProcessPoolExecutor(workers) as pool:
-                entries = list(pool.map(_make_utterance, jobs, chunksize=64))
+            with ProcessPoolExecutor(workers, initializer=_worker_init) as pool:
+                made = [e for chunk in pool.map(_make_chunk, tasks) for e in chunk]
         else:
-            entries = [_make_utterance(job) for job in jobs]
+            made = [e for task in tasks for e in _make_chunk(task)]
+        entries = sorted(made, key=lambda e: e["audio"])  # the index order
         write_manifest(root / f"{split}.jsonl", entries)
+        counts[split] = {name: sum(e["engine"] == name for e in entries) for name in resolved}
         if verbose:
             hours = sum(e["duration"] for e in entries) / 3600
-            print(f"corpus: {split}: {len(entries)} utterances, {hours:.2f} h ({time.perf_counter() - start:.0f} s so far)")
+            per_engine = ", ".join(f"{n} {c}" for n, c in counts[split].items() if c)
+            print(f"corpus: {split}: {len(entries)} utterances ({per_engine}), {hours:.2f} h ({time.perf_counter() - start:.0f} s so far)")
     seconds = time.perf_counter() - start
-    done.write_text(json.dumps({"key": spec.key(), "spec": asdict(spec), "generation_seconds": round(seconds, 1)}, indent=1))
+    info = {"key": key, "spec": asdict(spec), "engines": resolved, "utterances": counts, "generation_seconds": round(seconds, 1)}
+    done.write_text(json.dumps(info, indent=1))
     return root

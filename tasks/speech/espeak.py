@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ACCENTS", "VARIANTS", "EspeakUnavailableError", "Synthesizer", "list_variants"]
+from tzoo.tasks.speech.engines import Engine, EngineUnavailableError
+
+__all__ = ["ACCENTS", "VARIANTS", "EspeakEngine", "EspeakUnavailableError", "Synthesizer", "list_variants"]
 
 # Every English accent eSpeak NG ships (en-Shaw is the Shavian alphabet, not an accent).
 ACCENTS = ("en", "en-029", "en-GB-scotland", "en-GB-x-gbclan", "en-GB-x-gbcwmd", "en-GB-x-rp", "en-US", "en-US-nyc")
@@ -39,7 +41,7 @@ _CHARS_UTF8 = 1
 _RATE, _PITCH = 1, 3  # espeak_PARAMETER
 
 
-class EspeakUnavailableError(RuntimeError):
+class EspeakUnavailableError(EngineUnavailableError):
     """Neither the espeakng-loader wheel nor an ``espeak-ng`` command is available."""
 
 
@@ -169,3 +171,51 @@ class Synthesizer:
         samples, rate = soundfile.read(io.BytesIO(done.stdout), dtype="int16")
         self.sample_rate = rate
         return samples
+
+
+class EspeakEngine(Engine):
+    """eSpeak NG as a corpus engine: a voice is one of ``VARIANTS`` (the speaker), spoken in one of
+    ``ACCENTS`` (``<accent>+<variant>``; a bare variant speaks ``en``). ``speed`` x 175 words per
+    minute (eSpeak NG's default rate); ``pitch`` x 50 on its 0-99 pitch scale (50 = the voice's own;
+    the scale is eSpeak NG's, not Hz)."""
+
+    name = "espeak"
+    install_hint = "pip install espeakng-loader"
+    accents = ACCENTS
+
+    def __init__(self) -> None:
+        self._synth: Synthesizer | None = None
+
+    def _synthesizer(self) -> Synthesizer:
+        if self._synth is None:
+            self._synth = Synthesizer()
+        return self._synth
+
+    def is_available(self) -> bool:
+        try:
+            Synthesizer()  # not cached: a test may take the library away
+        except EspeakUnavailableError:
+            return False
+        return True
+
+    def voices(self) -> tuple[str, ...]:
+        return VARIANTS
+
+    def unavailable(self) -> EngineUnavailableError:
+        try:
+            Synthesizer()
+        except EspeakUnavailableError as exc:
+            return exc
+        raise AssertionError("eSpeak NG is available")
+
+    def check_voice(self, voice: str) -> None:
+        if voice.split("+")[-1] not in VARIANTS:
+            raise ValueError(f"espeak has no voice {voice!r}; its voices (variants, spoken as <accent>+<variant>, "
+                             f"accents {', '.join(ACCENTS)}): {', '.join(VARIANTS)}")
+
+    def synthesize(self, text: str, voice: str, *, speed: float = 1.0, pitch: float = 1.0) -> tuple[np.ndarray, int]:
+        self.check_prosody(voice, speed, pitch)
+        synth = self._synthesizer()
+        voice = voice if "+" in voice else f"en+{voice}"
+        samples = synth.synthesize(text, voice, speed=min(450, max(80, round(175 * speed))), pitch=min(99, round(50 * pitch)))
+        return samples.astype(np.float32) / 32768.0, synth.sample_rate

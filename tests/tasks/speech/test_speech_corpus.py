@@ -22,7 +22,7 @@ from tzoo.tasks.speech.corpus import (
 )
 from tzoo.tasks.speech.espeak import ACCENTS, EspeakUnavailableError, Synthesizer
 
-TINY_SPEC = dict(train=6, val=3, test=3, max_words=3, seed=0)  # as in conftest.py
+TINY_SPEC = dict(train=6, val=3, test=3, test_sentences=2, max_words=3, seed=0)  # as in conftest.py
 
 
 def test_corpus_design_covers_the_requested_variety():
@@ -36,17 +36,19 @@ def test_corpus_design_covers_the_requested_variety():
 
 def test_generator_is_deterministic_and_holds_out_test_speakers(tiny_corpus, tmp_path):
     again = generate_corpus(tmp_path / "again", CorpusSpec(**TINY_SPEC))
-    for split, size in (("train", 6), ("val", 3), ("test", 3)):
+    for split, size in (("train", 6), ("val", 3), ("test", 3), ("test_sentences", 2)):
         first = read_manifest(tiny_corpus / f"{split}.jsonl")
         second = read_manifest(again / f"{split}.jsonl")
         assert len(first) == size
-        fields = ("text", "voice", "speed", "pitch", "snr_db")
+        fields = ("text", "engine", "voice", "speed", "pitch", "snr_db")
         assert [[e[f] for f in fields] for e in first] == [[e[f] for f in fields] for e in second]
         # eSpeak NG's voicing noise is random (and unseeded by its API), so the samples themselves
         # differ slightly between runs; the durations agree to a few milliseconds
         assert [e["duration"] for e in first] == pytest.approx([e["duration"] for e in second], abs=0.01)
-        variants = {e["voice"].split("+")[1] for e in first}
-        accents = {e["voice"].split("+")[0] for e in first}
+        espeak = [e for e in first if e["engine"] == "espeak"]  # the other engines: tests/tasks/speech/test_engines.py
+        assert espeak
+        variants = {e["voice"].split("+")[1] for e in espeak}
+        accents = {e["voice"].split("+")[0] for e in espeak}
         assert variants <= set(split_variants(split)) and accents <= set(ACCENTS)
         for e in first:
             assert 1 <= len(e["text"].split()) <= TINY_SPEC["max_words"]

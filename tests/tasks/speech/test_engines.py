@@ -1,0 +1,196 @@
+"""The speech engines (eSpeak NG, Festival, Flite), the multi-engine corpus and its splits, and the
+bad inputs of choosing engines and voices. Tests that need Festival or Flite skip where they are not
+installed; the eSpeak-NG-alone tests take the others away by monkeypatching their availability."""
+
+import numpy as np
+import pytest
+
+from tzoo.tasks.speech import corpus
+from tzoo.tasks.speech.corpus import CorpusSpec, engine_schedule, generate_corpus, read_manifest, report_groups
+from tzoo.tasks.speech.engines import EngineUnavailableError, Request, get_engine, resolve_engines
+from tzoo.tasks.speech.festival import FestivalEngine
+from tzoo.tasks.speech.flite import FliteEngine
+from tzoo.tasks.speech.sentences import TEST_PLAYS, normalise_line, play_sentences
+
+TINY_SPEC = dict(train=6, val=3, test=3, test_sentences=2, max_words=3, seed=0)  # as in conftest.py
+FESTIVAL_VOICES = ("kal_diphone", "ked_diphone", "cmu_us_slt_arctic_hts")
+needs_festival = pytest.mark.skipif(
+    not (get_engine("festival").is_available() and set(FESTIVAL_VOICES) <= set(get_engine("festival").voices())),
+    reason=f"Festival with {FESTIVAL_VOICES} is not installed (`{FestivalEngine.install_hint}`)",
+)
+needs_flite = pytest.mark.skipif(
+    not (get_engine("flite").is_available() and {"awb", "rms"} <= set(get_engine("flite").voices())),
+    reason=f"Flite with awb and rms is not installed (`{FliteEngine.install_hint}`)",
+)
+
+
+@pytest.fixture
+def espeak_alone(monkeypatch):
+    """As on a machine without Festival and Flite."""
+    monkeypatch.setattr(FestivalEngine, "is_available", lambda self: False)
+    monkeypatch.setattr(FliteEngine, "is_available", lambda self: False)
+
+
+def median_f0(samples: np.ndarray, rate: int) -> float:
+    """Median pitch (Hz) of the loud frames, by autocorrelation (60-400 Hz)."""
+    frame, hop = int(0.04 * rate), int(0.01 * rate)
+    frames = [samples[i : i + frame] - samples[i : i + frame].mean() for i in range(0, len(samples) - frame, hop)]
+    loud = max(float(np.sqrt(np.mean(f**2))) for f in frames) * 0.3
+    f0s = []
+    for f in frames:
+        if np.sqrt(np.mean(f**2)) < loud:
+            continue
+        ac = np.correlate(f, f, "full")[frame - 1 :]
+        lo, hi = int(rate / 400), int(rate / 60)
+        lag = lo + int(np.argmax(ac[lo:hi]))
+        if ac[lag] > 0.4 * ac[0]:
+            f0s.append(rate / lag)
+    return float(np.median(f0s))
+
+
+# --- engines ----------------------------------------------------------------------------------------
+
+
+def test_espeak_engine_wraps_the_synthesizer_with_rate_and_pitch_factors():
+    engine = get_engine("espeak")
+    assert engine.is_available() and "m3" in engine.voices()
+    text = "the old man went home to read a book"
+    (slow, rate), (fast, _) = engine.synthesize(text, "en-US+m3", speed=0.75), engine.synthesize(text, "en-US+m3", speed=1.25)
+    assert rate == 22050 and slow.dtype == np.float32 and np.abs(slow).max() <= 1.0
+    assert len(slow) > 1.4 * len(fast)
+    low, _ = engine.synthesize(text, "en-US+m3", pitch=0.7)
+    high, _ = engine.synthesize(text, "en-US+m3", pitch=1.3)
+    assert median_f0(high, rate) > 1.15 * median_f0(low, rate)
+
+
+@needs_festival
+def test_festival_speaks_every_voice_at_its_rate_and_pitch_in_one_process():
+    engine = get_engine("festival")
+    text = "the old man went home to read a book"
+    prosody = {v: ((0.75, 1.0), (1.25, 1.0), (1.0, 0.8), (1.0, 1.25)) for v in FESTIVAL_VOICES[:2]}
+    prosody["cmu_us_slt_arctic_hts"] = ((0.75, 1.0), (1.25, 1.0))  # its pitch cannot be moved
+    requests = [Request(text, v, speed, pitch) for v, settings in prosody.items() for speed, pitch in settings]
+    out = dict(zip(requests, engine.synthesize_many(requests)))
+    for voice, settings in prosody.items():
+        (slow, rate), (fast, _), *pitched = [out[Request(text, voice, *s)] for s in settings]
+        assert rate in (16000, 32000, 48000) and np.abs(slow).max() > 0.01, voice
+        assert len(slow) > 1.3 * len(fast), voice
+        if pitched:
+            (low, _), (high, _) = pitched
+            assert median_f0(high, rate) > 1.25 * median_f0(low, rate), voice
+    assert engine.varies_pitch("kal_diphone") and not engine.varies_pitch("cmu_us_slt_arctic_hts")
+    with pytest.raises(ValueError, match=r"festival cannot change the pitch of voice 'cmu_us_slt_arctic_hts': pitch must be 1\.0, got 1\.1"):
+        engine.synthesize(text, "cmu_us_slt_arctic_hts", pitch=1.1)
+
+
+@needs_flite
+def test_flite_speaks_its_voices_at_a_rate_and_refuses_a_pitch():
+    engine = get_engine("flite")
+    text = "the old man went home to read a book"
+    (slow, rate), (fast, _) = engine.synthesize(text, "awb", speed=0.75), engine.synthesize(text, "rms", speed=1.25)
+    assert rate == 16000 and len(slow) > 1.3 * len(fast)
+    with pytest.raises(ValueError, match=r"flite cannot change the pitch of voice 'awb': pitch must be 1\.0, got 1\.2"):
+        engine.synthesize(text, "awb", pitch=1.2)
+
+
+def test_an_engine_asked_for_that_is_not_installed_names_its_install_command(monkeypatch):
+    monkeypatch.setattr(FestivalEngine, "is_available", lambda self: False)
+    monkeypatch.setattr(FliteEngine, "is_available", lambda self: False)
+    with pytest.raises(EngineUnavailableError, match=r"'festival' is not installed here; install it with "
+                       r"`apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts`"):  # fmt: skip
+        CorpusSpec(**TINY_SPEC, engines=["espeak", "festival"]).key()
+    with pytest.raises(EngineUnavailableError, match=r"'flite' is not installed here; install it with `apt-get install flite`"):
+        resolve_engines(["flite"])
+    with pytest.raises(ValueError, match=r"unknown speech engine 'festvial'; valid: espeak, festival, flite"):
+        resolve_engines(["espeak", "festvial"])
+    with pytest.raises(ValueError, match=r"engine_weights names unknown engine\(s\) \['mbrola'\]; valid: espeak, festival, flite"):
+        CorpusSpec(engine_weights={"mbrola": 1.0})
+    assert resolve_engines("auto") == ("espeak",)
+
+
+def test_a_voice_an_engine_does_not_have_lists_the_valid_voices(monkeypatch):
+    with pytest.raises(ValueError, match=r"espeak has no voice 'm99'; its voices .*: m1, m2"):
+        CorpusSpec(**TINY_SPEC, voices={"espeak": {"test": ["m99"]}}).resolved()
+    # Festival's voices are the installed ones: as on a machine with only kal_diphone
+    monkeypatch.setattr(FestivalEngine, "is_available", lambda self: True)
+    monkeypatch.setattr(FestivalEngine, "voices", lambda self: ("kal_diphone",))
+    with pytest.raises(ValueError, match=r"festival has no voice 'rab_diphone'; its voices here: kal_diphone"):
+        CorpusSpec(**TINY_SPEC, engines=["espeak", "festival"], voices={"festival": {"train": ["rab_diphone"]}}).key()
+    with pytest.raises(ValueError, match=r"voices\['festival'\]: \['kal_diphone'\] cannot be both training and test voices"):
+        CorpusSpec(voices={"festival": {"train": ["kal_diphone"], "test": ["kal_diphone"]}})
+    with pytest.raises(ValueError, match=r"voices\['festival'\] has role\(s\) \['dev'\]; valid: train, val, test"):
+        CorpusSpec(voices={"festival": {"dev": ["kal_diphone"]}})
+
+
+def test_engine_schedule_gives_each_engine_its_share_spread_through_the_split():
+    order = engine_schedule({"espeak": 0.5, "festival": 0.25, "flite": 0.25}, 400)
+    assert [order.count(n) for n in ("espeak", "festival", "flite")] == [200, 100, 100]
+    assert order[:4] == ["espeak", "festival", "flite", "espeak"]
+    assert sorted(set(engine_schedule({"espeak": 1.0, "festival": 1.0}, 7)[:2])) == ["espeak", "festival"]
+
+
+# --- real sentences ---------------------------------------------------------------------------------
+
+
+def test_play_lines_are_normalised_to_the_alphabet_and_split_by_play():
+    assert normalise_line("Now, fair Hippolyta, our nuptial hour") == "now fair hippolyta our nuptial hour"
+    assert normalise_line("Like to a step-dame -- or a dowager!") == "like to a step dame or a dowager"
+    assert normalise_line("'Tis bewitch'd, Caf\u00e9 [Censorinus,]") == "tis bewitch'd cafe censorinus"
+    test, train = play_sentences("test", 4, 12), play_sentences("train", 4, 12)
+    assert len(test) > 1000 and len(train) > 5 * len(test)
+    assert not set(test) & set(train)  # no line of a test play is ever trained on
+    assert all(set(line) <= set(corpus.ALPHABET) and 4 <= len(line.split()) <= 12 for line in test + train)
+    from tzoo.tasks.plays import load_plays
+
+    macbeth = {normalise_line(line) for line in load_plays()["macbeth"].speech_lines()}
+    assert "macbeth" in TEST_PLAYS and macbeth & set(test) and not macbeth & set(train)
+
+
+# --- the corpus ------------------------------------------------------------------------------------
+
+
+def test_espeak_alone_makes_every_split_with_engine_and_voice_fields(espeak_alone, tmp_path, capsys):
+    root = generate_corpus(tmp_path / "c", CorpusSpec(**TINY_SPEC), verbose=True)
+    printed = capsys.readouterr().out
+    assert "speech engines found: espeak; not installed: festival, flite (`apt-get install festival" in printed
+    for split, size in (("train", 6), ("val", 3), ("test", 3), ("test_sentences", 2)):
+        entries = read_manifest(root / f"{split}.jsonl")
+        assert len(entries) == size and {e["engine"] for e in entries} == {"espeak"}
+        assert {e["voice"].split("+")[1] for e in entries} <= set(corpus.split_variants(split))
+    sentences = read_manifest(root / "test_sentences.jsonl")
+    assert all(e["text"] in play_sentences("test", 3, 3) for e in sentences)
+    assert report_groups(sentences[0]) == ("espeak", f"espeak/{sentences[0]['voice'].split('+')[1]}")
+
+
+@needs_festival
+def test_the_corpus_uses_every_engine_found_and_never_trains_on_the_test_voices(tiny_corpus, espeak_alone):
+    # tiny_corpus was made with everything installed; espeak_alone only changes what is found now
+    info = __import__("json").loads((tiny_corpus / "corpus.json").read_text())
+    assert {"espeak", "festival"} <= set(info["engines"])
+    train = read_manifest(tiny_corpus / "train.jsonl") + read_manifest(tiny_corpus / "val.jsonl")
+    assert [e["engine"] for e in read_manifest(tiny_corpus / "train.jsonl")] == ["espeak", "festival"] * 3
+    assert {e["voice"] for e in train if e["engine"] == "festival"} <= {"kal_diphone", "ked_diphone"}
+    assert not {e["engine"] for e in train} & {"flite"}
+    test = read_manifest(tiny_corpus / "test.jsonl")
+    assert [e["voice"] for e in test if e["engine"] == "festival"] == ["cmu_us_slt_arctic_hts"]
+    if "flite" in info["engines"]:
+        assert [e["engine"] for e in test] == ["espeak", "festival", "flite"]
+        assert {e["voice"] for e in test if e["engine"] == "flite"} <= {"awb", "rms"}
+    # the engines found are part of the cache's name: eSpeak NG alone is another corpus
+    assert CorpusSpec(**TINY_SPEC).key() != info["key"]
+
+
+def test_a_split_no_engine_speaks_is_an_error(espeak_alone):
+    spec = CorpusSpec(**TINY_SPEC, test_weights={"festival": 1.0})
+    with pytest.raises(ValueError, match=r"no engine speaks the test split: test_weights=\{'festival': 1\.0\}"):
+        corpus.split_weights(spec, spec.resolved(), "test")
+
+
+def test_training_sentences_come_from_the_other_plays(espeak_alone, tmp_path):
+    spec = CorpusSpec(train=8, val=1, test=1, test_sentences=0, max_words=6, sentence_fraction=1.0)
+    root = generate_corpus(tmp_path / "c", spec)
+    texts = [e["text"] for e in read_manifest(root / "train.jsonl") + read_manifest(root / "val.jsonl")]
+    assert all(t in play_sentences("train", 4, 6) for t in texts)
+    (test,) = read_manifest(root / "test.jsonl")  # the word-list test split stays word lists
+    assert set(test["text"].split()) <= set(corpus.WORDS) | set("0123456789")
+    assert not (root / "test_sentences.jsonl").exists()
