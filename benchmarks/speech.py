@@ -5,10 +5,12 @@ KV cache's effect on beam search.
   its generation time is reported apart from training).
 * train: ``tzoo fit --config configs/speech/espeak.yaml`` run as a user runs it (a subprocess, wall
   time from launch to exit). Target: <= 30 minutes on this 2-core CPU.
-* eval, on the test split (voice variants never heard in training), from the run's last checkpoint:
-  CER / WER (torchmetrics) with joint CTC/attention beam search (the config's beam width and CTC
-  weight), the same beam without the CTC head, attention greedy and CTC greedy. Targets: beam CER
-  <= 5%, WER <= 15%.
+* eval, on the test split (voices never heard in training: held-out eSpeak NG variants, Festival's
+  HTS voice, Flite's voices, as installed), from the run's last checkpoint: CER / WER
+  (torchmetrics) with joint CTC/attention beam search (the config's beam width and CTC weight), the
+  same beam without the CTC head, attention greedy and CTC greedy; the joint beam's CER / WER per
+  engine and per voice; and the same for the real-sentence split (lines of plays training never
+  read). Targets: eSpeak NG beam CER <= 5%, unseen Festival voice <= 20%.
 * real-time factor of greedy decoding at batch 1 (log-mel + encoder + greedy decoder with the KV
   cache, audio already in memory): decoding time / audio time over the test split. Target: <= 0.05.
 * beam search (as the module runs it: joint with CTC) with and without the KV cache on the same
@@ -68,11 +70,13 @@ def stage_train(results: dict[str, Any]) -> None:
     start = time.perf_counter()
     data.prepare_data()
     info = json.loads((data.root / "corpus.json").read_text())
-    hours = {s: sum(e["duration"] for e in data.split_entries(s)) / 3600 for s in ("train", "val", "test")}
+    splits = ["train", "val", *data.test_splits()]
+    hours = {s: sum(e["duration"] for e in data.split_entries(s)) / 3600 for s in splits}
     results["corpus"] = {
         "root": str(data.root), "generation_s": info["generation_seconds"], "check_s": round(time.perf_counter() - start, 1),
-        "utterances": {s: len(data.split_entries(s)) for s in ("train", "val", "test")},
+        "utterances": {s: len(data.split_entries(s)) for s in splits},
         "hours": {s: round(h, 2) for s, h in hours.items()},
+        "engines": info.get("engines"), "per_engine": info.get("utterances"),
     }  # fmt: skip
     print(f"corpus: {results['corpus']}")
     RUNS.mkdir(parents=True, exist_ok=True)
@@ -155,13 +159,11 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
         encoded, _ = model.encode(wave[None], torch.tensor([len(wave)]))
         hyps["beam_attention"].append(module.text(beam_search(model, encoded, beam=beam, max_len=max_tokens(encoded.shape[1], module.max_text_len))))
     quality = {name: _error_rates(h, refs) for name, h in hyps.items()}
-    variants = [e.get("voice", "?").split("+")[-1] for e in entries]  # accent+variant: the held-out speaker
-    by_voice = {
-        v: _error_rates(*zip(*[(h, r) for h, r, u in zip(hyps["beam"], refs, variants) if u == v])) for v in sorted(set(variants))
-    }
+    by_engine, by_voice = _by_group(entries, hyps["beam"], refs)
     examples = [{"ref": r, "beam": h} for r, h in list(zip(refs, hyps["beam"]))[:8]]
     errors = [{"ref": r, "beam": h} for r, h in zip(refs, hyps["beam"]) if r != h][:8]
     rtf = {threads: _greedy_rtf(module, waves, threads) for threads in (1, 2)}
+    sentences = _sentences(module, data, limit) if "test_sentences" in data.test_splits() else None
 
     # beam search with and without the KV cache on the same utterances: a fixed random sample
     order = torch.randperm(len(waves), generator=torch.Generator().manual_seed(0))[:speed_utterances].tolist()
@@ -188,24 +190,69 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
 
     results["eval"] = {
         "test_utterances": len(entries), "test_audio_s": round(audio_s, 1), "beam": beam, "beam_ctc_weight": weight, "decode_threads": 1,
-        "eval_s": round(eval_s, 1), "quality": quality, "beam_by_voice": by_voice, "greedy_rtf": rtf[1], "greedy_rtf_2_threads": rtf[2],
-        "cache": cache,
+        "eval_s": round(eval_s, 1), "quality": quality, "beam_by_engine": by_engine, "beam_by_voice": by_voice,
+        "sentences": sentences, "greedy_rtf": rtf[1], "greedy_rtf_2_threads": rtf[2], "cache": cache,
         "examples": examples, "errors": errors,
     }  # fmt: skip
+
+
+def _by_group(entries: list[dict[str, Any]], hyps: list[str], refs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Error rates (and utterance counts) per engine and per engine/voice (``corpus.report_groups``);
+    entries without an engine (older corpora) are grouped by their voice variant."""
+    from tzoo.tasks.speech.corpus import report_groups
+
+    pairs: dict[str, list[tuple[str, str]]] = {}
+    for entry, h, r in zip(entries, hyps, refs):
+        groups = report_groups(entry) or ("espeak", f"espeak/{str(entry.get('voice', '?')).split('+')[-1]}")
+        for g in groups:
+            pairs.setdefault(g, []).append((h, r))
+    rates = {g: {**_error_rates(*map(list, zip(*p))), "utterances": len(p)} for g, p in sorted(pairs.items())}
+    return {g: q for g, q in rates.items() if "/" not in g}, {g: q for g, q in rates.items() if "/" in g}
+
+
+def _sentences(module: Any, data: Any, limit: int | None) -> dict[str, Any]:
+    """The real-sentence split: joint beam, attention greedy and CTC greedy, one utterance at a
+    time; the joint beam per engine and voice."""
+    from tzoo.tasks.speech.audio import load_audio
+
+    entries = data.split_entries("test_sentences")[:limit]
+    refs = [e["text"] for e in entries]
+    hyps: dict[str, list[str]] = {"beam": [], "greedy": [], "ctc": []}
+    start = time.perf_counter()
+    for e in entries:
+        wave = load_audio(e["audio"], module.model.sample_rate)
+        for method, out in hyps.items():
+            out += module.transcribe(wave[None], torch.tensor([len(wave)]), method=method)
+    by_engine, by_voice = _by_group(entries, hyps["beam"], refs)
+    return {"utterances": len(entries), "eval_s": round(time.perf_counter() - start, 1),
+            "quality": {name: _error_rates(h, refs) for name, h in hyps.items()}, "beam_by_engine": by_engine,
+            "beam_by_voice": by_voice, "errors": [{"ref": r, "beam": h} for r, h in zip(refs, hyps["beam"]) if r != h][:8]}  # fmt: skip
+
+
+def _group_table(title: str, by_engine: dict[str, Any], by_voice: dict[str, Any]) -> None:
+    print(f"\n| {title} | utterances | CER | WER |\n|---|---|---|---|")
+    for engine, q in by_engine.items():
+        print(f"| **{engine}** | {q['utterances']} | {100 * q['cer']:.2f}% | {100 * q['wer']:.2f}% |")
+        for voice, v in by_voice.items():
+            if voice.split("/")[0] == engine:
+                print(f"| {voice} | {v['utterances']} | {100 * v['cer']:.2f}% | {100 * v['wer']:.2f}% |")
 
 
 def print_tables(results: dict[str, Any]) -> None:
     c, t = results.get("corpus"), results.get("train")
     if c and t:
-        print("\n| corpus (generated once) | train | val | test |\n|---|---|---|---|")
-        print(f"| utterances | {c['utterances']['train']} | {c['utterances']['val']} | {c['utterances']['test']} |")
-        print(f"| hours | {c['hours']['train']} | {c['hours']['val']} | {c['hours']['test']} |")
+        splits = list(c["utterances"])
+        print(f"\n| corpus (generated once) | {' | '.join(splits)} |\n|---|" + "---|" * len(splits))
+        print("| utterances | " + " | ".join(str(c["utterances"][s]) for s in splits) + " |")
+        print("| hours | " + " | ".join(str(c["hours"][s]) for s in splits) + " |")
+        for engine in (c.get("engines") or {}):
+            print(f"| {engine} utterances | " + " | ".join(str(c["per_engine"].get(s, {}).get(engine, 0)) for s in splits) + " |")
         print(f"\ncorpus generation: {c['generation_s']:.0f} s; training (`tzoo fit`, launch to exit): {t['wall_s'] / 60:.1f} min, "
               f"{t['steps']} steps, {t['params'] / 1e6:.2f} M parameters")  # fmt: skip
     e = results.get("eval")
     if not e:
         return
-    print(f"\nHeld-out-speaker test split ({e['test_utterances']} utterances, {e['test_audio_s'] / 60:.1f} min of audio):\n")
+    print(f"\nTest split, voices never heard in training ({e['test_utterances']} utterances, {e['test_audio_s'] / 60:.1f} min of audio):\n")
     print("| decoding | CER | WER |\n|---|---|---|")
     rows = (("beam", f"joint CTC/attention beam search (width {e['beam']}, CTC weight {e.get('beam_ctc_weight', 0)})"),
             ("beam_attention", f"attention beam search (width {e['beam']})"), ("greedy", "attention greedy"), ("ctc", "CTC greedy"))
@@ -214,11 +261,21 @@ def print_tables(results: dict[str, Any]) -> None:
             continue
         q = e["quality"][name]
         print(f"| {label} | {100 * q['cer']:.2f}% | {100 * q['wer']:.2f}% |")
-    if "beam_by_voice" in e:
+    if "beam_by_engine" in e:
+        _group_table("test split per engine / voice (joint beam)", e["beam_by_engine"], e["beam_by_voice"])
+    elif "beam_by_voice" in e:  # older results: eSpeak NG variants only
         print("\n| held-out voice variant (joint beam) | " + " | ".join(e["beam_by_voice"]) + " |")
         print("|---|" + "---|" * len(e["beam_by_voice"]))
         for m in ("cer", "wer"):
             print(f"| {m.upper()} | " + " | ".join(f"{100 * q[m]:.2f}%" for q in e["beam_by_voice"].values()) + " |")
+    s = e.get("sentences")
+    if s:
+        print(f"\nReal-sentence test split (lines of plays never read in training; {s['utterances']} utterances):\n")
+        print("| decoding | CER | WER |\n|---|---|---|")
+        for name, label in (("beam", "joint CTC/attention beam"), ("greedy", "attention greedy"), ("ctc", "CTC greedy")):
+            q = s["quality"][name]
+            print(f"| {label} | {100 * q['cer']:.2f}% | {100 * q['wer']:.2f}% |")
+        _group_table("real sentences per engine / voice (joint beam)", s["beam_by_engine"], s["beam_by_voice"])
     print("\n| speed (CPU, batch 1) | value | target |\n|---|---|---|")
     print(f"| greedy real-time factor, 1 thread (log-mel + encoder + decoder) | {e['greedy_rtf']:.4f} | <= 0.05 |")
     print(f"| greedy real-time factor, 2 threads | {e['greedy_rtf_2_threads']:.4f} | |")

@@ -1,15 +1,22 @@
-"""The speech data module: the generated eSpeak NG corpus, a folder of manifests, or LibriSpeech.
+"""The speech data module: the generated corpus, a folder of manifests, or LibriSpeech.
 
 Sources (``source``)
-- ``espeak``: generated once (``prepare_data``) into ``<data_dir>/espeak-<hash of the settings>``
-  (default ``data_dir``: ``$TZOO_CACHE/speech``, else ``~/.cache/tzoo/speech``); see ``corpus.py``.
-- ``manifest``: ``<data_dir>/{train,val,test}.jsonl`` in the same format (``test`` optional).
+- ``espeak``: the corpus generated with eSpeak NG and every other synthesizer found (Festival,
+  Flite; ``engines``), once (``prepare_data``) into ``<data_dir>/espeak-<hash of the settings and
+  the engines found>`` (default ``data_dir``: ``$TZOO_CACHE/speech``, else
+  ``~/.cache/tzoo/speech``); see ``corpus.py``.
+- ``manifest``: ``<data_dir>/{train,val,test}.jsonl`` in the same format (``test`` optional;
+  a ``test_sentences.jsonl`` beside it is tested and reported apart).
 - ``librispeech``: ``<data_dir>/<train_subset>``, ``<val_subset>``, ``<test_subset>`` folders of
   ``*.trans.txt`` + FLAC (e.g. ``train-clean-100``, ``dev-clean``, ``test-clean``).
 
 Batches are ``(wave (B, S), lengths (B,), tokens (B, T) padded with -100, token_lengths (B,))``;
 tokens are the transcript's ids followed by </s>. Training batches hold utterances of similar
 length (shuffled in pools of 50 batches, sorted inside a pool) so little of each batch is padding.
+Test batches add a fifth element, ``tags``: per utterance its split and report groups (``("test",
+("espeak", "espeak/m3"))``; no groups for entries that do not name their engine), so the test
+reports error rates per split, engine and voice; the test loader holds the ``test`` split and,
+where the corpus has one, ``test_sentences``.
 ``tzoo predict`` transcribes ``predict_files``: audio files (WAV, FLAC, ...), folders of them, or
 a manifest; without them, the test split.
 """
@@ -28,11 +35,16 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from tzoo.tasks.config import from_dict, signature_default
-from tzoo.tasks.sampling import LoopPosition, run_seed
 from tzoo.tasks.speech.audio import AUDIO_SUFFIXES, load_audio
-from tzoo.tasks.speech.augment import WaveAugment, augmented
-from tzoo.tasks.speech.corpus import ALPHABET, CorpusSpec, generate_corpus, read_librispeech, read_manifest
+from tzoo.tasks.speech.corpus import (
+    ALPHABET,
+    TRAIN_WEIGHTS,
+    CorpusSpec,
+    generate_corpus,
+    read_librispeech,
+    read_manifest,
+    report_groups,
+)
 from tzoo.tasks.speech.tokenizer import EOS, text_tokenizer
 
 __all__ = ["SpeechDataModule", "SpeechDataset", "collate"]
@@ -41,10 +53,11 @@ IGNORE = -100  # padding of the target tokens (cross-entropy's ignore_index)
 
 
 class SpeechDataset(Dataset):
-    """Manifest entries -> (waveform (S,), token ids with </s>) pairs, audio read on access."""
+    """Manifest entries -> (waveform (S,), token ids with </s>) pairs, audio read on access; with
+    ``tags``, each item adds the entry's ``(split, report groups)`` (``corpus.report_groups``)."""
 
-    def __init__(self, entries: Sequence[dict[str, Any]], alphabet: str, sample_rate: int) -> None:
-        self.entries, self.sample_rate = list(entries), sample_rate
+    def __init__(self, entries: Sequence[dict[str, Any]], alphabet: str, sample_rate: int, *, tags: bool = False) -> None:
+        self.entries, self.sample_rate, self.tags = list(entries), sample_rate, tags
         self.tokenizer = text_tokenizer(alphabet)
 
     def __len__(self) -> int:
@@ -54,18 +67,24 @@ class SpeechDataset(Dataset):
         entry = self.entries[index]
         wave = load_audio(entry["audio"], self.sample_rate)
         ids = self.tokenizer.encode(entry["text"]) + [EOS]
+        if self.tags:
+            return wave, torch.tensor(ids, dtype=torch.long), (entry.get("split", "test"), report_groups(entry))
         return wave, torch.tensor(ids, dtype=torch.long)
 
 
-def collate(items: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    waves, texts = zip(*items)
+def collate(items: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """Items (wave, ids) -> ``(wave, lengths, tokens, token_lengths)``; items with tags (wave, ids,
+    tag) -> the same and the list of tags."""
+    waves, texts = [item[0] for item in items], [item[1] for item in items]
     lengths = torch.tensor([len(w) for w in waves])
     text_lengths = torch.tensor([len(t) for t in texts])
     wave = torch.zeros(len(waves), int(lengths.max()))
     tokens = torch.full((len(texts), int(text_lengths.max())), IGNORE, dtype=torch.long)
-    for i, (w, t) in enumerate(items):
+    for i, (w, t) in enumerate(zip(waves, texts)):
         wave[i, : len(w)] = w
         tokens[i, : len(t)] = t
+    if len(items[0]) > 2:
+        return wave, lengths, tokens, text_lengths, [item[2] for item in items]
     return wave, lengths, tokens, text_lengths
 
 
@@ -103,14 +122,14 @@ class LengthBucketSampler(Sampler[list[int]]):
 class SpeechDataModule(pl.LightningDataModule):
     """Speech corpora for the speech recognizer; links ``alphabet`` and ``sample_rate`` into the model.
 
-    ``corpus_size``: (train, val, test) utterances of the generated corpus; ``corpus_seed``,
-    ``max_words``, ``digit_fraction``, ``speed`` (words/minute), ``pitch``, ``snr_db`` and
+    ``corpus_size``: (train, val, test[, test_sentences]) utterances of the generated corpus (three
+    numbers: test_sentences is half of test); ``engines`` (``"auto"``: every synthesizer installed),
+    ``engine_weights``, ``voices``, ``sentence_fraction``, ``corpus_seed``, ``max_words``,
+    ``digit_fraction``, ``speed`` (eSpeak NG's words/minute), ``pitch``, ``snr_db`` and
     ``noise_files`` shape it (see ``corpus.CorpusSpec``); ``workers`` processes generate it.
     ``alphabet``: the characters transcripts may hold (after lower-casing); a transcript with any
     other is an error that names its manifest line. ``shortest_first``: the first training epoch
-    from the shortest batches to the longest (SortaGrad), later ones shuffled. ``augment``: the
-    training waveforms' augmentations (``augment.WaveAugment``: speed, reverb, noise, babble,
-    telephone, gain; all off by default), random per (seeds, epoch, utterance).
+    from the shortest batches to the longest (SortaGrad), later ones shuffled.
     """
 
     model_links = ("alphabet", "sample_rate")
@@ -124,7 +143,7 @@ class SpeechDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         alphabet: str = ALPHABET,
         sample_rate: int = 16000,
-        corpus_size: tuple[int, int, int] = (20000, 300, 600),
+        corpus_size: Sequence[int] = (20000, 300, 600),
         corpus_seed: int = 0,
         max_words: int = 12,
         digit_fraction: float = 0.25,
@@ -132,13 +151,16 @@ class SpeechDataModule(pl.LightningDataModule):
         pitch: tuple[int, int] = (30, 70),
         snr_db: tuple[float, float] = (10.0, 30.0),
         noise_files: list[str] | None = None,
+        engines: str | list[str] = "auto",
+        engine_weights: dict[str, float] | None = None,
+        voices: dict[str, dict[str, list[str]]] | None = None,
+        sentence_fraction: float = 0.0,
         workers: int = 1,
         train_subset: str = "train-clean-100",
         val_subset: str = "dev-clean",
         test_subset: str = "test-clean",
         predict_files: list[str] | None = None,
         shortest_first: bool = False,
-        augment: WaveAugment = WaveAugment(),
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -150,17 +172,20 @@ class SpeechDataModule(pl.LightningDataModule):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.source, self.batch_size, self.num_workers, self.seed = source, batch_size, num_workers, seed
         self.shortest_first = shortest_first
-        self.augment = from_dict(WaveAugment, augment, where="augment", base=signature_default(type(self), "augment"))
         self.alphabet, self.sample_rate, self.workers = alphabet, sample_rate, workers
         self.subsets = {"train": train_subset, "val": val_subset, "test": test_subset}
         self.predict_files = list(predict_files or [])
         self.spec: CorpusSpec | None = None
         if source == "espeak":
-            train, val, test = corpus_size
+            if len(corpus_size) not in (3, 4):
+                raise ValueError(f"corpus_size={list(corpus_size)} must be [train, val, test] or [train, val, test, test_sentences]")
+            train, val, test, sentences = (*corpus_size, corpus_size[2] // 2)[:4]
             self.spec = CorpusSpec(
-                train=train, val=val, test=test, seed=corpus_seed, max_words=max_words, digit_fraction=digit_fraction,
-                speed=tuple(speed), pitch=tuple(pitch), snr_db=tuple(snr_db), sample_rate=sample_rate,
-                noise_files=list(noise_files or []),
+                train=train, val=val, test=test, test_sentences=sentences, seed=corpus_seed, max_words=max_words,
+                digit_fraction=digit_fraction, sentence_fraction=sentence_fraction, engines=engines,
+                engine_weights=dict(TRAIN_WEIGHTS if engine_weights is None else engine_weights),
+                voices={k: dict(v) for k, v in (voices or {}).items()}, speed=tuple(speed), pitch=tuple(pitch),
+                snr_db=tuple(snr_db), sample_rate=sample_rate, noise_files=list(noise_files or []),
             )  # fmt: skip
             root = Path(data_dir) if data_dir else Path(os.environ.get("TZOO_CACHE") or Path.home() / ".cache" / "tzoo") / "speech"
             self.root = root / f"espeak-{self.spec.key()}"
@@ -187,15 +212,28 @@ class SpeechDataModule(pl.LightningDataModule):
                 self.entries[split] = read_librispeech(self.root / self.subsets[split], self.alphabet)
             else:
                 self.entries[split] = read_manifest(self.root / f"{split}.jsonl", self.alphabet)
+            for entry in self.entries[split]:
+                entry["split"] = split
         return self.entries[split]
+
+    def test_splits(self) -> list[str]:
+        """``test``, and ``test_sentences`` where the corpus has it (the generated one, or a
+        ``test_sentences.jsonl`` beside a manifest source's ``test.jsonl``)."""
+        has_sentences = self.source != "librispeech" and (
+            (self.spec is not None and self.spec.test_sentences > 0) or (self.spec is None and (self.root / "test_sentences.jsonl").is_file())
+        )
+        return ["test", "test_sentences"] if has_sentences else ["test"]
 
     def setup(self, stage: str) -> None:
         if self._needs_corpus(stage) and not (self.root / "corpus.json").is_file():
             self.prepare_data()  # setup without prepare_data (e.g. the data module used by hand)
         if stage == "fit":
             self.split_entries("train"), self.split_entries("val")
-        elif stage in ("validate", "test"):
-            self.split_entries("val" if stage == "validate" else "test")
+        elif stage == "validate":
+            self.split_entries("val")
+        elif stage == "test":
+            for split in self.test_splits():
+                self.split_entries(split)
 
     def _dataset(self, split: str) -> SpeechDataset:
         return SpeechDataset(self.split_entries(split), self.alphabet, self.sample_rate)
@@ -204,15 +242,15 @@ class SpeechDataModule(pl.LightningDataModule):
         data = self._dataset("train")
         durations = [e.get("duration") or 0.0 for e in data.entries]
         sampler = LengthBucketSampler(durations, self.batch_size, seed=self.seed, shortest_first=self.shortest_first)
-        if self.trainer is not None:  # a resumed fit (or a reloaded loader) goes on with its epoch's order
-            sampler.epoch = LoopPosition(self, len(sampler))().epoch
-        if self.augment.enabled:
-            data, sampler = augmented(data, sampler, self.augment, sample_rate=self.sample_rate, key=(self.seed, run_seed()))
         return DataLoader(data, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)  # fmt: skip
 
     def _eval_loader(self, split: str) -> DataLoader:
-        data = self._dataset(split)
+        if split == "test":  # every test split, each utterance tagged with its split, engine and voice
+            entries = [e for s in self.test_splits() for e in self.split_entries(s)]
+            data = SpeechDataset(entries, self.alphabet, self.sample_rate, tags=True)
+        else:
+            data = self._dataset(split)
         # sorted by duration: less padding, and the same batches every time
         order = sorted(range(len(data)), key=lambda i: data.entries[i].get("duration") or 0.0)
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]

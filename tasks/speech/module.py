@@ -6,6 +6,10 @@ Logs ``train/loss`` (and its CTC and cross-entropy parts), ``train/audio_s_per_s
 decoding of the same encoder output: the decoder alone can lose its place and repeat a phrase,
 which the CTC head and the joint beam do not), and ``test/cer`` / ``test/wer`` (joint
 CTC/attention beam search of width ``beam_size``; ``test/cer_ctc`` from CTC greedy beside them).
+Where the test batches say each utterance's engine and voice (the generated corpus), the test also
+reports ``test/cer/<engine>`` and ``test/cer/<engine>/<voice>`` (and ``wer``), and the real-sentence
+split beside them as ``test_sentences/cer`` (``/wer``, ``/cer_ctc``, per engine and voice too);
+``test/cer`` stays the ``test`` split's alone. The per-group numbers are computed per process.
 After each validation it writes a few reference/hypothesis pairs to ``<log dir>/examples.txt`` and
 the alignment picture of the first validation utterance to ``<log dir>/alignment/step_<N>.png``.
 ``tzoo predict`` writes ``transcripts.jsonl`` (``{"audio": file, "text": transcript}`` per line)
@@ -107,6 +111,9 @@ class SpeechRecognizer(TaskModule):
         self.max_text_len, self.examples = max_text_len, examples
         self.val_cer, self.val_wer, self.val_cer_ctc = CharErrorRate(), WordErrorRate(), CharErrorRate()
         self.test_cer, self.test_wer, self.test_cer_ctc = CharErrorRate(), WordErrorRate(), CharErrorRate()
+        # metric name -> its metric, for the splits, engines and voices the test batches name (made as
+        # they appear; not submodules: their names are not known when a checkpoint is loaded)
+        self._group_metrics: dict[str, Any] = {}
         self._examples: list[tuple[str, str]] = []
 
     @classmethod
@@ -229,17 +236,44 @@ class SpeechRecognizer(TaskModule):
         if batch_idx == 0:
             self._examples = list(zip(refs, hyps))[: self.examples]
 
-    def test_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: tuple[Any, ...], batch_idx: int) -> None:
+        """``batch``: the four tensors, and (from ``SpeechDataModule``'s test loader) the tags:
+        per utterance ``(split, report groups)``; without tags every utterance is of ``test``."""
         refs = self._references(batch[2])
         encoded, mask = self.model.encode(batch[0], batch[1])
         hyps = self._decode(encoded, mask, method="beam")
-        self.test_cer(hyps, refs)
-        self.test_wer(hyps, refs)
-        self.log("test/cer", self.test_cer)
-        self.log("test/wer", self.test_wer)
-        if self.model.ctc_head is not None:
-            self.test_cer_ctc(self._decode(encoded, mask, method="ctc"), refs)
-            self.log("test/cer_ctc", self.test_cer_ctc)
+        ctc = self._decode(encoded, mask, method="ctc") if self.model.ctc_head is not None else None
+        tags = batch[4] if len(batch) > 4 else [("test", ())] * len(refs)
+        main = [i for i, (split, _) in enumerate(tags) if split == "test"]
+        if main:
+            self.test_cer([hyps[i] for i in main], [refs[i] for i in main])
+            self.test_wer([hyps[i] for i in main], [refs[i] for i in main])
+            self.log("test/cer", self.test_cer)
+            self.log("test/wer", self.test_wer)
+            if ctc is not None:
+                self.test_cer_ctc([ctc[i] for i in main], [refs[i] for i in main])
+                self.log("test/cer_ctc", self.test_cer_ctc)
+        for i, (split, groups) in enumerate(tags):
+            names = list(groups) if split == "test" else ["", *groups]  # "": the split as a whole
+            for name in names:
+                self._group_update(f"{split}/{{}}" + (f"/{name}" if name else ""), hyps[i], refs[i], ctc[i] if ctc is not None and not name else None)
+
+    def _group_update(self, pattern: str, hyp: str, ref: str, ctc: str | None) -> None:
+        """Add one utterance to the metrics ``pattern.format("cer")``, ``"wer"`` (and ``"cer_ctc"``)."""
+        for metric, kind, text in (("cer", CharErrorRate, hyp), ("wer", WordErrorRate, hyp), ("cer_ctc", CharErrorRate, ctc)):
+            if text is None:
+                continue
+            name = pattern.format(metric)
+            if name not in self._group_metrics:
+                self._group_metrics[name] = kind(sync_on_compute=False)
+            self._group_metrics[name].update([text], [ref])
+
+    def on_test_epoch_start(self) -> None:
+        self._group_metrics = {}
+
+    def on_test_epoch_end(self) -> None:
+        for name in sorted(self._group_metrics):
+            self.log(name, float(self._group_metrics[name].compute()))  # a CPU metric, logged as a number
 
     def predict_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> list[str]:
         return self.transcribe(batch[0], batch[1], method="beam")

@@ -91,6 +91,54 @@ def test_test_and_predict_on_a_wav_from_the_checkpoint(fitted, tiny_corpus, tmp_
     assert line["audio"] == str(wav) and isinstance(line["text"], str)
 
 
+def _test_metrics(config, ckpt, root, *extra):
+    """``tzoo test`` -> {metric: its value} from the run's metrics.csv."""
+    import csv
+
+    main(["test", "--config", str(config), "--ckpt_path", str(ckpt), f"--trainer.default_root_dir={root}", *extra])
+    with open(next(root.rglob("metrics.csv"))) as f:
+        return {k: float(v) for row in csv.DictReader(f) for k, v in row.items() if v and k not in ("step", "epoch")}
+
+
+def test_test_reports_error_rates_per_split_engine_and_voice(fitted, tiny_corpus, tmp_path):
+    """test/cer is the test split's; test/cer/<engine> and test/cer/<engine>/<voice> are the module's
+    beam on those utterances (checked by hand), the engines' errors add up to the split's; the
+    real-sentence split is reported apart; a manifest that does not name engines reports the split alone."""
+    from torchmetrics.functional.text import char_error_rate
+
+    from tzoo.tasks.speech.audio import load_audio
+    from tzoo.tasks.speech.corpus import read_manifest, report_groups, write_manifest
+
+    config, _, ckpt = fitted
+    metrics = _test_metrics(config, ckpt, tmp_path / "t", "--data.init_args.batch_size=1")  # batch 1: as transcribed alone below
+    test = read_manifest(tiny_corpus / "test.jsonl")
+    module = SpeechRecognizer.load_from_checkpoint(ckpt).eval()
+    hyps = {}
+    with torch.no_grad():
+        for e in test:
+            wave = load_audio(e["audio"])
+            hyps[e["audio"]] = module.transcribe(wave[None], torch.tensor([len(wave)]), method="beam")[0]
+    groups = {g for e in test for g in report_groups(e)}
+    for g in groups:
+        mine = [e for e in test if g in report_groups(e)]
+        by_hand = float(char_error_rate([hyps[e["audio"]] for e in mine], [e["text"] for e in mine]))
+        assert metrics[f"test/cer/{g}"] == pytest.approx(by_hand, abs=1e-6), g
+        assert f"test/wer/{g}" in metrics
+    engines = {report_groups(e)[0] for e in test}
+    chars = {g: sum(len(e["text"]) for e in test if report_groups(e)[0] == g) for g in engines}
+    assert sum(metrics[f"test/cer/{g}"] * chars[g] for g in engines) / sum(chars.values()) == pytest.approx(metrics["test/cer"], abs=1e-5)
+    sentence = read_manifest(tiny_corpus / "test_sentences.jsonl")[0]
+    assert {"test_sentences/cer", "test_sentences/wer", "test_sentences/cer_ctc", f"test_sentences/cer/{report_groups(sentence)[1]}"} <= set(metrics)
+
+    plain = tmp_path / "plain"  # a user's manifests: no engine fields, no sentence split
+    plain.mkdir()
+    for split in ("train", "val", "test"):
+        write_manifest(plain / f"{split}.jsonl", [{"audio": e["audio"], "text": e["text"]} for e in read_manifest(tiny_corpus / f"{split}.jsonl")])
+    metrics = _test_metrics(config, ckpt, tmp_path / "p", f"--data.init_args.data_dir={plain}")
+    assert {"test/cer", "test/wer", "test/cer_ctc"} <= set(metrics)
+    assert not [k for k in metrics if k.startswith(("test/cer/", "test_sentences"))]
+
+
 def test_predict_transcribes_a_very_short_clip_and_names_a_nan_one(fitted, tmp_path, capsys):
     # (256 samples or fewer crashed in the front end's padding; a NaN sample transcribed as "")
     import numpy as np
@@ -120,7 +168,7 @@ def test_module_transcribes_by_hand(fitted, tiny_corpus):
     module = SpeechRecognizer.load_from_checkpoint(ckpt).eval()
     data = SpeechDataModule("manifest", data_dir=str(tiny_corpus), batch_size=2)
     data.setup("test")
-    wave, lengths, _, _ = next(iter(data.test_dataloader()))
+    wave, lengths = next(iter(data.test_dataloader()))[:2]  # (test batches add tags: the fifth element)
     with torch.no_grad():
         for method in ("beam", "greedy", "ctc"):
             assert len(module.transcribe(wave, lengths, method=method)) == 2
@@ -213,7 +261,7 @@ def test_an_older_tzoos_flat_checkpoint_loads_through_the_migration(fitted, tiny
     assert module.hparams.net == new.hparams.net and module.optim == new.optim
     data = SpeechDataModule("manifest", data_dir=str(tiny_corpus), batch_size=2)
     data.setup("test")
-    wave, lengths, _, _ = next(iter(data.test_dataloader()))
+    wave, lengths = next(iter(data.test_dataloader()))[:2]  # (test batches add tags: the fifth element)
     with torch.no_grad():
         assert module.transcribe(wave, lengths, method="greedy") == new.transcribe(wave, lengths, method="greedy")
     # a checkpoint of another alphabet is refused before its weights are read, old layout or new
