@@ -35,7 +35,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from tzoo.tasks.config import from_dict, signature_default
+from tzoo.tasks.sampling import LoopPosition, run_seed
 from tzoo.tasks.speech.audio import AUDIO_SUFFIXES, load_audio
+from tzoo.tasks.speech.augment import WaveAugment, augmented
 from tzoo.tasks.speech.corpus import (
     ALPHABET,
     TRAIN_WEIGHTS,
@@ -129,7 +132,9 @@ class SpeechDataModule(pl.LightningDataModule):
     ``noise_files`` shape it (see ``corpus.CorpusSpec``); ``workers`` processes generate it.
     ``alphabet``: the characters transcripts may hold (after lower-casing); a transcript with any
     other is an error that names its manifest line. ``shortest_first``: the first training epoch
-    from the shortest batches to the longest (SortaGrad), later ones shuffled.
+    from the shortest batches to the longest (SortaGrad), later ones shuffled. ``augment``: the
+    training waveforms' augmentations (``augment.WaveAugment``: speed, reverb, noise, babble,
+    telephone, gain; all off by default), random per (seeds, epoch, utterance).
     """
 
     model_links = ("alphabet", "sample_rate")
@@ -161,6 +166,7 @@ class SpeechDataModule(pl.LightningDataModule):
         test_subset: str = "test-clean",
         predict_files: list[str] | None = None,
         shortest_first: bool = False,
+        augment: WaveAugment = WaveAugment(),
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -172,6 +178,7 @@ class SpeechDataModule(pl.LightningDataModule):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.source, self.batch_size, self.num_workers, self.seed = source, batch_size, num_workers, seed
         self.shortest_first = shortest_first
+        self.augment = from_dict(WaveAugment, augment, where="augment", base=signature_default(type(self), "augment"))
         self.alphabet, self.sample_rate, self.workers = alphabet, sample_rate, workers
         self.subsets = {"train": train_subset, "val": val_subset, "test": test_subset}
         self.predict_files = list(predict_files or [])
@@ -242,6 +249,10 @@ class SpeechDataModule(pl.LightningDataModule):
         data = self._dataset("train")
         durations = [e.get("duration") or 0.0 for e in data.entries]
         sampler = LengthBucketSampler(durations, self.batch_size, seed=self.seed, shortest_first=self.shortest_first)
+        if self.trainer is not None:  # a resumed fit (or a reloaded loader) goes on with its epoch's order
+            sampler.epoch = LoopPosition(self, len(sampler))().epoch
+        if self.augment.enabled:
+            data, sampler = augmented(data, sampler, self.augment, sample_rate=self.sample_rate, key=(self.seed, run_seed()))
         return DataLoader(data, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)  # fmt: skip
 
