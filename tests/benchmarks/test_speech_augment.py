@@ -1,0 +1,48 @@
+"""benchmarks/speech_augment.py: the recipes (each augmentation alone, all of them), a bad recipe
+name refused naming the valid ones, and its --smoke run end to end (the measured runs are the lead's)."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import speech_augment  # noqa: E402
+
+from tzoo.tasks.speech.augment import WaveAugment  # noqa: E402
+from tzoo.tasks.config import from_dict  # noqa: E402
+
+
+def test_each_recipe_switches_on_one_augmentation_and_all_switches_on_every_one():
+    assert speech_augment.RECIPES["none"] == {}
+    for name, recipe in speech_augment.RECIPES.items():
+        config = from_dict(WaveAugment, recipe, where="augment")  # every recipe is a valid configuration
+        on = {f for f in ("speed", "reverb", "noise", "babble", "telephone", "gain") if getattr(config, f).p > 0}
+        assert on == ({"speed", "reverb", "noise", "babble", "telephone", "gain"} if name == "all" else set(recipe)), name
+        assert len(on) == 1 or name in ("none", "all")
+
+
+def test_an_unknown_recipe_is_refused_naming_it_and_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown recipe 'echo'; valid: none, speed, reverb, noise, babble, telephone, gain, all"):
+        speech_augment.parse_recipes("reverb,echo")
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speech_augment.py"), "--recipes", "echo"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2 and "unknown recipe 'echo'" in done.stderr, done.stderr
+
+
+def test_smoke_trains_and_validates_with_every_augmentation_and_writes_the_table_and_json(tmp_path):
+    out = tmp_path / "augment.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "speech_augment.py"), "--smoke", "--recipes", "all", "--results", str(out)],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["recipe"] for r in rows] == ["all"] and rows[0]["steps"] == 2
+    assert all(math.isfinite(r["val"]["val/cer"]) for r in rows)
+    assert "| augmentation | steps | val CER (attention greedy) |" in done.stdout and "| all | 2 |" in done.stdout
