@@ -30,14 +30,14 @@ Applied in that order to a training utterance, each with its own probability:
   ``low_hz`` / ``high_hz``), back to the model's rate: nothing above 4 kHz is left.
 * ``gain``: scaled by a gain uniform in ``db`` (not clipped: the front end takes any level).
 
-Files (``reverb.ir_files``, ``noise.files``) are read once, when the training loader is built: a
-missing or unreadable one is an error naming it, one of another sample rate is resampled to the
+Files (``reverb.ir_files``, ``noise.files``) must exist when configured and are read once, when the
+training loader is built: an unreadable or silent one is an error naming it, one of another sample rate is resampled to the
 model's with a warning that says so (as ``audio.load_audio`` does for any audio).
 
 Randomness: what happens to utterance ``i`` in epoch ``e`` comes from a NumPy generator keyed by
 ``(data seed, seed_everything, e, augmentation, i)`` (the batch for ``speed``), never from a global
-or per-worker state: the same with any number of loader workers, the same in a resumed run, and
-switching one augmentation on or off leaves what the others do unchanged. The epoch is the one
+or per-worker state: the same with any number of loader workers, the same in a run resumed at an
+epoch boundary, and switching one augmentation on or off leaves what the others do unchanged. The epoch is the one
 ``LengthBucketSampler`` shuffles with; ``EpochTagged`` hands it to the dataset with each index.
 """
 
