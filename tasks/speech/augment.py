@@ -37,7 +37,8 @@ model's with a warning that says so (as ``audio.load_audio`` does for any audio)
 Randomness: what happens to utterance ``i`` in epoch ``e`` comes from a NumPy generator keyed by
 ``(data seed, seed_everything, e, augmentation, i)`` (the batch for ``speed``), never from a global
 or per-worker state: the same with any number of loader workers, the same in a run resumed at an
-epoch boundary, and switching one augmentation on or off leaves what the others do unchanged. The epoch is the one
+epoch boundary (with loader workers, not in its first epoch: docs/speech.md), and switching one
+augmentation on or off leaves what the others do unchanged. The epoch is the one
 ``LengthBucketSampler`` shuffles with; ``EpochTagged`` hands it to the dataset with each index.
 """
 
@@ -394,7 +395,7 @@ class AugmentedSpeech(Dataset):
 
 
 class EpochTagged(Sampler[list[tuple[int, int, int]]]):
-    """Wraps a batch sampler with an ``epoch`` attribute (``LengthBucketSampler``): each index goes
+    """Wraps a batch sampler with ``epoch_batches()`` (``LengthBucketSampler``): each index goes
     out as ``(epoch, index, smallest index of its batch)``, so that the dataset, in whichever worker
     process, knows which epoch and batch an item belongs to."""
 
@@ -405,8 +406,8 @@ class EpochTagged(Sampler[list[tuple[int, int, int]]]):
         return len(self.sampler)
 
     def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
-        epoch = self.sampler.epoch  # the epoch this pass shuffles with
-        for batch in self.sampler:
+        epoch, batches = self.sampler.epoch_batches()  # the epoch this pass shuffles with
+        for batch in batches:
             first = min(batch)
             yield [(epoch, i, first) for i in batch]
 

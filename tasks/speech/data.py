@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -94,21 +94,32 @@ def collate(items: Sequence[tuple[Any, ...]]) -> tuple[Any, ...]:
 class LengthBucketSampler(Sampler[list[int]]):
     """Batches of similar durations, in a new random order every epoch; with ``shortest_first`` the
     first epoch goes from the shortest batches to the longest (SortaGrad, Amodei et al. 2016: the
-    short utterances teach CTC its alignments sooner)."""
+    short utterances teach CTC its alignments sooner). The epoch is ``epoch_of()`` when that gives
+    one (the trainer's, read when a pass's first batch is drawn: a resumed fit has restored it by
+    then, unless loader workers prefetched that batch earlier), else the passes made so far."""
 
     def __init__(
-        self, durations: Sequence[float], batch_size: int, *, seed: int = 0, pool: int = 50, shortest_first: bool = False
-    ) -> None:
+        self, durations: Sequence[float], batch_size: int, *, seed: int = 0, pool: int = 50, shortest_first: bool = False,
+        epoch_of: Callable[[], int | None] | None = None,
+    ) -> None:  # fmt: skip
         self.durations, self.batch_size, self.seed, self.pool = list(durations), batch_size, seed, pool
-        self.shortest_first = shortest_first
+        self.shortest_first, self.epoch_of = shortest_first, epoch_of
         self.epoch = 0
 
     def __len__(self) -> int:
         return -(-len(self.durations) // self.batch_size)
 
     def __iter__(self) -> Iterator[list[int]]:
-        rng = random.Random(self.seed + self.epoch)
-        self.epoch += 1
+        # a generator: the epoch is read at the first batch, not when Lightning makes the iterator
+        # (before a resumed fit's loop progress is restored)
+        yield from self.epoch_batches()[1]
+
+    def epoch_batches(self) -> tuple[int, list[list[int]]]:
+        """The next pass: its epoch and its batches."""
+        given = self.epoch_of() if self.epoch_of is not None else None
+        epoch = self.epoch if given is None else given
+        self.epoch = epoch + 1
+        rng = random.Random(self.seed + epoch)
         order = list(range(len(self.durations)))
         rng.shuffle(order)
         size = self.batch_size * self.pool
@@ -117,9 +128,9 @@ class LengthBucketSampler(Sampler[list[int]]):
             chunk = sorted(order[start : start + size], key=lambda i: self.durations[i])
             batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
         rng.shuffle(batches)
-        if self.shortest_first and self.epoch == 1:
+        if self.shortest_first and epoch == 0:
             batches.sort(key=lambda batch: max(self.durations[i] for i in batch))
-        return iter(batches)
+        return epoch, batches
 
 
 class SpeechDataModule(pl.LightningDataModule):
@@ -248,13 +259,19 @@ class SpeechDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         data = self._dataset("train")
         durations = [e.get("duration") or 0.0 for e in data.entries]
-        sampler = LengthBucketSampler(durations, self.batch_size, seed=self.seed, shortest_first=self.shortest_first)
-        if self.trainer is not None:  # a resumed fit (or a reloaded loader) goes on with its epoch's order
-            sampler.epoch = LoopPosition(self, len(sampler))().epoch
+        sampler = LengthBucketSampler(durations, self.batch_size, seed=self.seed, shortest_first=self.shortest_first,
+                                      epoch_of=self._trainer_epoch)  # fmt: skip
         if self.augment.enabled:
             data, sampler = augmented(data, sampler, self.augment, sample_rate=self.sample_rate, key=(self.seed, run_seed()))
         return DataLoader(data, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)  # fmt: skip
+
+    def _trainer_epoch(self) -> int | None:
+        """The training epoch under a trainer (restored from the checkpoint in a resumed fit), else None."""
+        if self.trainer is None:
+            return None
+        batches = -(-len(self.split_entries("train")) // self.batch_size)
+        return LoopPosition(self, batches)().epoch
 
     def _eval_loader(self, split: str) -> DataLoader:
         if split == "test":  # every test split, each utterance tagged with its split, engine and voice
