@@ -9,6 +9,7 @@ controls. Built in: eSpeak NG (``espeak``, formant synthesis, always there throu
 
 from __future__ import annotations
 
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import numpy as np
 
 __all__ = [
     "ENGINE_NAMES",
+    "CommandEngine",
     "Engine",
     "EngineUnavailableError",
     "Request",
@@ -127,3 +129,13 @@ def resolve_engines(engines: str | Sequence[str]) -> tuple[str, ...]:
         if not get_engine(name).is_available():
             raise get_engine(name).unavailable()
     return tuple(name for name in ENGINE_NAMES if name in names)
+
+
+class CommandEngine(Engine):
+    """An engine run as an external program (``command``, on PATH; by default the engine's name)."""
+
+    def __init__(self, command: str | None = None) -> None:
+        self.command = command or self.name
+
+    def is_available(self) -> bool:
+        return shutil.which(self.command) is not None and bool(self.voices())

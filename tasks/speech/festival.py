@@ -16,7 +16,6 @@ the half-tone shift ``-fm`` and ``hts_f0_mean``: measured, the same F0 with and 
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tzoo.tasks.speech.engines import Engine, Request
+from tzoo.tasks.speech.engines import CommandEngine, Request
 
 __all__ = ["VOICE_FOLDERS", "FestivalEngine"]
 
@@ -41,17 +40,11 @@ def _scheme_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-class FestivalEngine(Engine):
+class FestivalEngine(CommandEngine):
     """Festival through its command line (``festival -b script.scm``), a batch per process."""
 
     name = "festival"
     install_hint = "apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"
-
-    def __init__(self, command: str = "festival") -> None:
-        self.command = command
-
-    def is_available(self) -> bool:
-        return shutil.which(self.command) is not None and bool(self.voices())
 
     def voices(self) -> tuple[str, ...]:
         """Every voice folder holding its ``festvox/<voice>.scm``."""

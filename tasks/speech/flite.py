@@ -18,24 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
-from tzoo.tasks.speech.engines import Engine
+from tzoo.tasks.speech.engines import CommandEngine
 
 __all__ = ["FliteEngine"]
 
 _TIMEOUT_S = 120
 
 
-class FliteEngine(Engine):
+class FliteEngine(CommandEngine):
     """Flite through its command line, one process per utterance."""
 
     name = "flite"
     install_hint = "apt-get install flite"
-
-    def __init__(self, command: str = "flite") -> None:
-        self.command = command
-
-    def is_available(self) -> bool:
-        return shutil.which(self.command) is not None and bool(self.voices())
 
     @cached_property
     def _voices(self) -> tuple[str, ...]:
