@@ -13,7 +13,7 @@ from tzoo.core import capture_attention
 from tzoo.tasks.speech.model import SpeechTransformer
 from tzoo.tasks.speech.tokenizer import BOS
 
-__all__ = ["alignment_figure", "cross_attention"]
+__all__ = ["alignment_figure", "attention_jumps", "cross_attention"]
 
 
 @torch.inference_mode()
@@ -37,6 +37,15 @@ def cross_attention(model: SpeechTransformer, wave: Tensor, ids: list[int], *, l
     return torch.stack([maps[n][0][0].float().mean(0) for n in names]).mean(0)  # (T + 1, N)
 
 
+def attention_jumps(attention: Tensor, *, back: int = 3, forward: int = 20) -> tuple[int, int]:
+    """Cross-attention (T, N) -> how many steps from one token to the next move the median of the
+    attention back by more than ``back`` nodes (a phrase read again) and forward by more than
+    ``forward`` nodes (words skipped). A decoder that keeps its place moves forward in small steps."""
+    median = (attention.float().cumsum(-1) < 0.5).sum(-1)  # (T,): the node where half the attention is reached
+    step = median[1:] - median[:-1]  # (T - 1,)
+    return int((step < -back).sum()), int((step > forward).sum())
+
+
 def alignment_figure(
     model: SpeechTransformer,
     wave: Tensor,
@@ -48,14 +57,18 @@ def alignment_figure(
     layers: list[int] | None = None,
 ) -> Path:
     """Draw the log-mel (top) and the cross-attention of each output character over the audio
-    frames (bottom, same time axis) into ``path`` (PNG). ``labels``: the character of each id."""
+    frames (bottom, same time axis) into ``path`` (PNG). ``labels``: the character of each id.
+    ``layers``: the decoder layers whose attention is drawn (averaged), default the last one: the
+    aligned one (a trained model's first layer spreads its attention over the whole utterance and
+    would blur the picture). The title counts the attention's jumps (``attention_jumps``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     # the row of input <s> c1 .. c_t is where the decoder looked to predict c_{t+1}: label it c_{t+1}
-    attention = cross_attention(model, wave, ids, layers=layers)[: len(ids)]  # (T, N)
+    attention = cross_attention(model, wave, ids, layers=[-1] if layers is None else layers)[: len(ids)]  # (T, N)
+    back, skips = attention_jumps(attention)
     mel, frames = model.frontend.logmel(wave[None], torch.tensor([len(wave)]))
     seconds = len(wave) / model.sample_rate
     path = Path(path)
@@ -64,7 +77,7 @@ def alignment_figure(
                                       gridspec_kw={"height_ratios": [1, max(1.5, 0.06 * len(ids))]})  # fmt: skip
     top.imshow(mel[0].numpy(), origin="lower", aspect="auto", extent=(0, seconds, 0, mel.shape[1]), cmap="magma")
     top.set_ylabel("mel band")
-    top.set_title(title or "log-mel and decoder cross-attention")
+    top.set_title((title or "log-mel and decoder cross-attention") + f"\nattention jumps back {back}, far forward {skips}")
     bottom.imshow(attention.numpy(), aspect="auto", extent=(0, attention.shape[1] * model.frontend.node_seconds, max(len(ids), 1) - 0.5, -0.5),
                   cmap="viridis", interpolation="nearest")  # fmt: skip
     bottom.set_yticks(range(len(ids)))

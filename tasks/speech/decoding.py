@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tzoo.core import capture_attention
 from tzoo.tasks.speech.model import SpeechTransformer
 from tzoo.tasks.speech.tokenizer import BLANK, BOS, EOS
 
@@ -64,25 +65,68 @@ def _strip(ids: list[int]) -> list[int]:
     return ids[: ids.index(EOS)] if EOS in ids else ids
 
 
+def _attention_position(weights: Tensor) -> Tensor:
+    """Cross-attention weights (B, H, T, N) -> the node each utterance's last query attended to
+    (B,): the median of its attention averaged over the heads (robust to a head that looks
+    elsewhere, unlike the argmax)."""
+    mean = weights[:, :, -1].float().mean(1)  # (B, N)
+    return (mean.cumsum(-1) < 0.5).sum(-1)  # (B,): the first node where half the attention is reached
+
+
+def _window_mask(position: Tensor, num_nodes: int, window: tuple[int, int], mask: Tensor) -> Tensor:
+    """The nodes (B, N) each utterance's next query may attend: ``window[0]`` nodes before its last
+    attention ``position`` (B,) to ``window[1]`` after, within its real nodes ``mask`` (B, N)."""
+    nodes = torch.arange(num_nodes, device=mask.device)[None]  # (1, N)
+    start, stop = (position - window[0])[:, None], (position + window[1])[:, None]  # (B, 1)
+    return mask & (nodes >= start) & (nodes <= stop)
+
+
 @torch.inference_mode()
-def greedy(model: SpeechTransformer, encoded: Tensor, mask: Tensor, *, max_len: int, use_cache: bool = True) -> list[list[int]]:
-    """The encoder's output (B, N, D) and its mask (B, N) -> per utterance the argmax tokens until </s>."""
-    B = encoded.shape[0]
+def greedy(
+    model: SpeechTransformer,
+    encoded: Tensor,
+    mask: Tensor,
+    *,
+    max_len: int,
+    use_cache: bool = True,
+    window: tuple[int, int] | None = None,
+) -> list[list[int]]:
+    """The encoder's output (B, N, D) and its mask (B, N) -> per utterance the argmax tokens until </s>.
+
+    ``window`` = (back, forward) keeps the decoder's place: from the second token on, its
+    cross-attention sees only the nodes from ``back`` before to ``forward`` after the median of
+    the previous token's cross-attention in the last layer (averaged over its heads), so it can neither jump
+    back to audio it has already written out (a looped phrase) nor far ahead (skipped words). This
+    is the windowing of Bahdanau et al. 2016 ("End-to-end attention-based large vocabulary speech
+    recognition", section 2.3), applied at decoding time only. The first token attends everywhere:
+    where the speech starts is the decoder's to find. None: no window.
+    """
+    if window is not None and (len(window) != 2 or min(window) < 0 or window[0] + window[1] < 1):
+        raise ValueError(f"window must be (back, forward) nodes, both >= 0 and not both 0 (or None), got {window!r}")
+    B, N = encoded.shape[:2]
     padding = None if bool(mask.all()) else mask
     tokens = torch.full((B, max_len + 1), BOS, dtype=torch.long, device=encoded.device)  # (B, 1 + T)
     cache = model.decoder.make_cache(max_len + 1) if use_cache else None
     cross = model.decoder.make_cache() if use_cache else None
     done = torch.zeros(B, dtype=torch.bool, device=encoded.device)
+    # where the last layer's cross-attention looked: the aligned one (the first layers' spread over the
+    # utterance; Whisper's alignment heads are in its later layers too)
+    names = [f"blocks.{len(model.decoder.blocks) - 1}.cross_attn"] if window is not None else []
+    allowed = padding
     end = 1
-    for _ in range(max_len):
-        step = tokens[:, end - 1 : end] if use_cache else tokens[:, :end]
-        nxt = model.decode(step, encoded, padding, cache=cache, cross_cache=cross)[:, -1].argmax(-1)  # (B,)
-        nxt = nxt.masked_fill(done, EOS)
-        tokens[:, end] = nxt
-        end += 1
-        done |= nxt == EOS
-        if bool(done.all()):
-            break
+    with capture_attention(model.decoder, names) as maps:
+        for _ in range(max_len):
+            step = tokens[:, end - 1 : end] if use_cache else tokens[:, :end]
+            nxt = model.decode(step, encoded, allowed, cache=cache, cross_cache=cross)[:, -1].argmax(-1)  # (B,)
+            nxt = nxt.masked_fill(done, EOS)
+            tokens[:, end] = nxt
+            end += 1
+            done |= nxt == EOS
+            if bool(done.all()):
+                break
+            if window is not None:
+                position = _attention_position(maps[names[0]].pop())  # (B,)
+                allowed = _window_mask(position, N, window, mask)
     return [_strip(row) for row in tokens[:, 1:end].tolist()]
 
 

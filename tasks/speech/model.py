@@ -39,7 +39,13 @@ class SpeechConfig:
     (40 ms each, 20 ms at ``subsampling=2``) the encoder takes; longer audio is an error.
     ``encoder_position``: absolute positions added to the audio nodes (``sinusoidal``; ``whisper``:
     Whisper's table, sines in the first half of the channels and cosines in the second; or ``none``
-    when ``encoder.position`` is ``rope`` / ``alibi``). ``encoder`` / ``decoder``: the stacks; the
+    when ``encoder.position`` is ``rope`` / ``alibi``). ``cross_position``: absolute positions
+    (``sinusoidal``) added to the encoder's output where the decoder cross-attends to it, not where
+    the CTC head reads it: with relative positions inside the encoder (RoPE) and none added before it,
+    the cross-attention's keys say *what* was said but not *where*, so the decoder can find its
+    place only by matching sounds to the text so far; a misheard word then sends it back to re-read a
+    phrase or on past words (``none``: as trained before; ``tasks/speech/decoding.greedy``'s window
+    keeps the place at decoding time instead). ``encoder`` / ``decoder``: the stacks; the
     decoder's positions are ``decoder.position`` (RoPE by default), its cross-attention takes the
     encoder's width.
 
@@ -57,6 +63,7 @@ class SpeechConfig:
     encoder_position: Literal["sinusoidal", "whisper", "none"] = "sinusoidal"
     frontend: Literal["tzoo", "whisper"] = "tzoo"
     decoder_position: Literal["none", "learned"] = "none"
+    cross_position: Literal["none", "sinusoidal"] = "none"
     max_text_positions: int = 448
     text_vocab_size: int | None = None
     ctc: bool = True
@@ -82,7 +89,7 @@ class SpeechConfig:
                 f"net.encoder_position={self.encoder_position!r} is not one of ('sinusoidal', 'whisper', 'none'); "
                 f"relative positions are net.encoder.position ('rope', 'alibi')"
             )
-        for name, valid in (("frontend", ("tzoo", "whisper")), ("decoder_position", ("none", "learned"))):
+        for name, valid in (("frontend", ("tzoo", "whisper")), ("decoder_position", ("none", "learned")), ("cross_position", ("none", "sinusoidal"))):
             if getattr(self, name) not in valid:
                 raise ValueError(f"net.{name}={getattr(self, name)!r} is not one of {valid}")
         if self.text_vocab_size is not None and (isinstance(self.text_vocab_size, bool) or not isinstance(self.text_vocab_size, int) or self.text_vocab_size < 3):
@@ -141,6 +148,7 @@ class SpeechTransformer(nn.Module):
                                            time_masks=cfg.time_masks, subsampling=cfg.subsampling, freq_warp=cfg.freq_warp,
                                            formant_warp=cfg.formant_warp)  # fmt: skip
         self.enc_pos = _encoder_positions(cfg.encoder_position, enc.dim, cfg.max_frames)
+        self.cross_pos = _encoder_positions(cfg.cross_position, enc.dim, cfg.max_frames)  # a fixed table: no weights
         self.encoder = Encoder(enc)
         self.ctc_head = nn.Linear(enc.dim, self.vocab_size) if cfg.ctc else None
         self.embed = nn.Embedding(self.vocab_size, dec.dim)
@@ -181,6 +189,8 @@ class SpeechTransformer(nn.Module):
     ) -> Tensor:
         """(B, T) token ids after the cached ones, the encoder's output (B, N, D) and its mask (B, N)
         (None: every node is real) -> logits (B, T, V)."""
+        if self.cross_pos is not None and (cross_cache is None or not cross_cache[0].length):
+            encoded = self.cross_pos(encoded)  # (B, N, D): each node says where it is (once per cross cache)
         x = self.embed(tokens)  # (B, T, D)
         if self.dec_pos is not None:
             x = self.dec_pos(x, offset=cache[0].length if cache is not None else 0)

@@ -63,6 +63,7 @@ class SpeechRecognizer(TaskModule):
         beam_size: int = 4,
         beam_ctc_weight: float = 0.5,
         max_text_len: int = 300,
+        greedy_window: tuple[float, float] | None = (0.16, 0.5),
         examples: int = 4,
         compile: bool = False,
         pretrained: str | None = None,
@@ -72,7 +73,10 @@ class SpeechRecognizer(TaskModule):
         ``net.encoder`` and ``net.decoder``). ``optim``: optimizer and schedule. ``ctc_weight``: the
         CTC share of the loss. ``beam_size``: the beam width of test and predict decoding;
         ``beam_ctc_weight``: the CTC head's weight in the beam's joint CTC/attention scores (0: the
-        decoder's alone); ``max_text_len``: the most characters decoding produces; ``examples``:
+        decoder's alone); ``max_text_len``: the most characters decoding produces; ``greedy_window``:
+        (back, forward) seconds around the audio the previous character attended to that attention
+        greedy decoding lets the next one attend (``decoding.greedy``: the decoder cannot re-read a
+        phrase or skip words; None: the whole utterance); ``examples``:
         reference/hypothesis pairs written after each validation (0: none, and no alignment
         picture). ``compile``: ``torch.compile`` the model's training forward (in place:
         checkpoints keep the plain keys). ``pretrained``: a Hugging Face Whisper folder (or hub id)
@@ -108,7 +112,10 @@ class SpeechRecognizer(TaskModule):
             self.whisper = WhisperText.load(pretrained)
         self.ctc_weight, self.label_smoothing, self.beam_size = ctc_weight, label_smoothing, beam_size
         self.beam_ctc_weight = beam_ctc_weight
+        if greedy_window is not None and (len(greedy_window) != 2 or min(greedy_window) < 0 or max(greedy_window) <= 0):
+            raise ValueError(f"greedy_window must be (back, forward) seconds, both >= 0 and not both 0, or None, got {greedy_window!r}")
         self.max_text_len, self.examples = max_text_len, examples
+        self.greedy_window = None if greedy_window is None else (float(greedy_window[0]), float(greedy_window[1]))
         self.val_cer, self.val_wer, self.val_cer_ctc = CharErrorRate(), WordErrorRate(), CharErrorRate()
         self.test_cer, self.test_wer, self.test_cer_ctc = CharErrorRate(), WordErrorRate(), CharErrorRate()
         # metric name -> its metric, for the splits, engines and voices the test batches name (made as
@@ -210,7 +217,11 @@ class SpeechRecognizer(TaskModule):
             return [self.text(ids) for ids in ctc_greedy(self.model.ctc_head(encoded), mask)]
         limit = max_tokens(int(mask.sum(-1).max()), self.max_text_len)
         if method == "greedy":
-            return [self.text(ids) for ids in greedy(self.model, encoded, mask, max_len=limit)]
+            window = None
+            if self.greedy_window is not None:  # seconds -> audio nodes (20 or 40 ms each)
+                step = self.model.frontend.node_seconds
+                window = (round(self.greedy_window[0] / step), max(1, round(self.greedy_window[1] / step)))
+            return [self.text(ids) for ids in greedy(self.model, encoded, mask, max_len=limit, window=window)]
         return [self.text(self._beam(encoded[i : i + 1, : int(mask[i].sum())])) for i in range(len(encoded))]
 
     def _beam(self, encoded: Tensor) -> list[int]:
