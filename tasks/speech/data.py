@@ -264,7 +264,13 @@ class SpeechDataModule(pl.LightningDataModule):
         if self.augment.enabled:
             data, sampler = augmented(data, sampler, self.augment, sample_rate=self.sample_rate, key=(self.seed, run_seed()))
         return DataLoader(data, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)  # fmt: skip
+                          persistent_workers=self.num_workers > 0, generator=self._generator())  # fmt: skip
+
+    def _generator(self) -> torch.Generator:
+        # Each loader its own generator: otherwise every new iterator draws a worker seed from the
+        # global RNG, and a resumed run (whose iterators are made at other points) would shift
+        # dropout's random stream.
+        return torch.Generator().manual_seed(self.seed)
 
     def _trainer_epoch(self) -> int | None:
         """The training epoch under a trainer (restored from the checkpoint in a resumed fit), else None."""
@@ -282,7 +288,7 @@ class SpeechDataModule(pl.LightningDataModule):
         # sorted by duration: less padding, and the same batches every time
         order = sorted(range(len(data)), key=lambda i: data.entries[i].get("duration") or 0.0)
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        return DataLoader(data, batch_sampler=batches, collate_fn=collate, num_workers=self.num_workers)
+        return DataLoader(data, batch_sampler=batches, collate_fn=collate, num_workers=self.num_workers, generator=self._generator())
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
@@ -293,7 +299,7 @@ class SpeechDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         entries = self.predict_entries()
         data = SpeechDataset(entries, self.alphabet, self.sample_rate)
-        return DataLoader(data, batch_size=1, collate_fn=collate)
+        return DataLoader(data, batch_size=1, collate_fn=collate, generator=self._generator())
 
     def predict_entries(self) -> list[dict[str, Any]]:
         """The files ``tzoo predict`` transcribes, as manifest entries (``text`` empty when unknown)."""
