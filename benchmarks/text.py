@@ -23,7 +23,7 @@ Targets (issue 20): the pretrained encoder at least matches TF-IDF + LR on the t
 and macro-F1), beats the encoder from scratch, and beats the causal decoder at equal size and
 budget; pretraining + fine-tuning within 15 minutes on this machine.
 
-    python benchmarks/text.py [--pretrain_steps 1500] [--finetune_steps 1200] [--seed 1337] [--skip_lm_pretraining]
+    python benchmarks/text.py [--pretrain_steps 1000] [--finetune_steps 600] [--seed 1337] [--skip_lm_pretraining]
 
 Prints a Markdown table and writes benchmarks/results/text.json.
 """
@@ -165,9 +165,10 @@ def _cli(config: str, root: Path, *extra: str) -> Any:
 def _trainer(cli: Any, steps: int, root: Path) -> pl.Trainer:
     """A trainer with the config's settings (clipping, precision, validation interval) and ``steps``."""
     trainer = cli.config["trainer"]
+    interval = trainer.get("val_check_interval")  # none: Lightning's default, at each epoch's end
     return pl.Trainer(
         max_steps=steps, gradient_clip_val=trainer.get("gradient_clip_val"), precision=trainer.get("precision") or "32-true",
-        val_check_interval=min(trainer.get("val_check_interval") or steps, steps),
+        val_check_interval=min(interval, steps) if interval else None,
         check_val_every_n_epoch=trainer.get("check_val_every_n_epoch"), logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, default_root_dir=root, num_sanity_val_steps=0,
     )  # fmt: skip
@@ -273,8 +274,8 @@ def table(results: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pretrain_steps", type=int, default=1500)
-    parser.add_argument("--finetune_steps", type=int, default=1200)
+    parser.add_argument("--pretrain_steps", type=int, default=1000)
+    parser.add_argument("--finetune_steps", type=int, default=600)
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--skip_lm_pretraining", action="store_true", help="no 'causal decoder, LM-pretrained' row (saves a pretraining)")
     args = parser.parse_args()
