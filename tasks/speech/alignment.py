@@ -13,7 +13,7 @@ from tzoo.core import capture_attention
 from tzoo.tasks.speech.model import SpeechTransformer
 from tzoo.tasks.speech.tokenizer import BOS
 
-__all__ = ["alignment_figure", "attention_jumps", "cross_attention"]
+__all__ = ["alignment_figure", "attention_jumps", "attention_median", "cross_attention"]
 
 
 @torch.inference_mode()
@@ -37,11 +37,17 @@ def cross_attention(model: SpeechTransformer, wave: Tensor, ids: list[int], *, l
     return torch.stack([maps[n][0][0].float().mean(0) for n in names]).mean(0)  # (T + 1, N)
 
 
+def attention_median(attention: Tensor) -> Tensor:
+    """Attention rows (..., N) -> (...,) the node where half of each row's attention is reached
+    (robust to a head or a node that takes a share elsewhere, unlike the argmax)."""
+    return (attention.float().cumsum(-1) < 0.5).sum(-1)
+
+
 def attention_jumps(attention: Tensor, *, back: int = 3, forward: int = 20) -> tuple[int, int]:
     """Cross-attention (T, N) -> how many steps from one token to the next move the median of the
     attention back by more than ``back`` nodes (a phrase read again) and forward by more than
     ``forward`` nodes (words skipped). A decoder that keeps its place moves forward in small steps."""
-    median = (attention.float().cumsum(-1) < 0.5).sum(-1)  # (T,): the node where half the attention is reached
+    median = attention_median(attention)  # (T,)
     step = median[1:] - median[:-1]  # (T - 1,)
     return int((step < -back).sum()), int((step > forward).sum())
 

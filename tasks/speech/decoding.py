@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tzoo.core import capture_attention
+from tzoo.tasks.speech.alignment import attention_median
 from tzoo.tasks.speech.model import SpeechTransformer
 from tzoo.tasks.speech.tokenizer import BLANK, BOS, EOS
 
@@ -69,8 +70,7 @@ def _attention_position(weights: Tensor) -> Tensor:
     """Cross-attention weights (B, H, T, N) -> the node each utterance's last query attended to
     (B,): the median of its attention averaged over the heads (robust to a head that looks
     elsewhere, unlike the argmax)."""
-    mean = weights[:, :, -1].float().mean(1)  # (B, N)
-    return (mean.cumsum(-1) < 0.5).sum(-1)  # (B,): the first node where half the attention is reached
+    return attention_median(weights[:, :, -1].float().mean(1))  # (B, N) -> (B,)
 
 
 def _window_mask(position: Tensor, num_nodes: int, window: tuple[int, int], mask: Tensor) -> Tensor:
