@@ -35,14 +35,18 @@ def test_an_unknown_recipe_is_refused_naming_it_and_the_valid_ones():
     assert done.returncode == 2 and "unknown recipe 'echo'" in done.stderr, done.stderr
 
 
-def test_smoke_trains_and_validates_with_every_augmentation_and_writes_the_table_and_json(tmp_path):
+def test_smoke_trains_validates_and_tests_every_augmentation_and_real_sentences_and_writes_the_table_and_json(tmp_path):
     out = tmp_path / "augment.json"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "speech_augment.py"), "--smoke", "--recipes", "all", "--results", str(out)],
-        capture_output=True, text=True, timeout=240,
+        [sys.executable, str(ROOT / "benchmarks" / "speech_augment.py"), "--smoke", "--recipes", "all,sentences",
+         "--test", "--test-batches", "1", "--results", str(out)],
+        capture_output=True, text=True, timeout=360,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     rows = json.loads(out.read_text())["rows"]
-    assert [r["recipe"] for r in rows] == ["all"] and rows[0]["steps"] == 2
+    assert [r["recipe"] for r in rows] == ["all", "sentences"] and all(r["steps"] == 2 for r in rows)
+    assert rows[1]["data"] == ["--data.init_args.sentence_fraction=0.25"] and rows[1]["augment"] == {}
     assert all(math.isfinite(r["val"]["val/cer"]) for r in rows)
+    assert all(math.isfinite(r["test"]["test/cer"]) and math.isfinite(r["test"]["test_sentences/cer"]) for r in rows)
     assert "| augmentation | steps | val CER (attention greedy) |" in done.stdout and "| all | 2 |" in done.stdout
+    assert "| augmentation | test/cer | test/cer/espeak |" in done.stdout
