@@ -45,7 +45,7 @@ def test_smoke_trains_validates_and_tests_every_augmentation_and_real_sentences_
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     rows = json.loads(out.read_text())["rows"]
     assert [r["recipe"] for r in rows] == ["all", "sentences"] and all(r["steps"] == 2 for r in rows)
-    assert rows[1]["data"] == ["--data.init_args.sentence_fraction=0.25"] and rows[1]["augment"] == {}
+    assert rows[1]["args"] == ["--data.init_args.sentence_fraction=0.25"] and rows[1]["augment"] == {}
     assert all(math.isfinite(r["val"]["val/cer"]) for r in rows)
     assert all(math.isfinite(r["test"]["test/cer"]) and math.isfinite(r["test"]["test_sentences/cer"]) for r in rows)
     assert "| augmentation | steps | val CER (attention greedy) |" in done.stdout and "| all | 2 |" in done.stdout

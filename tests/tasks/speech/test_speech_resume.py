@@ -16,7 +16,7 @@ class StopAfterFirstEpoch(Callback):
         trainer.should_stop = True
 
 
-def _config(tmp_path, corpus, name: str, augment: str) -> str:
+def _config(tmp_path, corpus, name: str, augment: str, workers: int) -> str:
     path = tmp_path / f"{name}.yaml"
     path.write_text(
         textwrap.dedent(
@@ -50,6 +50,7 @@ def _config(tmp_path, corpus, name: str, augment: str) -> str:
                 data_dir: {corpus}
                 batch_size: 3
                 augment: {augment}
+                workers: {workers}
             """
         )
     )
@@ -62,12 +63,19 @@ def _weights(run_root):
     return ckpt["epoch"], ckpt["state_dict"]
 
 
+AUGMENT = "{noise: {p: 0.5}, speed: {p: 0.5}, gain: {p: 0.5}}"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("augment", ["{}", "{noise: {p: 0.5}, speed: {p: 0.5}, gain: {p: 0.5}}"], ids=["plain", "augmented"])
-def test_a_resumed_speech_fit_ends_with_the_uninterrupted_weights(tmp_path, tiny_corpus, augment, monkeypatch):
+@pytest.mark.parametrize(
+    ("augment", "workers"),
+    [("{}", 0), (AUGMENT, 0), (AUGMENT, 1)],  # a worker prefetches batches as soon as an iterator exists
+    ids=["plain", "augmented", "augmented-worker"],
+)
+def test_a_resumed_speech_fit_ends_with_the_uninterrupted_weights(tmp_path, tiny_corpus, augment, workers, monkeypatch):
     monkeypatch.setenv("TZOO_CACHE", str(tmp_path / "cache"))
-    main(["fit", "--config", _config(tmp_path, tiny_corpus, "straight", augment)])
-    resumed = _config(tmp_path, tiny_corpus, "resumed", augment)
+    main(["fit", "--config", _config(tmp_path, tiny_corpus, "straight", augment, workers)])
+    resumed = _config(tmp_path, tiny_corpus, "resumed", augment, workers)
     main(["fit", "--config", resumed, "--trainer.callbacks+=test_speech_resume.StopAfterFirstEpoch"])
     assert _weights(tmp_path / "resumed")[0] == 1  # stopped after the first epoch
     (last,) = (tmp_path / "resumed").rglob("last.ckpt")
