@@ -9,6 +9,7 @@ logs, per engine and voice; ``--test-batches N`` only the N shortest batches, wh
 
     flock /tmp/tzoo_cpu.lock python benchmarks/speech_augment.py --steps 1000 --test
     python benchmarks/speech_augment.py --recipes none,reverb,telephone --steps 800 --test
+    python benchmarks/speech_augment.py --recipes none,speed -- --data.init_args.sentence_fraction=0.0   # options for every run
     python benchmarks/speech_augment.py --smoke      # a tiny corpus and model, 2 steps a recipe
 
 Each run is ``tzoo fit`` as a user runs it (a subprocess; wall time from launch to exit, the corpus
@@ -143,24 +144,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test-batches", type=int, default=0, help="with --test: test this many batches of each test split (0: all)")
     parser.add_argument("--smoke", action="store_true", help="a tiny corpus and model, 2 steps a recipe (checks the script)")
     parser.add_argument("--results", type=Path, default=None, help="the JSON file to write")
+    parser.add_argument("overrides", nargs="*", help="after --: options for every run, e.g. -- --data.init_args.sentence_fraction=0.0")
     args = parser.parse_args(argv)
     try:
         recipes = parse_recipes(args.recipes)
     except ValueError as exc:
         parser.error(str(exc))
-    extra: list[str] = []
+    extra: list[str] = list(args.overrides)
     root, env = RUNS, None
     if args.smoke:  # the run card's MFU needs no measured peak FLOP/s here (a few seconds a run)
         env = {**os.environ, "TZOO_PEAK_FLOPS": "1e11"}
         root = Path(tempfile.mkdtemp(prefix="speech_augment_smoke_"))
-        extra = [*SMOKE, f"--data.init_args.data_dir={root / 'corpus'}"]
+        extra = [*SMOKE, f"--data.init_args.data_dir={root / 'corpus'}", *extra]
         args.steps = 2
     results_path = args.results or RESULTS / ("speech_augment_smoke.json" if args.smoke else "speech_augment.json")
     import torch
 
     results: dict[str, Any] = {
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
-        "config": str(CONFIG.relative_to(REPO)), "steps": args.steps, "test_batches": args.test_batches if args.test else None,
+        "config": str(CONFIG.relative_to(REPO)), "overrides": args.overrides, "steps": args.steps, "test_batches": args.test_batches if args.test else None,
         "smoke": args.smoke, "rows": [],
     }  # fmt: skip
     if not args.smoke:  # the corpus first, so that no run's wall time holds its generation
