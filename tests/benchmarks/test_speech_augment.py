@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -39,13 +40,15 @@ def test_smoke_trains_validates_and_tests_every_augmentation_and_real_sentences_
     out = tmp_path / "augment.json"
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "speech_augment.py"), "--smoke", "--recipes", "all,sentences",
-         "--test", "--test-batches", "1", "--results", str(out), "--", "--trainer.log_every_n_steps=1"],
+         "--test", "--results", str(out), "--", "--trainer.log_every_n_steps=1"],
         capture_output=True, text=True, timeout=360,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     results = json.loads(out.read_text())
     rows = results["rows"]
-    assert results["overrides"] == ["--trainer.log_every_n_steps=1"]  # options after -- go to every run
+    assert results["overrides"] == ["--trainer.log_every_n_steps=1"]
+    for row in rows:  # options after -- go to every run
+        assert yaml.safe_load((Path(row["run"]) / "config.yaml").read_text())["trainer"]["log_every_n_steps"] == 1
     assert [r["recipe"] for r in rows] == ["all", "sentences"] and all(r["steps"] == 2 for r in rows)
     assert rows[1]["args"] == ["--data.init_args.sentence_fraction=0.25"] and rows[1]["augment"] == {}
     assert all(math.isfinite(r["val"]["val/cer"]) for r in rows)
