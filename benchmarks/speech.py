@@ -65,7 +65,7 @@ def _datamodule():
     return parser.instantiate(parser.parse_object({"data": spec})).data
 
 
-def stage_train(results: dict[str, Any]) -> None:
+def stage_train(results: dict[str, Any], fit_options: list[str]) -> None:
     data = _datamodule()
     start = time.perf_counter()
     data.prepare_data()
@@ -87,7 +87,7 @@ def stage_train(results: dict[str, Any]) -> None:
     # probe loop); on a machine shared with busy processes spinning threads once made a step 20x
     # slower, so set OMP_WAIT_POLICY=PASSIVE yourself there.
     done = subprocess.run(
-        [TZOO, "fit", "--config", str(CONFIG), "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={RUNS}"],
+        [TZOO, "fit", "--config", str(CONFIG), "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={RUNS}", *fit_options],
         capture_output=True, text=True,
     )  # fmt: skip
     wall = time.perf_counter() - start
@@ -96,7 +96,7 @@ def stage_train(results: dict[str, Any]) -> None:
         raise SystemExit("tzoo fit failed")
     (run,) = set(RUNS.rglob("version_*")) - before
     card = json.loads((run / "run_card.json").read_text())
-    results["train"] = {"run_dir": str(run), "wall_s": round(wall, 1), "steps": card["steps"], "epochs": card["epochs"],
+    results["train"] = {"run_dir": str(run), "fit_options": fit_options, "wall_s": round(wall, 1), "steps": card["steps"], "epochs": card["epochs"],
                         "train_step_time_s": card["train_step_time_s"], "params": card["params"], "val": card["metrics"]}  # fmt: skip
     print(f"train: {results['train']}")
 
@@ -296,12 +296,13 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON file to write (and, for --stage eval, read)")
     parser.add_argument("--beam_size", type=int, default=None, help="beam width for the evaluation (default: the checkpoint's)")
     parser.add_argument("--beam_ctc_weight", type=float, default=None, help="CTC weight of the joint beam (default: the checkpoint's)")
+    parser.add_argument("fit_options", nargs="*", help="after --: options for tzoo fit, e.g. -- --model.init_args.net.cross_position=sinusoidal")
     args = parser.parse_args()
     RESULTS = args.results
     results = _load_results() if args.stage == "eval" else {}
     results["machine"] = {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()}
     if args.stage in ("all", "train"):
-        stage_train(results)
+        stage_train(results, args.fit_options)
         _save_results(results)
     if args.stage in ("all", "eval"):
         stage_eval(results, speed_utterances=args.speed_utterances, limit=args.limit, beam_size=args.beam_size, beam_ctc_weight=args.beam_ctc_weight)
