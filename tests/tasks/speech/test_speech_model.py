@@ -43,6 +43,24 @@ def test_logmel_and_subsampling_shapes_and_masks():
 
 
 
+def test_logmel_ignores_the_recording_level_except_at_the_log_floor():
+    """Why gain augmentation teaches the model almost nothing (benchmarks/speech_level.py): a gain
+    shifts every log-mel value by the same amount, which the per-band normalisation removes; only
+    values clamped at the floor (digital silence) move."""
+    torch.manual_seed(0)
+    wave = 0.1 * torch.randn(1, 16000)
+    lengths = torch.tensor([16000])
+    mel, _ = LogMel()(wave, lengths)
+    for db in (-12.0, 6.0):
+        louder, _ = LogMel()(wave * 10 ** (db / 20), lengths)
+        assert (louder - mel).abs().max() < 1e-3, db
+    gapped = wave.clone()
+    gapped[:, 4000:8000] = 0.0  # a quarter second of digital silence: its mel power sits at the floor
+    a, _ = LogMel()(gapped, lengths)
+    b, _ = LogMel()(gapped * 10 ** (-12 / 20), lengths)
+    assert (a - b).abs().max() > 0.1
+
+
 def test_subsampling_by_two_keeps_twice_the_nodes_and_padding_never_matters():
     lengths = torch.tensor([16000, 8000, 1234])
     wave = torch.randn(3, 16000)
