@@ -53,20 +53,23 @@ def _save_results(results: dict[str, Any]) -> None:
     RESULTS.write_text(json.dumps(results, indent=1) + "\n")
 
 
-def _datamodule():
-    """The config's data module (jsonargparse builds it exactly as the CLI does)."""
+def _datamodule(fit_options: list[str] = ()):
+    """The config's data module with the ``--data.*`` options among ``fit_options`` (jsonargparse
+    builds it exactly as the CLI does), so that the benchmark prepares and tests the corpus the
+    training run reads."""
     import yaml
-    from jsonargparse import ArgumentParser, Namespace
+    from jsonargparse import ArgumentParser
     import lightning.pytorch as pl
 
     spec = yaml.safe_load(CONFIG.read_text())["data"]
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(pl.LightningDataModule, "data", required=True)
-    return parser.instantiate(parser.parse_object({"data": spec})).data
+    data_options = [o for o in fit_options if o.startswith("--data.")]
+    return parser.instantiate(parser.parse_args(["--data", json.dumps(spec), *data_options])).data
 
 
 def stage_train(results: dict[str, Any], fit_options: list[str]) -> None:
-    data = _datamodule()
+    data = _datamodule(fit_options)
     start = time.perf_counter()
     data.prepare_data()
     info = json.loads((data.root / "corpus.json").read_text())
@@ -138,7 +141,7 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
     if beam_ctc_weight is not None:
         module.beam_ctc_weight = beam_ctc_weight
     model, beam = module.model, module.beam_size
-    data = _datamodule()
+    data = _datamodule(results["train"].get("fit_options", []))
     entries = data.split_entries("test")[:limit]
     waves = [load_audio(e["audio"], module.model.sample_rate) for e in entries]
     refs = [e["text"] for e in entries]

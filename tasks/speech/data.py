@@ -139,8 +139,9 @@ class SpeechDataModule(pl.LightningDataModule):
     ``corpus_size``: (train, val, test[, test_sentences]) utterances of the generated corpus (three
     numbers: test_sentences is half of test); ``engines`` (``"auto"``: every synthesizer installed),
     ``engine_weights``, ``voices``, ``sentence_fraction``, ``corpus_seed``, ``max_words``,
-    ``digit_fraction``, ``speed`` (eSpeak NG's words/minute), ``pitch``, ``snr_db`` and
-    ``noise_files`` shape it (see ``corpus.CorpusSpec``); ``workers`` processes generate it.
+    ``digit_fraction``, ``speed`` (eSpeak NG's words/minute), ``pitch`` (its 0-99 scale),
+    ``speed_factor`` and ``pitch_factor`` (the other engines': factors of each voice's own),
+    ``snr_db`` and ``noise_files`` shape it (see ``corpus.CorpusSpec``); ``workers`` processes generate it.
     ``alphabet``: the characters transcripts may hold (after lower-casing); a transcript with any
     other is an error that names its manifest line. ``shortest_first``: the first training epoch
     from the shortest batches to the longest (SortaGrad), later ones shuffled. ``augment``: the
@@ -165,6 +166,8 @@ class SpeechDataModule(pl.LightningDataModule):
         digit_fraction: float = 0.25,
         speed: tuple[int, int] = (130, 220),
         pitch: tuple[int, int] = (30, 70),
+        speed_factor: tuple[float, float] = (0.85, 1.2),
+        pitch_factor: tuple[float, float] = (0.85, 1.2),
         snr_db: tuple[float, float] = (10.0, 30.0),
         noise_files: list[str] | None = None,
         engines: str | list[str] = "auto",
@@ -203,7 +206,7 @@ class SpeechDataModule(pl.LightningDataModule):
                 digit_fraction=digit_fraction, sentence_fraction=sentence_fraction, engines=engines,
                 engine_weights=dict(TRAIN_WEIGHTS if engine_weights is None else engine_weights),
                 voices={k: dict(v) for k, v in (voices or {}).items()}, speed=tuple(speed), pitch=tuple(pitch),
-                snr_db=tuple(snr_db), sample_rate=sample_rate, noise_files=list(noise_files or []),
+                speed_factor=tuple(speed_factor), pitch_factor=tuple(pitch_factor), snr_db=tuple(snr_db), sample_rate=sample_rate, noise_files=list(noise_files or []),
             )  # fmt: skip
             root = Path(data_dir) if data_dir else Path(os.environ.get("TZOO_CACHE") or Path.home() / ".cache" / "tzoo") / "speech"
             self.root = root / f"espeak-{self.spec.key()}"

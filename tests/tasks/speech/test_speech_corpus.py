@@ -121,6 +121,18 @@ def test_unknown_voice_and_bad_corpus_settings_are_errors():
         CorpusSpec(noise_files=["/no/such/noise.wav"])
 
 
+def test_the_data_module_passes_the_other_engines_rate_and_pitch_factors_to_the_corpus(tmp_path):
+    from tzoo.tasks.speech.data import SpeechDataModule
+
+    default = SpeechDataModule("espeak", data_dir=str(tmp_path), engines=["espeak"])
+    wide = SpeechDataModule("espeak", data_dir=str(tmp_path), engines=["espeak"], speed_factor=(0.9, 1.1), pitch_factor=(0.85, 1.8))
+    assert default.spec.pitch_factor == CorpusSpec().pitch_factor and default.spec.speed_factor == CorpusSpec().speed_factor
+    assert (wide.spec.speed_factor, wide.spec.pitch_factor) == ((0.9, 1.1), (0.85, 1.8))
+    assert wide.root != default.root  # another corpus, in its own cache folder
+    with pytest.raises(ValueError, match=r"pitch_factor=\(0.85, 2.5\) must be a range .*within \(0.5, 2.0\)"):
+        SpeechDataModule("espeak", data_dir=str(tmp_path), engines=["espeak"], pitch_factor=(0.85, 2.5))
+
+
 def test_noise_files_from_the_config_are_mixed_in(tmp_path):
     noise = tmp_path / "hum.wav"
     soundfile.write(noise, 0.1 * np.sin(np.arange(8000) * 0.3).astype(np.float32), 8000)
