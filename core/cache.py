@@ -69,8 +69,16 @@ class KVCache:
         self.length = 0
 
     def reorder(self, rows: Tensor) -> None:
+        """Keep batch rows ``rows`` (in that order), e.g. the hypotheses a beam search keeps. Only
+        the filled positions are gathered: a beam reorders every step, and copying the buffer's
+        free room too made the copies grow with ``max_len`` instead of with what was decoded."""
         if self.k is not None and self.v is not None:
-            self.k, self.v = self.k.index_select(0, rows), self.v.index_select(0, rows)
+            self.k, self.v = self._gather(self.k, rows), self._gather(self.v, rows)
+
+    def _gather(self, buffer: Tensor, rows: Tensor) -> Tensor:
+        out = buffer.new_empty(len(rows), *buffer.shape[1:])
+        out.narrow(2, 0, self.length).copy_(buffer.narrow(2, 0, self.length).index_select(0, rows))
+        return out
 
 
 class RollingKVCache:

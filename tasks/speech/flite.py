@@ -1,8 +1,9 @@
 """Flite (CMU's small Festival sibling) as a corpus engine, from Debian's ``flite`` package.
 
 A Flite process starts in milliseconds, so each utterance is its own ``flite`` command. Its voices
-are compiled in (``flite -lv``); the corpus uses ``awb`` (Scottish English male) and ``rms`` (US male)
-only in its test splits: a third engine the model never trains on. Flite's ``kal`` and ``slt`` are
+are compiled in (``flite -lv``); the corpus trains on ``rms`` (US male) and tests on ``awb`` (Scottish
+English male), both CLUSTERGEN statistical parametric voices (vocoded, like Festival's unseen HTS
+voice; ``cmu_us_rms_cg`` in the library). Flite's ``kal`` and ``slt`` are
 the same speakers as Festival's ``kal_diphone`` and ``cmu_us_slt_arctic_hts``. ``speed`` divides
 Flite's ``duration_stretch``; its pitch is left as the voice's own (its intonation targets are set
 per voice inside the voice and the command line has no relative control; ``pitch`` must be 1.0).

@@ -221,6 +221,20 @@ def test_cache_overflow_is_a_clear_error():
         m(inputs()[:, :5], is_causal=True, cache=cache)
 
 
+def test_kv_cache_reorder_keeps_the_chosen_rows_and_appends_after_them():
+    cache, context = KVCache(max_len=6), KVCache()
+    k, v = torch.randn(3, 2, 4, 5), torch.randn(3, 2, 4, 5)
+    cache.append(k, v), context.append(k, v)
+    rows = torch.tensor([2, 0, 0, 1])  # a beam grows and repeats rows
+    cache.reorder(rows), context.reorder(rows)
+    for c in (cache, context):
+        ck, cv = c.cached()
+        assert torch.equal(ck, k[rows]) and torch.equal(cv, v[rows])
+    k2, v2 = torch.randn(4, 2, 2, 5), torch.randn(4, 2, 2, 5)
+    ck, cv = cache.append(k2, v2)  # the free room is still there after a reorder
+    assert torch.equal(ck, torch.cat([k[rows], k2], 2)) and torch.equal(cv, torch.cat([v[rows], v2], 2))
+
+
 def test_rope_scores_depend_only_on_relative_offset():
     rope = RotaryEmbedding(16)
     q, k = torch.randn(1, 1, 6, 16), torch.randn(1, 1, 6, 16)
