@@ -232,12 +232,15 @@ class CorpusSpec:
         return out
 
     def key(self) -> str:
-        """Names the cache folder: the spec, the engines and voices it resolves to here, the word
-        list and the test plays the texts are drawn from."""
+        """Names the cache folder: the spec, the engines and voices it resolves to here, which of
+        those voices the engine can move in pitch, the word list and the test plays the texts are drawn from."""
+        from tzoo.tasks.speech.engines import get_engine
         from tzoo.tasks.speech.sentences import TEST_PLAYS
 
         engines = self.engines if isinstance(self.engines, str) else sorted(self.engines)
-        described = {**asdict(self), "engines": engines, "resolved": self.resolved(), "words": WORDS, "test_plays": TEST_PLAYS}
+        resolved = self.resolved()
+        pitched = {name: sorted({v for vs in roles.values() for v in vs if get_engine(name).varies_pitch(v)}) for name, roles in resolved.items()}
+        described = {**asdict(self), "engines": engines, "resolved": resolved, "pitched": pitched, "words": WORDS, "test_plays": TEST_PLAYS}
         return hashlib.sha1(json.dumps(described, sort_keys=True).encode()).hexdigest()[:10]
 
 

@@ -5,8 +5,10 @@ are compiled in (``flite -lv``); the corpus trains on ``rms`` (US male) and test
 English male), both CLUSTERGEN statistical parametric voices (vocoded, like Festival's unseen HTS
 voice; ``cmu_us_rms_cg`` in the library). Flite's ``kal`` and ``slt`` are
 the same speakers as Festival's ``kal_diphone`` and ``cmu_us_slt_arctic_hts``. ``speed`` divides
-Flite's ``duration_stretch``; its pitch is left as the voice's own (its intonation targets are set
-per voice inside the voice and the command line has no relative control; ``pitch`` must be 1.0).
+Flite's ``duration_stretch``; ``pitch`` is Flite's ``f0_shift`` (a factor of the voice's F0), which
+most voices apply (``awb``: median F0 137 -> 198 Hz at 1.5) but ``rms`` does not: its F0 comes from
+a statistical phrase-and-accent model (``spamf0``) that ignores it, so ``rms`` keeps its own pitch
+(``pitch`` must be 1.0). Which voices take it is found by synthesizing a word both ways, once per voice.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ class FliteEngine(CommandEngine):
     name = "flite"
     install_hint = "apt-get install flite"
 
+    def __init__(self, command: str | None = None) -> None:
+        super().__init__(command)
+        self._pitched: dict[str, bool] = {}  # voice -> whether f0_shift moves its pitch
+
     @cached_property
     def _voices(self) -> tuple[str, ...]:
         if shutil.which(self.command) is None:
@@ -44,16 +50,25 @@ class FliteEngine(CommandEngine):
         return self._voices
 
     def varies_pitch(self, voice: str) -> bool:
-        return False
+        """Whether ``f0_shift`` changes this voice's audio (two short syntheses, once per voice)."""
+        if voice not in self._pitched:
+            self.check_voice(voice)
+            (plain, _), (shifted, _) = (self._run("a test", voice, 1.0, f0) for f0 in (1.0, 1.5))
+            self._pitched[voice] = plain.shape != shifted.shape or not np.array_equal(plain, shifted)
+        return self._pitched[voice]
 
     def synthesize(self, text: str, voice: str, *, speed: float = 1.0, pitch: float = 1.0) -> tuple[np.ndarray, int]:
-        import soundfile
-
         self.check_voice(voice)
         self.check_prosody(voice, speed, pitch)
+        return self._run(text, voice, speed, pitch)
+
+    def _run(self, text: str, voice: str, speed: float, pitch: float) -> tuple[np.ndarray, int]:
+        import soundfile
+
         with tempfile.TemporaryDirectory(prefix="tzoo_flite_") as tmp:
             wav = Path(tmp) / "out.wav"
-            command = [self.command, "-voice", voice, "--setf", f"duration_stretch={1 / speed:.4f}", "-t", text, "-o", str(wav)]
+            command = [self.command, "-voice", voice, "--setf", f"duration_stretch={1 / speed:.4f}",
+                       "--setf", f"f0_shift={pitch:.4f}", "-t", text, "-o", str(wav)]  # fmt: skip
             done = subprocess.run(command, capture_output=True, text=True, timeout=_TIMEOUT_S, check=False)
             if done.returncode != 0 or not wav.is_file():
                 raise RuntimeError(f"flite wrote no audio for {text!r} in voice {voice!r} (exit {done.returncode}): {done.stderr.strip()[-800:]}")

@@ -84,13 +84,16 @@ def test_festival_speaks_every_voice_at_its_rate_and_pitch_in_one_process():
 
 
 @needs_flite
-def test_flite_speaks_its_voices_at_a_rate_and_refuses_a_pitch():
+def test_flite_speaks_its_voices_at_a_rate_moves_awbs_pitch_and_refuses_rms_a_pitch():
     engine = get_engine("flite")
     text = "the old man went home to read a book"
     (slow, rate), (fast, _) = engine.synthesize(text, "awb", speed=0.75), engine.synthesize(text, "rms", speed=1.25)
     assert rate == 16000 and len(slow) > 1.3 * len(fast)
-    with pytest.raises(ValueError, match=r"flite cannot change the pitch of voice 'awb': pitch must be 1\.0, got 1\.2"):
-        engine.synthesize(text, "awb", pitch=1.2)
+    (low, _), (high, _) = engine.synthesize(text, "awb", pitch=0.9), engine.synthesize(text, "awb", pitch=1.5)
+    assert median_f0(high, rate) > 1.35 * median_f0(low, rate)
+    assert engine.varies_pitch("awb") and not engine.varies_pitch("rms")  # rms's F0 model ignores f0_shift
+    with pytest.raises(ValueError, match=r"flite cannot change the pitch of voice 'rms': pitch must be 1\.0, got 1\.2"):
+        engine.synthesize(text, "rms", pitch=1.2)
 
 
 def test_an_engine_asked_for_that_is_not_installed_names_its_install_command(monkeypatch):
