@@ -58,19 +58,28 @@ def main() -> None:
     from speech import _datamodule  # benchmarks/speech.py: the full run's data module
     from tzoo.tasks.loading import load_module
 
-    ckpt = args.ckpt or Path(json.loads(args.results.read_text())["train"]["run_dir"]) / "checkpoints" / "last.ckpt"
+    trained = json.loads(args.results.read_text())["train"] if args.results.is_file() else {}
+    ckpt = args.ckpt or Path(trained["run_dir"]) / "checkpoints" / "last.ckpt"
     module = load_module(ckpt, task="speech")
     torch.set_num_threads(1)  # one short utterance at a time: one thread is fastest (see benchmarks/speech.py)
-    data = _datamodule()
+    data = _datamodule(trained.get("fit_options", []))  # the corpus that run trained on
     splits = {s: data.split_entries(s) for s in ("val", "test")}
     encodings = {s: encode(module, e) for s, e in splits.items()}
     refs = {s: [e["text"] for e in es] for s, es in splits.items()}
 
-    def score(split: str, beam: int, weight: float) -> dict[str, float]:
+    def score(split: str, beam: int, weight: float) -> dict[str, Any]:
         start = time.perf_counter()
         hyps = decode(module, encodings[split], beam, weight)
+        by_engine = {}
+        for name in sorted({e.get("engine", "") for e in splits[split]} - {""}):
+            pairs = [(h, r) for h, r, e in zip(hyps, refs[split], splits[split]) if e.get("engine") == name]
+            by_engine[name] = float(char_error_rate([h for h, _ in pairs], [r for _, r in pairs]))
         return {"beam": beam, "ctc_weight": weight, "cer": float(char_error_rate(hyps, refs[split])),
-                "wer": float(word_error_rate(hyps, refs[split])), "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
+                "wer": float(word_error_rate(hyps, refs[split])), "cer_by_engine": by_engine,
+                "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
+
+    def engines(r: dict[str, Any]) -> str:
+        return " · ".join(f"{name} {100 * cer:.2f}%" for name, cer in r["cer_by_engine"].items())
 
     grid = [score("val", b, w) for b in args.beams for w in args.weights]
     best = min(grid, key=lambda r: (r["cer"], r["wer"]))
@@ -80,15 +89,15 @@ def main() -> None:
         test["config"] = score("test", *own)
 
     print(f"checkpoint {ckpt}\n\nvalidation split ({len(refs['val'])} utterances): joint CTC/attention beam search")
-    print("| beam | CTC weight | CER | WER | seconds |\n|---|---|---|---|---|")
+    print("| beam | CTC weight | CER | WER | CER per engine | seconds |\n|---|---|---|---|---|---|")
     for r in grid:
         mark = " (chosen)" if r is best else ""
-        print(f"| {r['beam']} | {r['ctc_weight']} | {100 * r['cer']:.2f}%{mark} | {100 * r['wer']:.2f}% | {r['seconds']} |")
+        print(f"| {r['beam']} | {r['ctc_weight']} | {100 * r['cer']:.2f}%{mark} | {100 * r['wer']:.2f}% | {engines(r)} | {r['seconds']} |")
     print(f"\ntest split ({len(refs['test'])} utterances, voices unseen in training and validation)")
-    print("| settings | beam | CTC weight | CER | WER |\n|---|---|---|---|---|")
+    print("| settings | beam | CTC weight | CER | WER | CER per engine |\n|---|---|---|---|---|---|")
     for name, r in test.items():
         label = "chosen on validation" if name == "chosen" else "the checkpoint's"
-        print(f"| {label} | {r['beam']} | {r['ctc_weight']} | {100 * r['cer']:.2f}% | {100 * r['wer']:.2f}% |")
+        print(f"| {label} | {r['beam']} | {r['ctc_weight']} | {100 * r['cer']:.2f}% | {100 * r['wer']:.2f}% | {engines(r)} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"checkpoint": str(ckpt), "val": grid, "test": test}, indent=1) + "\n")
     print(f"wrote {args.out}")
