@@ -187,6 +187,15 @@ def test_the_corpus_uses_every_engine_found_and_never_trains_on_the_test_voices(
     assert CorpusSpec(**TINY_SPEC).key() != info["key"]
 
 
+def test_which_voices_can_change_pitch_is_part_of_the_corpus_key(espeak_alone, monkeypatch):
+    # an engine that learns to move a voice's pitch makes other audio: a corpus cached before is not reused
+    from tzoo.tasks.speech.espeak import EspeakEngine
+
+    before = CorpusSpec(**TINY_SPEC).key()
+    monkeypatch.setattr(EspeakEngine, "varies_pitch", lambda self, voice: not voice.endswith("m3"))
+    assert CorpusSpec(**TINY_SPEC).key() != before
+
+
 def test_a_split_no_engine_speaks_is_an_error(espeak_alone):
     spec = CorpusSpec(**TINY_SPEC, test_weights={"festival": 1.0})
     with pytest.raises(ValueError, match=r"no engine speaks the test split: test_weights=\{'festival': 1\.0\}"):
