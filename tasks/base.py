@@ -244,8 +244,11 @@ class TaskModule(pl.LightningModule):
         optimizer = build_optimizer(self, optim, fused=fused)  # AdamW, or Muon + AdamW (optim.optimizer)
         total = self._total_steps()
         ratio = self.min_lr / optim.lr
+        clock = self._budget_clock(total) if optim.budget == "time" else None
 
         def schedule(step: int) -> float:
+            if clock is not None and step >= optim.warmup_steps:
+                step = max(step, clock())
             if optim.schedule == "wsd":
                 return warmup_stable_decay(
                     step, warmup_steps=optim.warmup_steps, total_steps=total, decay_fraction=optim.decay_fraction, min_ratio=ratio
@@ -254,6 +257,22 @@ class TaskModule(pl.LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _budget_clock(self, total: int) -> Callable[[], int]:
+        """``optim.budget='time'``: a function giving the share of ``trainer.max_time`` used so far
+        (Lightning's ``Timer``, restored with a checkpoint) in steps of ``total``."""
+        from lightning.pytorch.callbacks import Timer
+
+        timer = next((cb for cb in self.trainer.callbacks if isinstance(cb, Timer)), None)
+        if timer is None or timer.time_remaining() is None:
+            raise ValueError("optim.budget='time' runs the schedule over trainer.max_time, but no max_time is set; "
+                             "give trainer.max_time (e.g. '00:00:29:00') or use optim.budget='steps'")  # fmt: skip
+
+        def clock() -> int:
+            used = timer.time_elapsed()
+            return int(total * min(1.0, used / max(used + timer.time_remaining(), 1e-9)))
+
+        return clock
 
     def _total_steps(self) -> int:
         trainer = self.trainer

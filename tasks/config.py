@@ -25,6 +25,7 @@ T = TypeVar("T")
 
 OPTIMIZERS = ("adamw", "muon")
 SCHEDULES = ("cosine", "wsd")
+BUDGETS = ("steps", "time")
 MUON_ADJUST_LR = ("original", "match_rms_adamw", "spectral_unclamped")
 
 
@@ -42,7 +43,14 @@ class OptimConfig:
     ``schedule``: ``cosine`` (linear warmup, then cosine decay to ``min_lr``: ``lr / 10`` when
     None) or ``wsd`` (warmup-stable-decay: linear warmup, constant, then a linear decay to
     ``min_lr`` over the last ``decay_fraction`` of the steps). Every parameter group follows the
-    same multiplier of its own base rate."""
+    same multiplier of its own base rate.
+
+    ``budget``: what the schedule runs over. ``steps``: ``trainer.max_steps`` (or the epochs' steps).
+    ``time``: after the warmup, the schedule's position is the larger of the steps taken and the
+    share of ``trainer.max_time`` used (as a share of those steps), so a run that the clock stops
+    still ends its decay at ``min_lr`` however fast the machine is (a slower machine takes fewer
+    steps, each further along the schedule). The learning rate then depends on the wall clock: a run
+    is not bit-for-bit repeatable, and a resumed one goes on from the time its checkpoint records."""
 
     lr: float = 1e-3
     min_lr: float | None = None
@@ -57,6 +65,7 @@ class OptimConfig:
     muon_ns_steps: int = 5
     schedule: str = "cosine"
     decay_fraction: float = 0.2
+    budget: str = "steps"
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -74,6 +83,8 @@ class OptimConfig:
             raise ValueError(f"optim.optimizer={self.optimizer!r} is not one of {OPTIMIZERS}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"optim.schedule={self.schedule!r} is not one of {SCHEDULES} (cosine: warmup then cosine decay; wsd: warmup-stable-decay)")
+        if self.budget not in BUDGETS:
+            raise ValueError(f"optim.budget={self.budget!r} is not one of {BUDGETS} (what the schedule runs over: trainer.max_steps, or trainer.max_time)")
         if self.muon_adjust_lr not in MUON_ADJUST_LR:
             raise ValueError(f"optim.muon_adjust_lr={self.muon_adjust_lr!r} is not one of {MUON_ADJUST_LR} (torch.optim.Muon's adjust_lr_fn)")
         if not (isinstance(self.decay_fraction, (int, float)) and 0 < self.decay_fraction <= 1):

@@ -82,6 +82,38 @@ def test_wsd_schedule_values():
     assert cosine_with_warmup(55, warmup_steps=10, total_steps=100, min_ratio=0.1) == pytest.approx(0.55)
 
 
+def _scheduled(budget: str, **trainer) -> tuple[LanguageModel, pl.Trainer]:
+    cfg = GPTConfig(40, block_size=16, transformer=TransformerConfig(dim=16, depth=1, num_heads=2))
+    model = LanguageModel(cfg, OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=10, budget=budget), sample_tokens=0)
+    model.trainer = pl.Trainer(max_steps=1000, logger=False, enable_progress_bar=False, enable_model_summary=False, **trainer)
+    return model, model.trainer
+
+
+def test_a_time_budget_runs_the_schedule_over_trainer_max_time(monkeypatch):
+    from lightning.pytorch.callbacks import Timer
+
+    model, trainer = _scheduled("time", max_time="00:00:10:00")
+    timer = next(cb for cb in trainer.callbacks if isinstance(cb, Timer))
+    used = {"s": 0.0}
+    monkeypatch.setattr(timer, "time_elapsed", lambda stage="train": used["s"])
+    lr = model.configure_optimizers()["lr_scheduler"]["scheduler"].lr_lambdas[0]
+    kw = dict(warmup_steps=10, total_steps=1000, min_ratio=0.1)
+    used["s"] = 300.0
+    assert lr(5) == cosine_with_warmup(5, **kw)  # the warmup counts steps
+    assert lr(100) == pytest.approx(cosine_with_warmup(500, **kw))  # half the time used: halfway along
+    assert lr(800) == pytest.approx(cosine_with_warmup(800, **kw))  # steps ahead of the clock lead
+    used["s"] = 600.0
+    assert lr(100) == pytest.approx(0.1)  # the time is up: min_lr
+    steps, _ = _scheduled("steps", max_time="00:00:10:00")  # the default ignores the clock
+    assert steps.configure_optimizers()["lr_scheduler"]["scheduler"].lr_lambdas[0](100) == pytest.approx(cosine_with_warmup(100, **kw))
+
+
+def test_a_time_budget_without_max_time_is_an_error():
+    model, _ = _scheduled("time")
+    with pytest.raises(ValueError, match=r"optim.budget='time' runs the schedule over trainer.max_time, but no max_time is set; give trainer.max_time"):
+        model.configure_optimizers()
+
+
 @pytest.fixture
 def data(tmp_path):
     corpus = tmp_path / "c.txt"
@@ -123,6 +155,7 @@ def test_muon_wsd_resume_is_bit_exact(tmp_path, data):
     [
         ("optimizer", "sgd", r"optim.optimizer='sgd' is not one of \('adamw', 'muon'\)"),
         ("schedule", "linear", r"optim.schedule='linear' is not one of \('cosine', 'wsd'\)"),
+        ("budget", "wall", r"optim.budget='wall' is not one of \('steps', 'time'\)"),
         ("decay_fraction", 0.0, r"optim.decay_fraction must be in \(0, 1\].*got 0.0"),
         ("decay_fraction", 1.5, r"optim.decay_fraction must be in \(0, 1\].*got 1.5"),
         ("muon_lr", -1.0, r"optim.muon_lr must be a finite number > 0, got -1.0"),
