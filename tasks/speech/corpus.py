@@ -239,7 +239,9 @@ class CorpusSpec:
 
         engines = self.engines if isinstance(self.engines, str) else sorted(self.engines)
         resolved = self.resolved()
-        pitched = {name: sorted({v for vs in roles.values() for v in vs if get_engine(name).varies_pitch(v)}) for name, roles in resolved.items()}
+        pitched = {}  # engine -> its voices here whose pitch it can move (their audio depends on it)
+        for name, roles in resolved.items():
+            pitched[name] = sorted({v for voices in roles.values() for v in voices if get_engine(name).varies_pitch(v)})
         described = {**asdict(self), "engines": engines, "resolved": resolved, "pitched": pitched, "words": WORDS, "test_plays": TEST_PLAYS}
         return hashlib.sha1(json.dumps(described, sort_keys=True).encode()).hexdigest()[:10]
 
