@@ -55,10 +55,12 @@ def main() -> None:
 
     from torchmetrics.functional.text import char_error_rate, word_error_rate
 
-    from speech import _datamodule  # benchmarks/speech.py: the full run's data module
+    from speech import _by_group, _datamodule  # benchmarks/speech.py: the full run's data module, error rates per engine
     from tzoo.tasks.loading import load_module
 
     trained = json.loads(args.results.read_text())["train"] if args.results.is_file() else {}
+    if args.ckpt is None and not trained:
+        parser.error(f"no --ckpt and no benchmarks/speech.py results at {args.results} to take the run's checkpoint from")
     ckpt = args.ckpt or Path(trained["run_dir"]) / "checkpoints" / "last.ckpt"
     module = load_module(ckpt, task="speech")
     torch.set_num_threads(1)  # one short utterance at a time: one thread is fastest (see benchmarks/speech.py)
@@ -70,12 +72,9 @@ def main() -> None:
     def score(split: str, beam: int, weight: float) -> dict[str, Any]:
         start = time.perf_counter()
         hyps = decode(module, encodings[split], beam, weight)
-        by_engine = {}
-        for name in sorted({e.get("engine", "") for e in splits[split]} - {""}):
-            pairs = [(h, r) for h, r, e in zip(hyps, refs[split], splits[split]) if e.get("engine") == name]
-            by_engine[name] = float(char_error_rate([h for h, _ in pairs], [r for _, r in pairs]))
+        by_engine, _ = _by_group(splits[split], hyps, refs[split])
         return {"beam": beam, "ctc_weight": weight, "cer": float(char_error_rate(hyps, refs[split])),
-                "wer": float(word_error_rate(hyps, refs[split])), "cer_by_engine": by_engine,
+                "wer": float(word_error_rate(hyps, refs[split])), "cer_by_engine": {g: q["cer"] for g, q in by_engine.items()},
                 "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
 
     def engines(r: dict[str, Any]) -> str:

@@ -6,7 +6,7 @@ English male), both CLUSTERGEN statistical parametric voices (vocoded, like Fest
 voice; ``cmu_us_rms_cg`` in the library). Flite's ``kal`` and ``slt`` are
 the same speakers as Festival's ``kal_diphone`` and ``cmu_us_slt_arctic_hts``. ``speed`` divides
 Flite's ``duration_stretch``; ``pitch`` is Flite's ``f0_shift`` (a factor of the voice's F0), which
-most voices apply (``awb``: median F0 137 -> 198 Hz at 1.5) but ``rms`` does not: its F0 comes from
+``awb``, ``kal``, ``kal16`` and ``slt`` take (``awb``'s median F0 137 -> 198 Hz at 1.5) but ``rms`` does not: its F0 comes from
 a statistical phrase-and-accent model (``spamf0``) that ignores it, so ``rms`` keeps its own pitch
 (``pitch`` must be 1.0). Which voices take it is found by synthesizing a word both ways, once per voice.
 """
@@ -54,7 +54,7 @@ class FliteEngine(CommandEngine):
         if voice not in self._pitched:
             self.check_voice(voice)
             (plain, _), (shifted, _) = (self._run("a test", voice, 1.0, f0) for f0 in (1.0, 1.5))
-            self._pitched[voice] = plain.shape != shifted.shape or not np.array_equal(plain, shifted)
+            self._pitched[voice] = not np.array_equal(plain, shifted)  # also unequal when the lengths differ
         return self._pitched[voice]
 
     def synthesize(self, text: str, voice: str, *, speed: float = 1.0, pitch: float = 1.0) -> tuple[np.ndarray, int]:
