@@ -13,7 +13,7 @@ the ratio to fp32. bf16 runs as ``--trainer.precision bf16-mixed`` does on CPU: 
 fp32 weights, the optimizer unfused (Lightning clips no fused optimizer's gradients under mixed
 precision). ``--compile`` compiles a third copy (``model.compile()``, as ``compile: true`` does) and
 reports the time of its first pass over the batches (compilation, recompiles at new lengths) apart
-from its steady state. ``--profile`` prints the fp32 step's most expensive operators. Writes
+from its steady state (the eager copies' first pass is the warm-up batches alone). ``--profile`` prints the fp32 and bf16 steps' most expensive operators. Writes
 ``benchmarks/results/speech_step.json`` (``--smoke``: ``speech_step_smoke.json``).
 """
 
@@ -36,36 +36,33 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "speech" / "espeak.yaml"
 RESULTS = REPO / "benchmarks" / "results"
-# --smoke: a 6-utterance eSpeak NG corpus (in the run's temporary folder) and a width-32 model
-SMOKE = [
-    "--data.init_args.corpus_size=[6, 3, 3]", "--data.init_args.max_words=3", "--data.init_args.batch_size=2",
-    "--data.init_args.workers=1", "--data.init_args.engines=[espeak]", "--model.init_args.net.encoder={dim: 32, depth: 1, num_heads: 2, position: rope}",
-    "--model.init_args.net.decoder={dim: 32, depth: 1, num_heads: 2, position: rope}", "--trainer.callbacks=[]",
-]  # fmt: skip
 
 
-def build(smoke: bool, root: Path) -> tuple[Any, Any]:
-    """(the config's module, its data module set up for fitting; training batches in random order)."""
+def build(smoke: bool, root: Path) -> tuple[Any, Any, float | None]:
+    """(the config's module, its data module set up for fitting (training batches in random order),
+    the trainer's gradient clipping norm)."""
     from tzoo.tasks.cli import TzooCLI, nested_nulls
 
     args = ["--config", str(CONFIG), "--data.init_args.shortest_first=false", f"--trainer.default_root_dir={root}"]
-    if smoke:
-        args += [*SMOKE, f"--data.init_args.data_dir={root / 'corpus'}"]
+    if smoke:  # speech_augment.py's tiny corpus and model; batches of 2, so that its 6 utterances give 3
+        from speech_augment import SMOKE
+
+        args += [*SMOKE, "--data.init_args.batch_size=2", f"--data.init_args.data_dir={root / 'corpus'}"]
     cli = TzooCLI(args=nested_nulls(args), run=False)
     data = cli.datamodule
     data.prepare_data()
     data.setup("fit")
-    return cli.model, data
+    return cli.model, data, cli.trainer.gradient_clip_val
 
 
 class Stepper:
     """One copy of the module with its optimizer: ``step(batch)`` is a training step's forward,
     backward and update (the module's own training loss)."""
 
-    def __init__(self, module: Any, precision: str) -> None:
+    def __init__(self, module: Any, precision: str, clip: float | None) -> None:
         from tzoo.tasks.optim import build_optimizer
 
-        self.module, self.precision = copy.deepcopy(module).train(), precision
+        self.module, self.precision, self.clip = copy.deepcopy(module).train(), precision, clip
         if precision == "compiled":
             self.module.model.compile()
         self.optimizer = build_optimizer(self.module, self.module.optim, fused=precision != "bf16")
@@ -76,7 +73,8 @@ class Stepper:
             loss, _, _ = self.module._losses(batch)  # the loss training_step logs and returns
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.module.parameters(), 1.0)
+        if self.clip:
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.clip)
         self.optimizer.step()
 
     def time(self, batches: list[Any]) -> float:
@@ -88,7 +86,7 @@ class Stepper:
 
 
 def profile(stepper: Stepper, batches: list[Any], rows: int = 12) -> list[dict[str, Any]]:
-    """The fp32 step's operators by their own CPU time: name, share, milliseconds per step."""
+    """A copy's training-step operators by their own CPU time: name, share, milliseconds per step."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
@@ -109,7 +107,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every precision (default 3; fp32 also closes them)")
     parser.add_argument("--warmup", type=int, default=3, help="steps per copy before timing (default 3)")
     parser.add_argument("--compile", action="store_true", help="also time a torch.compile'd copy")
-    parser.add_argument("--profile", action="store_true", help="print the fp32 step's most expensive operators")
+    parser.add_argument("--profile", action="store_true", help="print the fp32 and bf16 steps' most expensive operators")
     parser.add_argument("--smoke", action="store_true", help="a tiny corpus and model, 2 batches, 1 round")
     parser.add_argument("--out", type=Path, default=None, help="the JSON file (default benchmarks/results/speech_step[_smoke].json)")
     args = parser.parse_args()
@@ -118,13 +116,13 @@ def main() -> None:
     out = args.out or RESULTS / ("speech_step_smoke.json" if args.smoke else "speech_step.json")
 
     with tempfile.TemporaryDirectory() as root:
-        module, data = build(args.smoke, Path(root))
+        module, data, clip = build(args.smoke, Path(root))
         loader = iter(data.train_dataloader())
         batches = [next(loader) for _ in range(args.warmup + args.batches)]
         warm, timed = batches[: args.warmup], batches[args.warmup :]
         precisions = ["fp32", "bf16", *(["compiled"] if args.compile else [])]
         torch.manual_seed(0)
-        steppers = {p: Stepper(module, p) for p in precisions}
+        steppers = {p: Stepper(module, p, clip) for p in precisions}
         first_pass: dict[str, float] = {}
         for name, stepper in steppers.items():  # compiled: compilation, and a recompile per new shape
             start = time.perf_counter()
@@ -136,28 +134,28 @@ def main() -> None:
             for name in precisions:
                 times[name].append(steppers[name].time(timed))
         times["fp32"].append(steppers["fp32"].time(timed))  # fp32 closes the run as it opened it
-        operators = profile(steppers["fp32"], timed) if args.profile else []
+        operators = {p: profile(steppers[p], timed) for p in ("fp32", "bf16")} if args.profile else {"fp32": [], "bf16": []}
 
     base = statistics.median(times["fp32"])
-    frames = [int(b[1].max()) / data.sample_rate for b in timed]
+    longest_s = [int(b[1].max()) / data.sample_rate for b in timed]
     rows = [
         {"precision": p, "s_per_step": statistics.median(times[p]), "vs_fp32": statistics.median(times[p]) / base,
          "rounds": times[p], "first_pass_s": first_pass[p]}
         for p in precisions
     ]  # fmt: skip
-    print(f"\n{len(timed)} training batches of {data.batch_size} (longest utterance {min(frames):.1f}-{max(frames):.1f} s), "
+    print(f"\n{len(timed)} training batches of {data.batch_size} (longest utterance {min(longest_s):.1f}-{max(longest_s):.1f} s), "
           f"{args.rounds} rounds, {torch.get_num_threads()} threads\n")  # fmt: skip
     print("| precision | s per step (median) | vs fp32 | first pass (s) |\n|---|---|---|---|")
     for r in rows:
         print(f"| {r['precision']} | {r['s_per_step']:.3f} | {r['vs_fp32']:.2f}x | {r['first_pass_s']:.1f} |")
-    if operators:
-        print("\n| operator (fp32) | share of the step | ms per step |\n|---|---|---|")
-        for o in operators:
+    for precision, ops in operators.items():  # nothing without --profile
+        print(f"\n| operator ({precision}) | share of the step | ms per step |\n|---|---|---|")
+        for o in ops:
             print(f"| {o['op']} | {o['share']:.1%} | {o['ms_per_step']:.1f} |")
     out.parent.mkdir(parents=True, exist_ok=True)
     machine = {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()}
     result = {"machine": machine, "config": str(CONFIG.relative_to(REPO)), "smoke": args.smoke, "batches": len(timed),
-              "rounds": args.rounds, "rows": rows, "operators": operators}  # fmt: skip
+              "rounds": args.rounds, "rows": rows, "operators": operators["fp32"], "operators_bf16": operators["bf16"]}  # fmt: skip
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"\nwrote {out}", file=sys.stderr)
 
