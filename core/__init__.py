@@ -14,6 +14,7 @@ from tzoo.core.banded import banded_attention
 from tzoo.core.cache import KVCache, LayerCache, LinearAttentionState, RollingKVCache
 from tzoo.core.linear_attention import LinearAttention, linear_attention, linear_attention_recurrent
 from tzoo.core.blocks import MLP, DropPath, LayerScale, SwiGLU, TransformerBlock
+from tzoo.core.conformer import ConformerBlock, ConvModule
 from tzoo.core.positional import (
     ALiBi,
     LearnedPositionalEmbedding,
@@ -28,6 +29,8 @@ from tzoo.core.transformer import Decoder, Encoder, TransformerConfig, init_gpt2
 
 __all__ = [
     "ALiBi",
+    "ConformerBlock",
+    "ConvModule",
     "Decoder",
     "DropPath",
     "Encoder",

@@ -32,6 +32,7 @@ ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),  # GPT-2's "gelu_new"
     "relu": F.relu,  # the original Transformer, HF's Decision Transformer
     "squared_relu": lambda x: F.relu(x).square(),  # Primer (So et al. 2021), the modded-nanoGPT speedruns
+    "silu": F.silu,  # Swish: Conformer's feed-forwards
 }
 
 

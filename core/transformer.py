@@ -19,6 +19,7 @@ from tzoo.core._checks import check_nodes, check_padding_mask, is_finite_real, i
 from tzoo.core.attention import MultiHeadAttention
 from tzoo.core.blocks import MLP, SwiGLU, TransformerBlock
 from tzoo.core.cache import KVCache, LayerCache, LinearAttentionState, RollingKVCache
+from tzoo.core.conformer import ConformerBlock, ConvModule
 from tzoo.core.linear_attention import LinearAttention
 from tzoo.core.positional import ALiBi, RelativePosition, RotaryEmbedding
 
@@ -37,14 +38,19 @@ class TransformerConfig:
 
     ``qk_norm``: RMS-normalise each head's queries and keys (a learned gain over the head width,
     ``norm_eps``) before RoPE and the scores, in self- and cross-attention (softmax attention
-    only). ``feed_forward='squared_relu'``: an MLP with relu(x)² (So et al. 2021, Primer)."""
+    only). ``feed_forward='squared_relu'``: an MLP with relu(x)² (So et al. 2021, Primer);
+    ``'silu'``: Swish, Conformer's.
+
+    ``block='conformer'`` (encoders only): Conformer blocks (``tzoo.core.conformer``: half-step
+    feed-forward, self-attention, a depthwise convolution of ``conv_kernel`` nodes with a
+    ``conv_norm``, half-step feed-forward, a final norm in each block); pre-norm only."""
 
     dim: int = 256
     depth: int = 4
     num_heads: int = 4
     num_kv_heads: int | None = None
     mlp_ratio: float = 4.0
-    feed_forward: Literal["gelu", "gelu_tanh", "relu", "squared_relu", "swiglu"] = "gelu"
+    feed_forward: Literal["gelu", "gelu_tanh", "relu", "squared_relu", "silu", "swiglu"] = "gelu"
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     norm_eps: float = 1e-5
     norm_first: bool = True
@@ -60,6 +66,9 @@ class TransformerConfig:
     rope_base: float = 10000.0
     attention: Literal["softmax", "linear"] = "softmax"
     qk_norm: bool = False
+    block: Literal["transformer", "conformer"] = "transformer"
+    conv_kernel: int = 31
+    conv_norm: Literal["batchnorm", "layernorm"] = "batchnorm"
 
     def __post_init__(self) -> None:
         self._check_fields()
@@ -83,6 +92,17 @@ class TransformerConfig:
             )
         if self.attention == "linear":
             self._check_linear()
+        if self.block == "conformer":
+            if not self.norm_first:
+                raise ValueError(
+                    "block='conformer' conflicts with norm_first=False: Conformer blocks normalise each branch's "
+                    "input (pre-norm) and end with a norm of their own; use norm_first=True or block='transformer'"
+                )
+            if self.layer_scale is not None:
+                raise ValueError(
+                    f"block='conformer' conflicts with layer_scale={self.layer_scale}: Conformer blocks scale their "
+                    f"feed-forwards by 1/2 and have no layer scale; use layer_scale=None or block='transformer'"
+                )
         if self.feed_forward == "swiglu" and int(2 * self.mlp_ratio * self.dim / 3) < 1:
             raise ValueError(
                 f"feed_forward='swiglu' conflicts with mlp_ratio={self.mlp_ratio} at dim={self.dim}: "
@@ -120,16 +140,20 @@ class TransformerConfig:
             raise bad("layer_scale", "a finite number > 0 (the initial per-channel scale, e.g. 1e-5) or None")
         if not (is_finite_real(self.norm_eps) and self.norm_eps > 0):
             raise bad("norm_eps", "a finite number > 0 (1e-5 in PyTorch, 1e-6 in timm's ViTs)")
+        if not (is_whole(self.conv_kernel) and self.conv_kernel >= 1 and self.conv_kernel % 2 == 1):
+            raise bad("conv_kernel", "an odd integer >= 1 (the depthwise convolution is centred on each node, e.g. 15 or 31)")
         if not (is_finite_real(self.rope_base) and self.rope_base > 1):
             raise bad("rope_base", "a finite number > 1 (10000 is usual)")
         for field in ("norm_first", "bias", "qk_norm"):
             if not isinstance(getattr(self, field), bool):
                 raise bad(field, "True or False")
         choices = {
-            "feed_forward": ("gelu", "gelu_tanh", "relu", "squared_relu", "swiglu"),
+            "feed_forward": ("gelu", "gelu_tanh", "relu", "squared_relu", "silu", "swiglu"),
             "norm": ("layernorm", "rmsnorm"),
             "position": ("none", "rope", "alibi"),
             "attention": ("softmax", "linear"),
+            "block": ("transformer", "conformer"),
+            "conv_norm": ("batchnorm", "layernorm"),
         }
         for field, valid in choices.items():
             if getattr(self, field) not in valid:
@@ -172,7 +196,7 @@ def _norm(cfg: TransformerConfig) -> Callable[[int], nn.Module]:
 
 def _block(
     cfg: TransformerConfig, index: int, pos: RelativePosition | None, *, cross_attention: bool, context_dim: int | None
-) -> TransformerBlock:
+) -> TransformerBlock | ConformerBlock:
     attn: MultiHeadAttention
     qk_norm = functools.partial(nn.RMSNorm, eps=cfg.norm_eps) if cfg.qk_norm else None
     if cfg.attention == "linear":
@@ -201,16 +225,14 @@ def _block(
             bias=cfg.bias,
             qk_norm=qk_norm,
         )
-    if cfg.feed_forward == "swiglu":
-        hidden = int(2 * cfg.mlp_ratio * cfg.dim / 3)
-        ff: nn.Module = SwiGLU(cfg.dim, hidden, dropout=cfg.dropout, bias=cfg.bias)
-    else:
-        ff = MLP(cfg.dim, int(cfg.mlp_ratio * cfg.dim), dropout=cfg.dropout, bias=cfg.bias, activation=cfg.feed_forward)
     # stochastic depth grows linearly with depth (timm / DeiT)
     drop_path = cfg.drop_path * index / max(cfg.depth - 1, 1)
+    if cfg.block == "conformer":
+        conv = ConvModule(cfg.dim, cfg.conv_kernel, dropout=cfg.dropout, bias=cfg.bias, norm=cfg.conv_norm)
+        return ConformerBlock(attn, _feed_forward(cfg), _feed_forward(cfg), conv, norm=_norm(cfg), dropout=cfg.dropout, drop_path=drop_path)
     return TransformerBlock(
         attn,
-        ff,
+        _feed_forward(cfg),
         cross_attn=cross,
         norm=_norm(cfg),
         norm_first=cfg.norm_first,
@@ -218,6 +240,12 @@ def _block(
         drop_path=drop_path,
         layer_scale=cfg.layer_scale,
     )
+
+
+def _feed_forward(cfg: TransformerConfig) -> nn.Module:
+    if cfg.feed_forward == "swiglu":
+        return SwiGLU(cfg.dim, int(2 * cfg.mlp_ratio * cfg.dim / 3), dropout=cfg.dropout, bias=cfg.bias)
+    return MLP(cfg.dim, int(cfg.mlp_ratio * cfg.dim), dropout=cfg.dropout, bias=cfg.bias, activation=cfg.feed_forward)
 
 
 class _Stack(nn.Module):
@@ -231,7 +259,8 @@ class _Stack(nn.Module):
         self.cross_attention = cross_attention
         self.context_dim = cfg.dim if context_dim is None else context_dim
         # a pre-norm stack leaves its residual stream un-normalised: normalise once at the end
-        self.norm = _norm(cfg)(cfg.dim) if cfg.norm_first else nn.Identity()
+        # (Conformer blocks end with a norm of their own)
+        self.norm = _norm(cfg)(cfg.dim) if cfg.norm_first and cfg.block == "transformer" else nn.Identity()
 
     def make_cache(self, max_len: int | None = None) -> list[LayerCache]:
         """One empty decoding cache per layer for its self-attention: a ``KVCache(max_len)`` for full
@@ -275,6 +304,11 @@ class Decoder(_Stack):
     """
 
     def __init__(self, cfg: TransformerConfig, *, cross_attention: bool = False, context_dim: int | None = None) -> None:
+        if cfg.block != "transformer":
+            raise ValueError(
+                f"block={cfg.block!r} is an encoder block: its convolution sees the nodes on both sides, which a causal "
+                f"Decoder must not; use block='transformer' for the decoder (an Encoder takes block='conformer')"
+            )
         super().__init__(cfg, cross_attention=cross_attention, context_dim=context_dim)
 
     def forward(

@@ -1,5 +1,6 @@
 """Every core attention option reaches every built-in task from the command line: ``tzoo fit`` for
-2 steps and ``tzoo check`` on the same config, for window, top-k, memory nodes, ALiBi and GQA (or
+2 steps and ``tzoo check`` on the same config, for window, top-k, memory nodes, ALiBi, GQA, QK-norm,
+squared ReLU and Conformer blocks (an encoder's: the speech task's encoder; the decoder-only tasks refuse them) (or
 the documented config-time error where a pair does not apply). Plus the config shape's bad input:
 an unknown nested field, and a linked value set by hand."""
 
@@ -25,6 +26,7 @@ OPTIONS = {
     "gqa": {"num_kv_heads": 1},
     "qk_norm": {"qk_norm": True},
     "squared_relu": {"feed_forward": "squared_relu"},
+    "conformer": {"block": "conformer", "conv_kernel": 3},
 }
 
 
@@ -94,7 +96,10 @@ def _shared_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("TZOO_CACHE", str(SHARED / "cache"))
 
 # (task, option) pairs that cannot apply: the config-time error that says why
-NOT_APPLICABLE: dict[tuple[str, str], str] = {}
+DECODER_ONLY = r"the configuration does not build: block='conformer' is an encoder block.*use block='transformer' for the decoder"
+NOT_APPLICABLE: dict[tuple[str, str], str] = {("lm", "conformer"): DECODER_ONLY, ("decision", "conformer"): DECODER_ONLY}
+# options that belong to an encoder: the speech task's decoder keeps its blocks
+ENCODER_ONLY = {"conformer"}
 
 
 def _stack_args(stacks: list[str], option: dict) -> list[str]:
@@ -106,6 +111,8 @@ def _stack_args(stacks: list[str], option: dict) -> list[str]:
 @pytest.mark.parametrize("task", list(TASKS))
 def test_every_core_option_trains_and_checks_in_every_task(task, option, tmp_path, capsys):
     base, stacks = TASKS[task](tmp_path)
+    if option in ENCODER_ONLY and task == "speech":
+        stacks = ["net.encoder"]
     args = [*base, *_stack_args(stacks, OPTIONS[option])]
     if (task, option) in NOT_APPLICABLE:
         with pytest.raises(SystemExit) as exit_info:

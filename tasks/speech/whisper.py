@@ -88,7 +88,7 @@ def _check_exportable(cfg: SpeechConfig) -> None:
                  "norm_eps": (t.norm_eps, 1e-5), "norm_first": (t.norm_first, True), "bias": (t.bias, True),
                  "attention": (t.attention, "softmax"), "num_kv_heads": (t.num_kv_heads, None), "window": (t.window, None),
                  "top_k": (t.top_k, None), "num_memory": (t.num_memory, 0), "layer_scale": (t.layer_scale, None),
-                 "qk_norm": (t.qk_norm, False),
+                 "qk_norm": (t.qk_norm, False), "block": (t.block, "transformer"),
                  "dim": (t.dim, enc.dim)}  # fmt: skip
         for name, (value, needed) in shape.items():
             if value != needed and not (name == "num_kv_heads" and value == t.num_heads):

@@ -150,6 +150,8 @@ def to_timm_state(model: ViT) -> dict[str, Tensor]:
         )
     if cfg.stride not in (None, cfg.patch_size):
         raise ValueError(f"timm's patch projection does not overlap: stride={cfg.stride} must equal patch_size={cfg.patch_size}")
+    if cfg.transformer.block != "transformer":
+        raise ValueError(f"net.transformer.block={cfg.transformer.block!r} has no place in timm's ViT layout: only block='transformer' exports")
     if cfg.transformer.qk_norm:  # timm's qk_norm is a LayerNorm with a bias, tzoo's an RMSNorm
         raise ValueError("net.transformer.qk_norm=True has no place in timm's layout (timm's q/k norms are LayerNorms): only qk_norm=False exports")
     ours = model.state_dict()

@@ -1,5 +1,5 @@
 """The exporters to other libraries' layouts refuse the options those layouts cannot hold (QK-norm,
-squared ReLU, an untied head, logit soft-capping), naming the option and the value they need,
+squared ReLU, Conformer blocks, an untied head, logit soft-capping), naming the option and the value they need,
 instead of writing weights that load into a different model."""
 
 import pytest
@@ -53,4 +53,23 @@ def test_timm_export_refuses_qk_norm():
 
     model = ViT(ViTConfig(4, 8, 1, patch_size=4, position="learned", transformer=stack(qk_norm=True)))
     with pytest.raises(ValueError, match=r"net.transformer.qk_norm=True has no place in timm's layout.*only qk_norm=False exports"):
+        to_timm_state(model)
+
+
+def test_whisper_export_refuses_a_conformer_encoder():
+    from tzoo.tasks.speech.model import SpeechConfig
+    from tzoo.tasks.speech.whisper import _check_exportable
+
+    cfg = SpeechConfig(frontend="whisper", subsampling=2, encoder_position="whisper", decoder_position="learned",
+                       encoder=stack(block="conformer"), decoder=stack())  # fmt: skip
+    with pytest.raises(ValueError, match=r"Whisper's layout needs net.encoder.block='transformer', this model has 'conformer'"):
+        _check_exportable(cfg)
+
+
+def test_timm_export_refuses_conformer_blocks():
+    from tzoo.tasks.vision.model import ViT, ViTConfig
+    from tzoo.tasks.vision.timm_vit import to_timm_state
+
+    model = ViT(ViTConfig(4, 8, 1, patch_size=4, position="learned", transformer=stack(block="conformer")))
+    with pytest.raises(ValueError, match=r"net.transformer.block='conformer' has no place in timm's ViT layout: only block='transformer' exports"):
         to_timm_state(model)

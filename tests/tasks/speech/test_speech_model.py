@@ -143,6 +143,25 @@ def test_the_config_reaches_both_stacks():
     assert model.vocab_size == 12 and model.ctc_head.out_features == 12
 
 
+@pytest.mark.parametrize("conv_norm", ["layernorm", "batchnorm"])
+def test_a_conformer_encoder_encodes_an_utterance_the_same_alone_and_in_a_batch(conv_norm):
+    """Front end and Conformer encoder together: the convolution never reads a neighbour's padding
+    (eval mode: BatchNorm uses its running statistics)."""
+    from tzoo.core import ConformerBlock
+
+    model = _model(encoder={"block": "conformer", "feed_forward": "silu", "conv_kernel": 7, "conv_norm": conv_norm, "position": "rope"},
+                   encoder_position="none", subsampling=2)  # fmt: skip
+    assert isinstance(model.encoder.blocks[0], ConformerBlock)
+    lengths = torch.tensor([16000, 9731, 3000])
+    wave = torch.randn(3, 16000) * 0.3
+    encoded, mask = model.encode(wave, lengths)
+    for i, n in enumerate(lengths.tolist()):
+        alone, alone_mask = model.encode(wave[i : i + 1, :n], lengths[i : i + 1])
+        real = int(alone_mask.sum())
+        assert real == int(mask[i].sum())
+        assert (encoded[i, :real] - alone[0]).abs().max().item() < 1e-4, i
+
+
 def test_a_decoder_narrower_than_the_encoder_cross_attends_to_it():
     model = _model(encoder={"dim": 48, "num_heads": 4}, decoder={"dim": 16})
     encoded, mask = model.encode(torch.randn(2, 8000), torch.tensor([8000, 5000]))
