@@ -39,7 +39,8 @@ from tzoo.tasks.reliability import read_checkpoint
 __all__ = ["TextEncoder"]
 
 # the net fields a pretrained encoder's weights depend on (dropout and the like may differ)
-_SHAPE_FIELDS = ("dim", "depth", "num_heads", "num_kv_heads", "mlp_ratio", "feed_forward", "norm", "norm_first", "bias", "num_memory", "layer_scale", "position")
+_SHAPE_FIELDS = ("dim", "depth", "num_heads", "num_kv_heads", "mlp_ratio", "feed_forward", "norm", "norm_first", "bias", "num_memory", "layer_scale", "position",
+                 "block", "conv_kernel", "conv_norm")
 
 
 class TextEncoder(TaskModule):

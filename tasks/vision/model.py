@@ -168,8 +168,9 @@ class ViT(nn.Module):
         self.head_drop = nn.Dropout(cfg.head_dropout) if cfg.head_dropout else None
         self.head = nn.Linear(t.dim, cfg.num_classes)
         # forward's last-layer shortcut reads the class node through the attention's cross path,
-        # which takes neither relative positions nor a post-norm block
-        self._class_shortcut = cfg.pool == "cls" and t.norm_first and t.position == "none"
+        # which takes neither relative positions nor a post-norm block (nor a Conformer block: its
+        # convolution needs every node's output)
+        self._class_shortcut = cfg.pool == "cls" and t.norm_first and t.position == "none" and t.block == "transformer"
         self._masks: dict[tuple[int, int, torch.device], Tensor] = {}  # local masks by grid and device: not state
         self._init_weights()
 
