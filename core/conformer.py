@@ -28,7 +28,7 @@ class ConvModule(nn.Module):
     pointwise projection back (``out_proj``), dropout. Its own pre-norm is the block's.
 
     Padded nodes (``key_padding_mask`` False) are zeroed before the depthwise convolution, so a
-    node's output is the same alone or in a longer batch (ESPnet does the same). ``norm``:
+    node's output is the same alone or in a longer batch (WeNet masks the same way). ``norm``:
     ``batchnorm`` (the paper's, torchaudio's default; statistics over the batch in training, so in
     training a node's output does depend on its batch) or ``layernorm`` (each node over its channels:
     the same in training and inference, nothing averaged over the batch)."""
