@@ -41,9 +41,8 @@ CONFIG = REPO / "configs" / "speech" / "espeak.yaml"
 RESULTS = REPO / "benchmarks" / "results"
 
 
-def build(smoke: bool, root: Path, options: list[str] = ()) -> tuple[Any, Any, float | None]:
-    """(the config's module (with ``options``, tzoo fit's), its data module set up for fitting (training
-    batches in random order), the trainer's gradient clipping norm)."""
+def config_cli(smoke: bool, root: Path, options: list[str] = ()) -> Any:
+    """The tzoo CLI of the config (with ``options``, tzoo fit's), its module and data module built, nothing run."""
     from tzoo.tasks.cli import TzooCLI, nested_nulls
 
     args = ["--config", str(CONFIG), "--data.init_args.shortest_first=false", f"--trainer.default_root_dir={root}"]
@@ -51,7 +50,13 @@ def build(smoke: bool, root: Path, options: list[str] = ()) -> tuple[Any, Any, f
         from speech_augment import SMOKE
 
         args += [*SMOKE, "--data.init_args.batch_size=2", f"--data.init_args.data_dir={root / 'corpus'}"]
-    cli = TzooCLI(args=nested_nulls([*args, *options]), run=False)
+    return TzooCLI(args=nested_nulls([*args, *options]), run=False)
+
+
+def build(smoke: bool, root: Path) -> tuple[Any, Any, float | None]:
+    """(the config's module, its data module set up for fitting (training batches in random order),
+    the trainer's gradient clipping norm)."""
+    cli = config_cli(smoke, root)
     data = cli.datamodule
     data.prepare_data()
     data.setup("fit")
@@ -146,7 +151,7 @@ def main() -> None:
         steppers = {p: Stepper(module, p, clip) for p in precisions}
         for name, options in variants.items():  # the same batches: the options change the model only
             torch.manual_seed(0)
-            steppers[name] = Stepper(build(args.smoke, Path(root), options)[0], "fp32", clip)
+            steppers[name] = Stepper(config_cli(args.smoke, Path(root), options).model, "fp32", clip)
         precisions += list(variants)
         first_pass: dict[str, float] = {}
         for name, stepper in steppers.items():  # compiled: compilation, and a recompile per new shape
@@ -160,14 +165,13 @@ def main() -> None:
                 times[name].append(steppers[name].time(timed))
         times["fp32"].append(steppers["fp32"].time(timed))  # fp32 closes the run as it opened it
         operators = {p: profile(steppers[p], timed) for p in ("fp32", "bf16")} if args.profile else {"fp32": [], "bf16": []}
-        steppers_params = {p: list(s.module.parameters()) for p, s in steppers.items()}
 
     base = statistics.median(times["fp32"])
     longest_s = [int(b[1].max()) / data.sample_rate for b in timed]
     rows = [
         {"precision": p, "s_per_step": statistics.median(times[p]), "vs_fp32": statistics.median(times[p]) / base,
          "rounds": times[p], "first_pass_s": first_pass[p], "options": variants.get(p, []),
-         "parameters": sum(t.numel() for t in steppers_params[p])}
+         "parameters": sum(t.numel() for t in steppers[p].module.parameters())}
         for p in precisions
     ]  # fmt: skip
     print(f"\n{len(timed)} training batches of {data.batch_size} (longest utterance {min(longest_s):.1f}-{max(longest_s):.1f} s), "

@@ -50,7 +50,6 @@ class ConvModule(nn.Module):
             raise ValueError(f"ConvModule dropout must be in [0, 1), got dropout={dropout!r}")
         self.in_proj = nn.Linear(dim, 2 * dim, bias=bias)  # a 1x1 convolution, on the (B, N, D) layout
         self.depthwise = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, bias=bias)
-        self.norm_kind = norm
         self.norm = nn.BatchNorm1d(dim) if norm == "batchnorm" else nn.LayerNorm(dim)
         self.out_proj = nn.Linear(dim, dim, bias=bias)
         self.dropout = nn.Dropout(dropout) if dropout else None
@@ -61,7 +60,7 @@ class ConvModule(nn.Module):
         if key_padding_mask is not None:
             h = h.masked_fill(~key_padding_mask[..., None], 0.0)
         h = self.depthwise(h.transpose(1, 2))  # (B, D, N)
-        if self.norm_kind == "batchnorm":
+        if isinstance(self.norm, nn.BatchNorm1d):  # normalises (B, D, N) over B and N
             h = self.norm(h).transpose(1, 2)
         else:
             h = self.norm(h.transpose(1, 2))  # (B, N, D)
@@ -90,25 +89,21 @@ class ConformerBlock(nn.Module):
         dim = attn.dim
         self.attn, self.ff1, self.ff2, self.conv = attn, ff1, ff2, conv
         self.ff1_norm, self.attn_norm, self.conv_norm, self.ff2_norm, self.out_norm = (norm(dim) for _ in range(5))
-        parts: list[nn.Module] = [nn.Dropout(dropout)] if dropout else []  # after attention and the FFs (ConvModule has its own)
-        self.branch_out = nn.Sequential(*parts) if parts else None
+        self.dropout = nn.Dropout(dropout) if dropout else None  # after attention and the FFs (ConvModule has its own)
         self.drop_path = DropPath(drop_path) if drop_path else None
 
     def forward(self, x: Tensor, *, mask: Tensor | None = None, key_padding_mask: Tensor | None = None) -> Tensor:
         """x (B, N, D), key_padding_mask (B, N) bool (True = real), mask broadcastable to (B, H, N, N)."""
-        x = self._add(x, self._out(self.ff1(self.ff1_norm(x))), 0.5)
-        x = self._add(x, self._out(self.attn(self.attn_norm(x), mask=mask, key_padding_mask=key_padding_mask)))
-        x = self._add(x, self.conv(self.conv_norm(x), key_padding_mask))
-        x = self._add(x, self._out(self.ff2(self.ff2_norm(x))), 0.5)
+        x = x + self._branch(self.ff1(self.ff1_norm(x)), 0.5)
+        x = x + self._branch(self.attn(self.attn_norm(x), mask=mask, key_padding_mask=key_padding_mask))
+        x = x + self._branch(self.conv(self.conv_norm(x), key_padding_mask), dropout=False)
+        x = x + self._branch(self.ff2(self.ff2_norm(x)), 0.5)
         return self.out_norm(x)
 
-    def _out(self, h: Tensor) -> Tensor:
-        return self.branch_out(h) if self.branch_out is not None else h
-
-    def _add(self, x: Tensor, h: Tensor, scale: float = 1.0) -> Tensor:
+    def _branch(self, h: Tensor, scale: float = 1.0, *, dropout: bool = True) -> Tensor:
+        """A branch's output as it joins the residual stream: dropout, the half step, drop path."""
+        if dropout and self.dropout is not None:
+            h = self.dropout(h)
         if scale != 1.0:
             h = h * scale
-        if self.drop_path is not None:
-            h = self.drop_path(h)
-        return x + h
-
+        return self.drop_path(h) if self.drop_path is not None else h
