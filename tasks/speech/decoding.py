@@ -15,6 +15,7 @@ from typing import Any
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -144,6 +145,17 @@ def _held_rows(cache: Any) -> int | None:
     return None if held is None else held.shape[0]
 
 
+_UNDERFLOW = 1e-280  # a sum this small may have lost terms to underflow: recomputed in log space
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    """log sum exp over the last axis; a row of -inf gives -inf."""
+    top = x.max(-1, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.log(np.exp(x - top).sum(-1)) + top[..., 0]
+
+
 class CTCPrefixScorer:
     """The CTC head's probability that the transcript *begins* with a prefix, for every one-token
     extension of the beam's hypotheses at once (the prefix score of hybrid CTC/attention decoding,
@@ -154,52 +166,75 @@ class CTCPrefixScorer:
 
         phi_t   = r_b(g)_t + (r_n(g)_t if c != last(g) else 0)
         r_n(h)_t = (r_n(h)_{t-1} + phi_{t-1}) x_t(c),   r_b(h)_t = (r_b(h)_{t-1} + r_n(h)_{t-1}) x_t(blank)
-        psi(h)  = r_n(h)_0 + sum_t phi_{t-1} x_t(c)     (P(the transcript starts with h))
+        psi(h)  = sum_t phi_{t-1} x_t(c)     (P(the transcript starts with h); phi_{-1} = 1 for the empty g)
 
-    Both recurrences are first-order linear, so each is solved for every node at once with a
-    cumulative log-sum-exp instead of a loop over the N nodes. Computed in float64. The prefix score
-    of g + </s> is P_ctc(g | audio), summed over every alignment.
+    phi depends on c only through "is c a repeat", so the scores of every token are one matrix
+    product (K, N) x (N, V) of max-shifted probabilities; the few sums small enough to have lost
+    terms to underflow are recomputed in log space. Both recurrences are first-order linear, so the
+    kept extensions' states are solved for every node at once with a cumulative log-add-exp instead
+    of a loop over the N nodes. Computed in float64 with NumPy on the CPU: a beam step's arrays are
+    small (K x N), so the time is in dispatching each operation, which costs NumPy a fraction of
+    what it costs torch (a step of 8 prefixes x 12 candidates x 106 nodes: 0.23 ms, against 0.43 ms
+    for the same in torch ops and 0.36 ms for this matrix product in torch). The prefix score of g + </s> is P_ctc(g | audio), summed over every alignment.
     """
 
     def __init__(self, logits: Tensor) -> None:
         if logits.dim() != 2 or logits.shape[0] < 1:
             raise ValueError(f"CTCPrefixScorer takes one utterance's CTC logits (N, V) with N >= 1, got {tuple(logits.shape)}")
-        logp = logits.double().log_softmax(-1).T.contiguous()  # (V, N)
+        logp = logits.detach().double().log_softmax(-1).cpu().numpy().T.copy()  # (V, N)
+        self.device = logits.device
         self.logp = logp
         self.cum = logp.cumsum(-1)  # (V, N): log of x_0(c) ... x_t(c)
+        self.cum_before = np.concatenate([np.zeros((len(logp), 1)), self.cum[:, :-1]], axis=-1)  # (V, N): ... x_{t-1}(c)
+        self.peak = np.maximum(logp.max(-1), -1e300)  # (V,); a token masked to -inf everywhere stays -inf
+        self.scaled = np.exp(logp - self.peak[:, None]).T.copy()  # (N, V): x_t(c) / max_t x_t(c)
         self.num_nodes, self.vocab_size = logp.shape[1], logp.shape[0]
 
     def initial(self) -> Tensor:
         """The state of the empty prefix (2, N): no token yet, so only blanks."""
-        return torch.stack([torch.full_like(self.cum[BLANK], float("-inf")), self.cum[BLANK]])
+        return torch.from_numpy(np.stack([np.full(self.num_nodes, -np.inf), self.cum[BLANK]]))
+
+    def _scores(self, before: np.ndarray) -> np.ndarray:
+        """(K, N) log-probabilities ``before[k, t]`` -> (K, V): log sum_t exp(before[k, t]) x_t(c) for every token c."""
+        top = np.maximum(before.max(-1, keepdims=True), -1e300)  # (K, 1); a row of -inf stays -inf
+        sums = np.exp(before - top) @ self.scaled  # (K, V)
+        with np.errstate(divide="ignore"):
+            out = np.log(sums) + top + self.peak
+        rows, cols = np.nonzero(sums < _UNDERFLOW)
+        if len(rows):
+            out[rows, cols] = _logsumexp(before[rows] + self.logp[cols])
+        return out
 
     def extend(self, state: Tensor, last: Tensor, tokens: Tensor) -> tuple[Tensor, Callable[[Tensor, Tensor], Tensor]]:
         """States (K, 2, N) of K prefixes, their last tokens (K,) (-1 for the empty prefix) and C
         candidate tokens for each (K, C) -> the candidates' prefix scores (K, C), and a function
         ``states(rows, cols)`` giving the states (k, 2, N) of the k extensions the search keeps
-        (prefix ``rows[i]`` extended by candidate ``cols[i]``). The scores need one log-sum-exp per
-        candidate; the states, two cumulative ones each, are computed only for the kept few.
+        (prefix ``rows[i]`` extended by candidate ``cols[i]``), computed only for the kept few.
 
         For ``EOS`` the score is log P_ctc(prefix); ``BLANK`` and ``BOS`` are never emitted (-inf)."""
-        rn, rb = state[:, 0, None, :], state[:, 1, None, :]  # (K, 1, N)
-        x, cum = self.logp[tokens], self.cum[tokens]  # (K, C, N)
-        repeat = (tokens == last[:, None])[..., None]  # (K, C, 1): repeating a token needs a blank between
-        phi = torch.where(repeat, rb, torch.logaddexp(rn, rb))  # (K, C, N)
-        start = torch.where((last < 0)[:, None], x[..., 0], float("-inf"))  # (K, C): r_n(h)_0
-        u = torch.cat([(start - cum[..., 0])[..., None], phi[..., :-1] - cum[..., :-1]], dim=-1)
-        psi = torch.logsumexp(u + cum, dim=-1)  # (K, C): u_t + cum_t = phi_{t-1} + log x_t(c), u_0 + cum_0 = r_n(h)_0
-        ended = torch.logaddexp(rn[:, 0, -1], rb[:, 0, -1])[:, None].expand_as(psi)  # (K, C)
-        psi = torch.where(tokens == EOS, ended, psi)
-        psi = psi.masked_fill((tokens == BLANK) | (tokens == BOS), float("-inf"))
+        rn, rb = (r.numpy() for r in state.cpu().unbind(1))  # (K, N)
+        last_, tokens_ = last.cpu().numpy(), tokens.cpu().numpy()
+        first = np.where(last_[:, None] < 0, 0.0, -np.inf)  # (K, 1): phi_{-1}
+        before = np.concatenate([first, np.logaddexp(rn, rb)[:, :-1]], axis=-1)  # (K, N): phi_{t-1}, c not a repeat
+        before_repeat = np.concatenate([first, rb[:, :-1]], axis=-1)  # c a repeat: a blank must come between
+        psi = self._scores(before)  # (K, V)
+        rows = np.nonzero(last_ >= 0)[0]
+        if len(rows):
+            psi[rows, last_[rows]] = _logsumexp(before_repeat[rows] + self.logp[last_[rows]])
+        psi[:, EOS] = np.logaddexp(rn[:, -1], rb[:, -1])
+        psi[:, [BLANK, BOS]] = -np.inf
         cum_b = self.cum[BLANK]  # (N,)
 
-        def states(rows: Tensor, cols: Tensor) -> Tensor:
-            new_rn = cum[rows, cols] + torch.logcumsumexp(u[rows, cols], dim=-1)  # (k, N)
-            w = torch.cat([new_rn.new_full((len(rows), 1), float("-inf")), new_rn[:, :-1] - cum_b[:-1]], dim=-1)
-            new_rb = cum_b + torch.logcumsumexp(w, dim=-1)
-            return torch.stack([new_rn, new_rb], dim=1)
+        def states(keep: Tensor, cols: Tensor) -> Tensor:
+            keep_, cols_ = keep.cpu().numpy(), cols.cpu().numpy()
+            c = tokens_[keep_, cols_]  # (k,)
+            u = np.where((c == last_[keep_])[:, None], before_repeat[keep_], before[keep_]) - self.cum_before[c]
+            new_rn = self.cum[c] + np.logaddexp.accumulate(u, axis=-1)  # (k, N)
+            w = np.concatenate([np.full((len(c), 1), -np.inf), new_rn[:, :-1] - cum_b[:-1]], axis=-1)
+            new_rb = cum_b + np.logaddexp.accumulate(w, axis=-1)
+            return torch.from_numpy(np.stack([new_rn, new_rb], axis=1))
 
-        return psi, states
+        return torch.from_numpy(np.take_along_axis(psi, tokens_, axis=1)).to(self.device), states
 
 
 @torch.inference_mode()

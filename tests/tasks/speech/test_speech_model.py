@@ -242,13 +242,13 @@ def test_vtlp_warp_moves_a_tone_by_the_factor_and_only_in_training():
         AudioTokenizer(16, freq_warp=0.7)
 
 
-def test_ctc_prefix_scores_sum_every_path_that_starts_with_the_prefix():
+@pytest.mark.parametrize("scale", [1.0, 400.0])  # 400: logits so far apart that a product of probabilities underflows
+def test_ctc_prefix_scores_sum_every_path_that_starts_with_the_prefix(scale):
     import itertools
-    import math
 
     torch.manual_seed(0)
     N, V = 4, 5  # 4 nodes; blank, <s>, </s> and two letters (3, 4)
-    logits = torch.randn(N, V)
+    logits = torch.randn(N, V) * scale
     logp = logits.double().log_softmax(-1)
 
     def collapse(path):
@@ -259,11 +259,11 @@ def test_ctc_prefix_scores_sum_every_path_that_starts_with_the_prefix():
             previous = c
         return out
 
-    paths = [(collapse(p), math.exp(sum(logp[t, c].item() for t, c in enumerate(p)))) for p in itertools.product(range(V), repeat=N)]
+    paths = [(collapse(p), sum(logp[t, c] for t, c in enumerate(p))) for p in itertools.product(range(V), repeat=N)]
 
-    def brute(prefix):
-        total = sum(prob for out, prob in paths if out[: len(prefix)] == prefix)
-        return math.log(total) if total else float("-inf")
+    def brute(prefix, whole=False):  # log of the summed probability of the paths that start with (or are) prefix
+        chosen = [lp for out, lp in paths if (out == prefix if whole else out[: len(prefix)] == prefix)]
+        return torch.logsumexp(torch.stack(chosen), 0).item() if chosen else float("-inf")
 
     scorer = CTCPrefixScorer(logits)
     state, last, prefix = scorer.initial()[None], torch.tensor([-1]), []
@@ -271,9 +271,11 @@ def test_ctc_prefix_scores_sum_every_path_that_starts_with_the_prefix():
     for token in (3, 4, 4):  # a repeat too: 4 4 needs a blank between
         psi, states = scorer.extend(state, last, candidates)
         kept = 2 if token == 3 else 0
-        assert psi[0, 2].item() == pytest.approx(brute(prefix + [3]), abs=1e-9)
-        assert psi[0, 0].item() == pytest.approx(brute(prefix + [4]), abs=1e-9)
-        assert psi[0, 1].item() == pytest.approx(ctc_log_likelihood(logits, [prefix]).item(), abs=1e-5)
+        assert psi[0, 2].item() == pytest.approx(brute(prefix + [3]), rel=1e-12, abs=1e-9)
+        assert psi[0, 0].item() == pytest.approx(brute(prefix + [4]), rel=1e-12, abs=1e-9)
+        assert psi[0, 1].item() == pytest.approx(brute(prefix, whole=True), rel=1e-12, abs=1e-9)
+        if scale == 1.0:
+            assert psi[0, 1].item() == pytest.approx(ctc_log_likelihood(logits, [prefix]).item(), abs=1e-5)
         assert psi[0, 3].item() == psi[0, 4].item() == float("-inf")  # blank and <s> are never emitted
         state, last, prefix = states(torch.tensor([0]), torch.tensor([kept])), torch.tensor([token]), prefix + [token]
         assert state.shape == (1, 2, N)
