@@ -31,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ CONFIG = REPO / "configs" / "speech" / "espeak.yaml"
 RESULTS = REPO / "benchmarks" / "results"
 
 
-def config_cli(smoke: bool, root: Path, options: list[str] = ()) -> Any:
+def config_cli(smoke: bool, root: Path, options: Sequence[str] = ()) -> Any:
     """The tzoo CLI of the config (with ``options``, tzoo fit's), its module and data module built, nothing run."""
     from tzoo.tasks.cli import TzooCLI, nested_nulls
 

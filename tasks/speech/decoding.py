@@ -148,14 +148,6 @@ def _held_rows(cache: Any) -> int | None:
 _UNDERFLOW = 1e-280  # a sum this small may have lost terms to underflow: recomputed in log space
 
 
-def _logsumexp(x: np.ndarray) -> np.ndarray:
-    """log sum exp over the last axis; a row of -inf gives -inf."""
-    top = x.max(-1, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    with np.errstate(divide="ignore"):
-        return np.log(np.exp(x - top).sum(-1)) + top[..., 0]
-
-
 class CTCPrefixScorer:
     """The CTC head's probability that the transcript *begins* with a prefix, for every one-token
     extension of the beam's hypotheses at once (the prefix score of hybrid CTC/attention decoding,
@@ -203,7 +195,7 @@ class CTCPrefixScorer:
             out = np.log(sums) + top + self.peak
         rows, cols = np.nonzero(sums < _UNDERFLOW)
         if len(rows):
-            out[rows, cols] = _logsumexp(before[rows] + self.logp[cols])
+            out[rows, cols] = np.logaddexp.reduce(before[rows] + self.logp[cols], axis=-1)
         return out
 
     def extend(self, state: Tensor, last: Tensor, tokens: Tensor) -> tuple[Tensor, Callable[[Tensor, Tensor], Tensor]]:
@@ -221,7 +213,7 @@ class CTCPrefixScorer:
         psi = self._scores(before)  # (K, V)
         rows = np.nonzero(last_ >= 0)[0]
         if len(rows):
-            psi[rows, last_[rows]] = _logsumexp(before_repeat[rows] + self.logp[last_[rows]])
+            psi[rows, last_[rows]] = np.logaddexp.reduce(before_repeat[rows] + self.logp[last_[rows]], axis=-1)
         psi[:, EOS] = np.logaddexp(rn[:, -1], rb[:, -1])
         psi[:, [BLANK, BOS]] = -np.inf
         cum_b = self.cum[BLANK]  # (N,)
