@@ -106,6 +106,7 @@ DEFAULT_VOICES: dict[str, dict[str, tuple[str, ...]]] = {
     "espeak": {"train": (), "val": VAL_VARIANTS, "test": TEST_VARIANTS},
     "festival": {"train": ("kal_diphone", "ked_diphone"), "val": ("kal_diphone", "ked_diphone"), "test": ("cmu_us_slt_arctic_hts",)},
     "flite": {"train": ("rms",), "val": ("rms",), "test": ("awb",)},
+    "piper": {"train": ("en_US-joe-medium",), "val": ("en_US-joe-medium",), "test": ()},
 }
 _ROLES = ("train", "val", "test")
 
@@ -117,7 +118,7 @@ _ROLES = ("train", "val", "test")
 # NG voices from 15.2% to 10.9% (benchmarks/speech.py, docs/speech.md). eSpeak NG keeps half of the
 # corpus, 10,000 utterances in the full config: a third each left the HTS voice where it was (35.1%)
 # and took the held-out eSpeak NG voices to 19.3%.
-TRAIN_WEIGHTS = {"espeak": 0.5, "festival": 0.25, "flite": 0.25}
+TRAIN_WEIGHTS = {"espeak": 0.5, "festival": 0.25, "flite": 0.25, "piper": 0.0}
 # Shares of the test splits: half the held-out eSpeak NG variants (comparable with earlier runs), a
 # quarter each the unseen Festival voice and the unseen Flite voice.
 TEST_WEIGHTS = {"espeak": 0.5, "festival": 0.25, "flite": 0.25}

