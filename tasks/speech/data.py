@@ -41,6 +41,7 @@ from tzoo.tasks.speech.audio import AUDIO_SUFFIXES, load_audio
 from tzoo.tasks.speech.augment import WaveAugment, augmented
 from tzoo.tasks.speech.corpus import (
     ALPHABET,
+    TEST_WEIGHTS,
     TRAIN_WEIGHTS,
     CorpusSpec,
     generate_corpus,
@@ -138,7 +139,7 @@ class SpeechDataModule(pl.LightningDataModule):
 
     ``corpus_size``: (train, val, test[, test_sentences]) utterances of the generated corpus (three
     numbers: test_sentences is half of test); ``engines`` (``"auto"``: every synthesizer installed),
-    ``engine_weights``, ``voices``, ``sentence_fraction``, ``corpus_seed``, ``max_words``,
+    ``engine_weights``, ``test_weights``, ``voices``, ``sentence_fraction``, ``corpus_seed``, ``max_words``,
     ``digit_fraction``, ``speed`` (eSpeak NG's words/minute), ``pitch`` (its 0-99 scale),
     ``speed_factor`` and ``pitch_factor`` (the other engines': factors of each voice's own),
     ``snr_db`` and ``noise_files`` shape it (see ``corpus.CorpusSpec``); ``workers`` processes generate it.
@@ -172,6 +173,7 @@ class SpeechDataModule(pl.LightningDataModule):
         noise_files: list[str] | None = None,
         engines: str | list[str] = "auto",
         engine_weights: dict[str, float] | None = None,
+        test_weights: dict[str, float] | None = None,
         voices: dict[str, dict[str, list[str]]] | None = None,
         sentence_fraction: float = 0.0,
         workers: int = 1,
@@ -205,6 +207,7 @@ class SpeechDataModule(pl.LightningDataModule):
                 train=train, val=val, test=test, test_sentences=sentences, seed=corpus_seed, max_words=max_words,
                 digit_fraction=digit_fraction, sentence_fraction=sentence_fraction, engines=engines,
                 engine_weights=dict(TRAIN_WEIGHTS if engine_weights is None else engine_weights),
+                test_weights=dict(TEST_WEIGHTS if test_weights is None else test_weights),
                 voices={k: dict(v) for k, v in (voices or {}).items()}, speed=tuple(speed), pitch=tuple(pitch),
                 speed_factor=tuple(speed_factor), pitch_factor=tuple(pitch_factor), snr_db=tuple(snr_db), sample_rate=sample_rate, noise_files=list(noise_files or []),
             )  # fmt: skip

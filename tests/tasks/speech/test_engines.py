@@ -146,6 +146,14 @@ def test_piper_joins_the_corpus_with_its_share_and_its_only_voice_stays_out_of_t
     assert all(e["duration"] > 0.3 and e["pitch"] == 1.0 for e in train if e["engine"] == "piper")
     assert {e["engine"] for e in read_manifest(root / "test.jsonl")} == {"espeak"}  # joe is a training voice
     assert CorpusSpec(**TINY_SPEC).resolved()["piper"] == {"train": (JOE,), "val": (JOE,), "test": ()}
+    # or an unseen engine: joe only in the test split, through the data module's options
+    from tzoo.tasks.speech.data import SpeechDataModule
+
+    data = SpeechDataModule(data_dir=str(tmp_path / "d"), corpus_size=[2, 2, 4, 0], max_words=3, engines=["espeak", "piper"],
+                            voices={"piper": {"train": [], "val": [], "test": [JOE]}}, test_weights={"espeak": 0.5, "piper": 0.5})  # fmt: skip
+    data.prepare_data()
+    assert [e["engine"] for e in data.split_entries("test")] == ["espeak", "piper"] * 2
+    assert {e["engine"] for e in data.split_entries("train") + data.split_entries("val")} == {"espeak"}
 
 
 def test_an_engine_asked_for_that_is_not_installed_names_its_install_command(espeak_alone):
