@@ -6,7 +6,7 @@ and ``engine`` optional).
 
 The generated corpus (``generate_corpus``) writes, for each split, 16 kHz mono 16-bit WAV files
 under ``<root>/<split>/`` and ``<root>/<split>.jsonl``. Its speech comes from every synthesizer
-found here (``engines.py``): eSpeak NG always, Festival and Flite when installed. Texts are digit
+found here (``engines.py``): eSpeak NG always, Festival, Flite and Piper when installed. Texts are digit
 strings ("4 0 7") and sentences drawn from ``WORDS``, 1 to ``max_words`` words (and, with
 ``sentence_fraction``, lines of the plays). Each utterance has its own engine, voice (and accent),
 speed, pitch, leading silence and additive noise at a random SNR, all drawn from the seed and its
@@ -117,7 +117,8 @@ _ROLES = ("train", "val", "test")
 # (a quarter, from Festival's half) took that voice from 43.5% to 34.8% CER and the held-out eSpeak
 # NG voices from 15.2% to 10.9% (benchmarks/speech.py, docs/speech.md). eSpeak NG keeps half of the
 # corpus, 10,000 utterances in the full config: a third each left the HTS voice where it was (35.1%)
-# and took the held-out eSpeak NG voices to 19.3%.
+# and took the held-out eSpeak NG voices to 19.3%. Piper's neural voice gets no share: an eighth of
+# training (from Festival's quarter) took the HTS voice from 33.9% to 36.9% (runs P and Q, docs/speech.md).
 TRAIN_WEIGHTS = {"espeak": 0.5, "festival": 0.25, "flite": 0.25, "piper": 0.0}
 # Shares of the test splits: half the held-out eSpeak NG variants (comparable with earlier runs), a
 # quarter each the unseen Festival voice and the unseen Flite voice.
