@@ -1,4 +1,7 @@
-"""Files written whole or not at all: checkpoints, cached corpora, tokenizers.
+"""Files written whole or not at all: checkpoints, cached corpora, tokenizers; and where caches live.
+
+``cache_dir(name)``: ``$TZOO_CACHE/<name>``, else ``~/.cache/tzoo/<name>`` (the data modules'
+default folders, Piper's voices).
 
 ``atomic_write(path)`` hands out a file opened under a temporary name beside ``path`` (same
 folder, so same file system) and renames it over ``path`` only once the block finished without an
@@ -26,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "remove_stale_temps", "temp_path"]
+__all__ = ["atomic_write", "cache_dir", "remove_stale_temps", "temp_path"]
 
 
 def _where() -> str:
@@ -40,6 +43,11 @@ def _where() -> str:
 
 _WHERE = _where()
 _STALE = re.compile(rf"\..+\.{_WHERE}\.(\d{{1,10}})\.[0-9a-f]{{8}}\.tmp")
+
+
+def cache_dir(name: str) -> Path:
+    """tzoo's cache folder ``name``: under ``$TZOO_CACHE`` when set, else under ``~/.cache/tzoo``."""
+    return Path(os.environ.get("TZOO_CACHE") or Path.home() / ".cache" / "tzoo").expanduser() / name
 
 
 def temp_path(path: str | os.PathLike[str]) -> Path:

@@ -43,6 +43,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tzoo.tasks.files import atomic_write
+from tzoo.tasks.files import cache_dir as default_cache_dir  # the argument is called cache_dir
 from tzoo.tasks.plays import load_plays
 from tzoo.tasks.sampling import KeyedBatches, KeyedLoader, LoopPosition, Position, run_seed
 from tzoo.tasks.text import BPETokenizer, CharTokenizer, Tokenizer, load_tokenizer
@@ -334,8 +335,7 @@ class TextDataModule(pl.LightningDataModule):
         self.val_batches, self.train_batches = val_batches, train_batches
         self.num_workers, self.seed = num_workers, seed
         self.sha256 = sha256
-        default_cache = Path(os.environ.get("TZOO_CACHE") or Path.home() / ".cache" / "tzoo") / "lm"
-        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache.expanduser()
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir("lm")
         self._entry: Path | None = None  # the cache folder, once prepared
         self._tokenizer: Tokenizer | None = None
         self._windows: TokenWindows | None = None  # set, with the two samplers, by setup()

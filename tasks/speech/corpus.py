@@ -119,7 +119,7 @@ _ROLES = ("train", "val", "test")
 # corpus, 10,000 utterances in the full config: a third each left the HTS voice where it was (35.1%)
 # and took the held-out eSpeak NG voices to 19.3%. Piper's neural voice gets no share: an eighth of
 # training (from Festival's quarter) took the HTS voice from 33.9% to 36.9% (runs P and Q, docs/speech.md).
-TRAIN_WEIGHTS = {"espeak": 0.5, "festival": 0.25, "flite": 0.25, "piper": 0.0}
+TRAIN_WEIGHTS = {"espeak": 0.5, "festival": 0.25, "flite": 0.25}  # an engine not named: no share
 # Shares of the test splits: half the held-out eSpeak NG variants (comparable with earlier runs), a
 # quarter each the unseen Festival voice and the unseen Flite voice.
 TEST_WEIGHTS = {"espeak": 0.5, "festival": 0.25, "flite": 0.25}

