@@ -8,9 +8,10 @@ KV cache's effect on beam search.
 * eval, on the test split (voices never heard in training: held-out eSpeak NG variants, Festival's
   HTS voice, Flite's voices, as installed), from the run's last checkpoint: CER / WER
   (torchmetrics) with joint CTC/attention beam search (the config's beam width and CTC weight), the
-  same beam without the CTC head, attention greedy and CTC greedy; the joint beam's CER / WER per
-  engine and per voice; and the same for the real-sentence split (lines of plays training never
-  read). Targets: eSpeak NG beam CER <= 5%, unseen Festival voice <= 20%.
+  same beam without the CTC head, attention greedy and CTC greedy; the joint beam within the
+  corpus's words (a closed vocabulary, ``lexicon: words``); the joint beam's CER / WER per
+  engine and per voice, free and within the lexicon; and the same for the real-sentence split (lines of plays training never
+  read; its lexicon beam within ``training``, the training plays' words). Targets: eSpeak NG beam CER <= 5%, unseen Festival voice <= 20%.
 * real-time factor of greedy decoding at batch 1 (log-mel + encoder + greedy decoder with the KV
   cache, audio already in memory): decoding time / audio time over the test split. Target: <= 0.05.
 * beam search (as the module runs it: joint with CTC) with and without the KV cache on the same
@@ -110,6 +111,15 @@ def _error_rates(hyps: list[str], refs: list[str]) -> dict[str, float]:
     return {"cer": float(char_error_rate(hyps, refs)), "wer": float(word_error_rate(hyps, refs))}
 
 
+def _lexicon_beam(module: Any, lexicon: Any, wave: torch.Tensor) -> str:
+    """The module's joint beam on one utterance, within ``lexicon``'s words."""
+    previous, module.lexicon = module.lexicon, lexicon
+    try:
+        return module.transcribe(wave[None], torch.tensor([len(wave)]), method="beam")[0]
+    finally:
+        module.lexicon = previous
+
+
 def _greedy_rtf(module: Any, waves: list[torch.Tensor], threads: int) -> float:
     """Decoding time / audio time of greedy decoding, one utterance at a time, with ``threads`` threads."""
     previous = torch.get_num_threads()
@@ -133,6 +143,7 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
     from tzoo.tasks.loading import load_module
     from tzoo.tasks.speech.audio import load_audio
     from tzoo.tasks.speech.decoding import beam_search, max_tokens
+    from tzoo.tasks.speech.lexicon import Lexicon
 
     run = Path(results["train"]["run_dir"])
     module = load_module(run / "checkpoints" / "last.ckpt", task="speech")
@@ -161,8 +172,12 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
     for wave in waves:
         encoded, _ = model.encode(wave[None], torch.tensor([len(wave)]))
         hyps["beam_attention"].append(module.text(beam_search(model, encoded, beam=beam, max_len=max_tokens(encoded.shape[1], module.max_text_len))))
+    # the joint beam within the corpus's word list and digits (a closed vocabulary, lexicon.py)
+    words = Lexicon.load("words", module.tokenizer)
+    hyps["beam_lexicon"] = [_lexicon_beam(module, words, w) for w in waves]
     quality = {name: _error_rates(h, refs) for name, h in hyps.items()}
     by_engine, by_voice = _by_group(entries, hyps["beam"], refs)
+    lexicon_by_engine, lexicon_by_voice = _by_group(entries, hyps["beam_lexicon"], refs)
     examples = [{"ref": r, "beam": h} for r, h in list(zip(refs, hyps["beam"]))[:8]]
     errors = [{"ref": r, "beam": h} for r, h in zip(refs, hyps["beam"]) if r != h][:8]
     rtf = {threads: _greedy_rtf(module, waves, threads) for threads in (1, 2)}
@@ -194,6 +209,8 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
     results["eval"] = {
         "test_utterances": len(entries), "test_audio_s": round(audio_s, 1), "beam": beam, "beam_ctc_weight": weight, "decode_threads": 1,
         "eval_s": round(eval_s, 1), "quality": quality, "beam_by_engine": by_engine, "beam_by_voice": by_voice,
+        "lexicon": {"name": "words", "words": len(words)},
+        "lexicon_by_engine": lexicon_by_engine, "lexicon_by_voice": lexicon_by_voice,
         "sentences": sentences, "greedy_rtf": rtf[1], "greedy_rtf_2_threads": rtf[2], "cache": cache,
         "examples": examples, "errors": errors,
     }  # fmt: skip
@@ -215,19 +232,25 @@ def _by_group(entries: list[dict[str, Any]], hyps: list[str], refs: list[str]) -
 
 def _sentences(module: Any, data: Any, limit: int | None) -> dict[str, Any]:
     """The real-sentence split: joint beam, attention greedy and CTC greedy, one utterance at a
-    time; the joint beam per engine and voice."""
+    time, and the joint beam within the training texts' vocabulary (lexicon ``training``: the
+    test plays' words it lacks cannot be written); the joint beam per engine and voice."""
     from tzoo.tasks.speech.audio import load_audio
+    from tzoo.tasks.speech.lexicon import Lexicon
 
     entries = data.split_entries("test_sentences")[:limit]
     refs = [e["text"] for e in entries]
     hyps: dict[str, list[str]] = {"beam": [], "greedy": [], "ctc": []}
     start = time.perf_counter()
-    for e in entries:
-        wave = load_audio(e["audio"], module.model.sample_rate)
+    waves = [load_audio(e["audio"], module.model.sample_rate) for e in entries]
+    for wave in waves:
         for method, out in hyps.items():
             out += module.transcribe(wave[None], torch.tensor([len(wave)]), method=method)
+    eval_s = time.perf_counter() - start
+    lexicon = Lexicon.load("training", module.tokenizer)
+    hyps["beam_lexicon"] = [_lexicon_beam(module, lexicon, w) for w in waves]
     by_engine, by_voice = _by_group(entries, hyps["beam"], refs)
-    return {"utterances": len(entries), "eval_s": round(time.perf_counter() - start, 1),
+    return {"utterances": len(entries), "eval_s": round(eval_s, 1),
+            "lexicon": {"name": "training", "words": len(lexicon), "oov_rate": lexicon.oov_rate(refs)},
             "quality": {name: _error_rates(h, refs) for name, h in hyps.items()}, "beam_by_engine": by_engine,
             "beam_by_voice": by_voice, "errors": [{"ref": r, "beam": h} for r, h in zip(refs, hyps["beam"]) if r != h][:8]}  # fmt: skip
 
@@ -255,9 +278,11 @@ def print_tables(results: dict[str, Any]) -> None:
     e = results.get("eval")
     if not e:
         return
-    print(f"\nTest split, voices never heard in training ({e['test_utterances']} utterances, {e['test_audio_s'] / 60:.1f} min of audio):\n")
+    print(f"\nTest split (its voices: the corpus spec's test voices, by default none heard in training; {e['test_utterances']} utterances, {e['test_audio_s'] / 60:.1f} min of audio):\n")
     print("| decoding | CER | WER |\n|---|---|---|")
+    lexicon = e.get("lexicon", {})
     rows = (("beam", f"joint CTC/attention beam search (width {e['beam']}, CTC weight {e.get('beam_ctc_weight', 0)})"),
+            ("beam_lexicon", f"the same within lexicon `{lexicon.get('name')}` ({lexicon.get('words')} words: a closed vocabulary)"),
             ("beam_attention", f"attention beam search (width {e['beam']})"), ("greedy", "attention greedy"), ("ctc", "CTC greedy"))
     for name, label in rows:
         if name not in e["quality"]:
@@ -266,6 +291,8 @@ def print_tables(results: dict[str, Any]) -> None:
         print(f"| {label} | {100 * q['cer']:.2f}% | {100 * q['wer']:.2f}% |")
     if "beam_by_engine" in e:
         _group_table("test split per engine / voice (joint beam)", e["beam_by_engine"], e["beam_by_voice"])
+        if "lexicon_by_engine" in e:
+            _group_table(f"test split per engine / voice (joint beam, lexicon `{lexicon['name']}`)", e["lexicon_by_engine"], e["lexicon_by_voice"])
     elif "beam_by_voice" in e:  # older results: eSpeak NG variants only
         print("\n| held-out voice variant (joint beam) | " + " | ".join(e["beam_by_voice"]) + " |")
         print("|---|" + "---|" * len(e["beam_by_voice"]))
@@ -275,7 +302,12 @@ def print_tables(results: dict[str, Any]) -> None:
     if s:
         print(f"\nReal-sentence test split (lines of plays never read in training; {s['utterances']} utterances):\n")
         print("| decoding | CER | WER |\n|---|---|---|")
-        for name, label in (("beam", "joint CTC/attention beam"), ("greedy", "attention greedy"), ("ctc", "CTC greedy")):
+        sl = s.get("lexicon", {})
+        for name, label in (("beam", "joint CTC/attention beam"), ("greedy", "attention greedy"), ("ctc", "CTC greedy"),
+                            ("beam_lexicon", f"joint beam within lexicon `{sl.get('name')}` ({sl.get('words')} words; "
+                                             f"{100 * sl.get('oov_rate', 0):.1f}% of the split's words are not among them)")):
+            if name not in s["quality"]:
+                continue
             q = s["quality"][name]
             print(f"| {label} | {100 * q['cer']:.2f}% | {100 * q['wer']:.2f}% |")
         _group_table("real sentences per engine / voice (joint beam)", s["beam_by_engine"], s["beam_by_voice"])

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from tzoo.core import capture_attention
 from tzoo.tasks.speech.alignment import attention_median
+from tzoo.tasks.speech.lexicon import Lexicon
 from tzoo.tasks.speech.model import SpeechTransformer
 from tzoo.tasks.speech.tokenizer import BLANK, BOS, EOS
 
@@ -145,6 +146,16 @@ def _held_rows(cache: Any) -> int | None:
     return None if held is None else held.shape[0]
 
 
+def _whole_words(ids: list[int], lexicon: Lexicon) -> list[int]:
+    """A hypothesis cut back to its last complete lexicon word (none: empty)."""
+    node, kept = 0, 0
+    for i, token in enumerate(ids):
+        node = lexicon.step(node, token)
+        if lexicon.complete(node):
+            kept = i + 1
+    return ids[:kept]
+
+
 _UNDERFLOW = 1e-280  # a sum this small may have lost terms to underflow: recomputed in log space
 
 
@@ -241,6 +252,7 @@ def beam_search(
     ctc_logits: Tensor | None = None,
     ctc_weight: float = 0.0,
     pre_beam: int | None = None,
+    lexicon: Lexicon | None = None,
 ) -> list[int]:
     """One utterance's encoder output ``encoded`` (1, N, D) -> the most probable token sequence found by a beam
     of width ``beam``.
@@ -257,6 +269,10 @@ def beam_search(
     skipped, an early end) while they are still in the beam. Only the decoder's ``pre_beam`` best
     tokens per hypothesis (default 1.5 x ``beam``, as in ESPnet) are scored and may extend it; with
     w = 1 the decoder has no say and every token is scored.
+
+    ``lexicon`` (:class:`~tzoo.tasks.speech.lexicon.Lexicon`) closes the vocabulary: a hypothesis
+    may only be extended by a token that continues one of its words, and may only end or write a
+    space after a complete word (the others score -inf before the pre-beam picks its tokens).
     """
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
@@ -277,6 +293,7 @@ def beam_search(
         elif pre_beam is None:
             pre_beam = max(1, int(1.5 * beam))
     scores = att  # (K,) what ranks the live hypotheses
+    nodes = [0]  # the live hypotheses' lexicon trie nodes (0: the root)
     finished: list[tuple[float, list[int]]] = []
     cache = model.decoder.make_cache(max_len + 1) if use_cache else None
     cross = model.decoder.make_cache() if use_cache else None
@@ -286,6 +303,9 @@ def beam_search(
         else:
             logits = model.decode(hyps, encoded.expand(len(hyps), -1, -1), None)
         logp = logits[:, -1].float().log_softmax(-1)  # (K, V)
+        allowed = None if lexicon is None else lexicon.allowed(nodes).to(device)  # (K, V)
+        if allowed is not None:
+            logp = logp.masked_fill(~allowed, float("-inf"))
         V = logp.shape[-1]
         extended = att[:, None] + logp  # (K, V)
         candidates: list[list[int]] | None = None  # column -> token (None: column = token)
@@ -298,6 +318,8 @@ def beam_search(
             psi, extension_states = scorer.extend(state, last, tokens_c)  # (K, C)
             joint = (1 - ctc_weight) * extended.gather(1, tokens_c) + ctc_weight * psi.to(extended)  # (K, C)
             candidates = tokens_c.tolist()
+            if allowed is not None:  # with w = 1, (1 - w) x -inf is NaN
+                joint = joint.masked_fill(~allowed.gather(1, tokens_c), float("-inf"))
         C = joint.shape[1]
         top_scores, top_index = joint.view(-1).topk(min(2 * beam, joint.numel()))
         keep_rows, keep_cols, keep_tokens, keep_scores = [], [], [], []
@@ -317,6 +339,8 @@ def beam_search(
         rows, tokens = torch.tensor(keep_rows, device=device), torch.tensor(keep_tokens, device=device)
         hyps = torch.cat([hyps.index_select(0, rows), tokens[:, None]], dim=1)
         att = extended[rows, tokens]
+        if lexicon is not None:
+            nodes = [lexicon.step(nodes[r], t) for r, t in zip(keep_rows, keep_tokens)]
         scores = torch.tensor(keep_scores, device=device)
         if scorer is not None:
             state = extension_states(rows, torch.tensor(keep_cols, device=device))  # (K, 2, N)
@@ -329,4 +353,7 @@ def beam_search(
             break
     if not finished:  # nothing ended within max_len: the best live hypothesis
         finished = [(float(s), h[1:]) for s, h in zip(scores.tolist(), hyps.tolist())]
+        if lexicon is not None:  # ... of those at a whole word, or cut back to its last whole word
+            whole = [f for f, node in zip(finished, nodes) if lexicon.complete(node)]
+            finished = whole or [(s, _whole_words(h, lexicon)) for s, h in finished]
     return max(finished, key=lambda f: f[0])[1]

@@ -33,6 +33,7 @@ from tzoo.tasks.base import TaskModule
 from tzoo.tasks.config import OptimConfig, from_dict, signature_default, to_dict
 from tzoo.tasks.speech.data import IGNORE
 from tzoo.tasks.speech.decoding import beam_search, ctc_greedy, greedy, max_tokens
+from tzoo.tasks.speech.lexicon import Lexicon
 from tzoo.tasks.speech.model import SpeechConfig, SpeechTransformer
 from tzoo.tasks.speech.tokenizer import BOS, EOS, text_tokenizer
 
@@ -62,6 +63,7 @@ class SpeechRecognizer(TaskModule):
         label_smoothing: float = 0.1,
         beam_size: int = 4,
         beam_ctc_weight: float = 0.5,
+        lexicon: str | None = None,
         max_text_len: int = 300,
         greedy_window: tuple[float, float] | None = (0.16, 0.5),
         examples: int = 4,
@@ -73,7 +75,10 @@ class SpeechRecognizer(TaskModule):
         ``net.encoder`` and ``net.decoder``). ``optim``: optimizer and schedule. ``ctc_weight``: the
         CTC share of the loss. ``beam_size``: the beam width of test and predict decoding;
         ``beam_ctc_weight``: the CTC head's weight in the beam's joint CTC/attention scores (0: the
-        decoder's alone); ``max_text_len``: the most characters decoding produces; ``greedy_window``:
+        decoder's alone); ``lexicon``: a closed vocabulary for the beam, a file of words or a name
+        (``words``: the generated corpus's word list and digits; ``training``: those and every word
+        of the play lines its training split may speak; ``lexicon.py``): it writes only those words
+        (None: any spelling); ``max_text_len``: the most characters decoding produces; ``greedy_window``:
         (back, forward) seconds around the audio the previous character attended to that attention
         greedy decoding lets the next one attend (``decoding.greedy``: the decoder cannot re-read a
         phrase or skip words; None: the whole utterance); ``examples``:
@@ -112,6 +117,9 @@ class SpeechRecognizer(TaskModule):
             self.whisper = WhisperText.load(pretrained)
         self.ctc_weight, self.label_smoothing, self.beam_size = ctc_weight, label_smoothing, beam_size
         self.beam_ctc_weight = beam_ctc_weight
+        if lexicon is not None and self.whisper is not None:
+            raise ValueError(f"lexicon={lexicon!r} constrains the character beam; a Whisper model writes BPE tokens greedily: set lexicon=None")
+        self.lexicon = None if lexicon is None else Lexicon.load(lexicon, self.tokenizer)
         if greedy_window is not None and (len(greedy_window) != 2 or min(greedy_window) < 0 or max(greedy_window) <= 0):
             raise ValueError(f"greedy_window must be (back, forward) seconds, both >= 0 and not both 0, or None, got {greedy_window!r}")
         self.max_text_len, self.examples = max_text_len, examples
@@ -226,11 +234,11 @@ class SpeechRecognizer(TaskModule):
 
     def _beam(self, encoded: Tensor) -> list[int]:
         """One utterance's unpadded encoder output (1, N, D) -> token ids by beam search, joint with
-        the CTC head's prefix scores (weight ``beam_ctc_weight``)."""
+        the CTC head's prefix scores (weight ``beam_ctc_weight``), within ``lexicon``'s words if set."""
         n = encoded.shape[1]
         ctc = self.model.ctc_head(encoded[0]) if self.beam_ctc_weight > 0 else None
         return beam_search(self.model, encoded, beam=self.beam_size, max_len=max_tokens(n, self.max_text_len),
-                           ctc_logits=ctc, ctc_weight=self.beam_ctc_weight)  # fmt: skip
+                           ctc_logits=ctc, ctc_weight=self.beam_ctc_weight, lexicon=self.lexicon)  # fmt: skip
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> None:
         encoded, mask = self.model.encode(batch[0], batch[1])

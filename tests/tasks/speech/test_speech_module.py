@@ -13,6 +13,7 @@ import torch
 from tzoo.core import TransformerConfig
 from tzoo.tasks.cli import main
 from tzoo.tasks.loading import load_module
+from tzoo.tasks.speech.corpus import WORDS
 from tzoo.tasks.speech.data import SpeechDataModule, collate
 from tzoo.tasks.speech.model import SpeechConfig
 from tzoo.tasks.speech.module import SpeechRecognizer
@@ -325,3 +326,14 @@ def test_compile_true_compiles_the_training_forward_and_checkpoints_keep_plain_k
     keys = list(read_checkpoint(tmp_path / "c.ckpt")["state_dict"])
     assert keys == list(SpeechRecognizer(_net()).state_dict())  # no _orig_mod: loads into a plain model
     torch._dynamo.reset()
+
+
+def test_predict_with_the_lexicon_option_writes_only_its_words(fitted, tiny_corpus, tmp_path):
+    config, _, ckpt = fitted  # a model of a few steps: it cannot spell yet
+    wav = tmp_path / "utterance.wav"
+    shutil.copy(tiny_corpus / "test" / "000000.wav", wav)
+    main(["predict", "--config", str(config), "--ckpt_path", str(ckpt), f"--data.init_args.predict_files=[{wav}]",
+          "--model.init_args.lexicon=words", f"--trainer.default_root_dir={tmp_path / 'p'}"])  # fmt: skip
+    (out,) = (tmp_path / "p").rglob("transcripts.jsonl")
+    (line,) = [json.loads(x) for x in out.read_text().splitlines()]
+    assert line["text"] and set(line["text"].split()) <= set(WORDS) | set("0123456789"), line["text"]
