@@ -111,11 +111,11 @@ def _error_rates(hyps: list[str], refs: list[str]) -> dict[str, float]:
     return {"cer": float(char_error_rate(hyps, refs)), "wer": float(word_error_rate(hyps, refs))}
 
 
-def _lexicon_beam(module: Any, lexicon: Any, wave: torch.Tensor) -> str:
-    """The module's joint beam on one utterance, within ``lexicon``'s words."""
+def _lexicon_beams(module: Any, lexicon: Any, waves: list[torch.Tensor]) -> list[str]:
+    """The module's joint beam on each utterance, one at a time, within ``lexicon``'s words."""
     previous, module.lexicon = module.lexicon, lexicon
     try:
-        return module.transcribe(wave[None], torch.tensor([len(wave)]), method="beam")[0]
+        return [module.transcribe(w[None], torch.tensor([len(w)]), method="beam")[0] for w in waves]
     finally:
         module.lexicon = previous
 
@@ -174,7 +174,7 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
         hyps["beam_attention"].append(module.text(beam_search(model, encoded, beam=beam, max_len=max_tokens(encoded.shape[1], module.max_text_len))))
     # the joint beam within the corpus's word list and digits (a closed vocabulary, lexicon.py)
     words = Lexicon.load("words", module.tokenizer)
-    hyps["beam_lexicon"] = [_lexicon_beam(module, words, w) for w in waves]
+    hyps["beam_lexicon"] = _lexicon_beams(module, words, waves)
     quality = {name: _error_rates(h, refs) for name, h in hyps.items()}
     by_engine, by_voice = _by_group(entries, hyps["beam"], refs)
     lexicon_by_engine, lexicon_by_voice = _by_group(entries, hyps["beam_lexicon"], refs)
@@ -247,7 +247,7 @@ def _sentences(module: Any, data: Any, limit: int | None) -> dict[str, Any]:
             out += module.transcribe(wave[None], torch.tensor([len(wave)]), method=method)
     eval_s = time.perf_counter() - start
     lexicon = Lexicon.load("training", module.tokenizer)
-    hyps["beam_lexicon"] = [_lexicon_beam(module, lexicon, w) for w in waves]
+    hyps["beam_lexicon"] = _lexicon_beams(module, lexicon, waves)
     by_engine, by_voice = _by_group(entries, hyps["beam"], refs)
     return {"utterances": len(entries), "eval_s": round(eval_s, 1),
             "lexicon": {"name": "training", "words": len(lexicon), "oov_rate": lexicon.oov_rate(refs)},

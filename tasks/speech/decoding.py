@@ -146,16 +146,6 @@ def _held_rows(cache: Any) -> int | None:
     return None if held is None else held.shape[0]
 
 
-def _whole_words(ids: list[int], lexicon: Lexicon) -> list[int]:
-    """A hypothesis cut back to its last complete lexicon word (none: empty)."""
-    node, kept = 0, 0
-    for i, token in enumerate(ids):
-        node = lexicon.step(node, token)
-        if lexicon.complete(node):
-            kept = i + 1
-    return ids[:kept]
-
-
 _UNDERFLOW = 1e-280  # a sum this small may have lost terms to underflow: recomputed in log space
 
 
@@ -355,5 +345,5 @@ def beam_search(
         finished = [(float(s), h[1:]) for s, h in zip(scores.tolist(), hyps.tolist())]
         if lexicon is not None:  # ... of those at a whole word, or cut back to its last whole word
             whole = [f for f, node in zip(finished, nodes) if lexicon.complete(node)]
-            finished = whole or [(s, _whole_words(h, lexicon)) for s, h in finished]
+            finished = whole or [(s, lexicon.whole_words(h)) for s, h in finished]
     return max(finished, key=lambda f: f[0])[1]

@@ -98,6 +98,15 @@ class Lexicon:
         """The node after writing ``token`` at ``node`` (an allowed token)."""
         return int(self.table[node, token])
 
+    def whole_words(self, ids: list[int]) -> list[int]:
+        """Token ids the lexicon allows, cut back to their last complete word (none: empty)."""
+        node, kept = 0, 0
+        for i, token in enumerate(ids):
+            node = self.step(node, token)
+            if self.complete(node):
+                kept = i + 1
+        return ids[:kept]
+
     def oov_rate(self, texts: Iterable[str]) -> float:
         """The share of the words of ``texts`` that the lexicon lacks (0 for no words)."""
         words = [w for text in texts for w in text.split()]

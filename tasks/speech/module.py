@@ -76,9 +76,8 @@ class SpeechRecognizer(TaskModule):
         CTC share of the loss. ``beam_size``: the beam width of test and predict decoding;
         ``beam_ctc_weight``: the CTC head's weight in the beam's joint CTC/attention scores (0: the
         decoder's alone); ``lexicon``: a closed vocabulary for the beam, a file of words or a name
-        (``words``: the generated corpus's word list and digits; ``training``: those and every word
-        of the play lines its training split may speak; ``lexicon.py``): it writes only those words
-        (None: any spelling); ``max_text_len``: the most characters decoding produces; ``greedy_window``:
+        (``words``, ``training``: the generated corpus's vocabularies, ``lexicon.lexicon_words``): it
+        writes only those words (None: any spelling; not for Whisper, which writes BPE tokens); ``max_text_len``: the most characters decoding produces; ``greedy_window``:
         (back, forward) seconds around the audio the previous character attended to that attention
         greedy decoding lets the next one attend (``decoding.greedy``: the decoder cannot re-read a
         phrase or skip words; None: the whole utterance); ``examples``:
@@ -89,6 +88,8 @@ class SpeechRecognizer(TaskModule):
         the model takes (``tzoo.tasks.speech.whisper``): it writes Whisper's tokens after Whisper's
         prompt, decodes greedily, and has no CTC head (``ctc_weight`` and ``beam_ctc_weight`` must be 0)."""
         super().__init__(optim=optim, compile=compile)
+        if lexicon is not None and pretrained is not None:
+            _refuse_lexicon(lexicon)
         net = from_dict(SpeechConfig, net, where="net", base=signature_default(type(self), "net"))
         if pretrained is not None:
             from tzoo.tasks.speech.whisper import WhisperText, whisper_net
@@ -117,8 +118,6 @@ class SpeechRecognizer(TaskModule):
             self.whisper = WhisperText.load(pretrained)
         self.ctc_weight, self.label_smoothing, self.beam_size = ctc_weight, label_smoothing, beam_size
         self.beam_ctc_weight = beam_ctc_weight
-        if lexicon is not None and self.whisper is not None:
-            raise ValueError(f"lexicon={lexicon!r} constrains the character beam; a Whisper model writes BPE tokens greedily: set lexicon=None")
         self.lexicon = None if lexicon is None else Lexicon.load(lexicon, self.tokenizer)
         if greedy_window is not None and (len(greedy_window) != 2 or min(greedy_window) < 0 or max(greedy_window) <= 0):
             raise ValueError(f"greedy_window must be (back, forward) seconds, both >= 0 and not both 0, or None, got {greedy_window!r}")
@@ -354,6 +353,8 @@ class SpeechRecognizer(TaskModule):
             from tzoo.tasks.speech.whisper import WhisperText
 
             self.whisper = WhisperText.from_dict(checkpoint["whisper_text"])
+            if self.lexicon is not None:
+                _refuse_lexicon(self.hparams["lexicon"])
         # checked before Lightning loads the weights: otherwise a mismatch is a shape error deep inside
         trained = self.upgrade_hparams(dict(checkpoint.get("hyper_parameters", {}))).get("net", {}).get("alphabet")
         ours = self.model.cfg.alphabet
@@ -362,3 +363,7 @@ class SpeechRecognizer(TaskModule):
                 f"the checkpoint was trained with alphabet={trained!r}, but this model has alphabet={ours!r}: "
                 f"use data with the checkpoint's alphabet, or train a new model"
             )
+
+
+def _refuse_lexicon(lexicon: str) -> None:
+    raise ValueError(f"lexicon={lexicon!r} constrains the character beam; a Whisper model writes BPE tokens greedily: set lexicon=None")

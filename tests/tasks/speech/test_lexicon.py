@@ -34,6 +34,8 @@ def test_the_trie_allows_only_word_prefixes_and_ends_or_spaces_after_whole_words
     assert lexicon.step(node, _ids(" ")[0]) == root
     assert not lexicon.allowed([root])[0, BLANK]
     assert lexicon.oov_rate(["bad dog", "cab"]) == pytest.approx(1 / 3)
+    assert TOKENS.decode(lexicon.whole_words(_ids("bad ca"))) == "bad"  # cut back to the last whole word
+    assert TOKENS.decode(lexicon.whole_words(_ids("ba"))) == "ba" and lexicon.whole_words(_ids("b")) == []
 
 
 def _model():
@@ -113,6 +115,9 @@ def test_bad_lexicons_are_named_with_what_is_valid(tmp_path):
         Lexicon.load(missing, TOKENS)
     (tmp_path / "words.txt").write_text("bad\ncab fed\n")
     assert Lexicon.load(tmp_path / "words.txt", TOKENS).words == {"bad", "cab", "fed"}
+    (tmp_path / "empty.txt").write_text("\n \n")
+    with pytest.raises(ValueError, match=r"lexicon file '.*empty\.txt' holds no words: a lexicon needs at least one"):
+        Lexicon.load(tmp_path / "empty.txt", TOKENS)
     (tmp_path / "odd.txt").write_text("bad\nhigh\n")
     with pytest.raises(ValueError, match=r"lexicon file '.*odd\.txt': word 'high' has character\(s\) \['i'\] outside"):
         Lexicon.load(tmp_path / "odd.txt", TOKENS)
@@ -120,4 +125,6 @@ def test_bad_lexicons_are_named_with_what_is_valid(tmp_path):
     net = SpeechConfig(alphabet=ALPHABET, encoder=TransformerConfig(**stack), decoder=TransformerConfig(**stack, position="rope"))
     with pytest.raises(ValueError, match=r"lexicon 'words': word 'the' has character\(s\) \['t'\] outside the model's alphabet"):
         SpeechRecognizer(net, lexicon="words")
+    with pytest.raises(ValueError, match=r"lexicon='words' constrains the character beam; a Whisper model writes BPE tokens.*set lexicon=None"):
+        SpeechRecognizer(net, pretrained="no/such/whisper", lexicon="words")  # refused before the folder is read
 
