@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -288,12 +288,26 @@ class Encoder(_Stack):
 
     def forward(self, x: Tensor, *, key_padding_mask: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         """x (B, N, D), key_padding_mask (B, N) bool, mask broadcastable to (B, H, N, N) -> (B, N, D)."""
+        return self.forward_layers(x, (), key_padding_mask=key_padding_mask, mask=mask)[0]
+
+    def forward_layers(
+        self, x: Tensor, layers: Sequence[int], *, key_padding_mask: Tensor | None = None, mask: Tensor | None = None
+    ) -> tuple[Tensor, list[Tensor]]:
+        """``forward``, plus the nodes after each of ``layers`` (1 = after the first block, up to
+        depth - 1; in block order), each through the stack's final norm as the output is: the intermediate outputs
+        that intermediate CTC (Lee & Watanabe 2021) reads with the output's head."""
         check_nodes(x, "x", self.config.dim, "this Encoder's width is dim")
         if key_padding_mask is not None:
             check_padding_mask(key_padding_mask, "key_padding_mask", x.shape[0], x.shape[1], what="N")
-        for block in self.blocks:
+        wanted = set(layers)
+        if not wanted <= set(range(1, len(self.blocks))):
+            raise ValueError(f"layers={list(layers)} must be block counts in 1..{len(self.blocks) - 1} (this Encoder has {len(self.blocks)} blocks)")
+        kept = []
+        for i, block in enumerate(self.blocks, start=1):
             x = block(x, mask=mask, key_padding_mask=key_padding_mask)
-        return self.norm(x)
+            if i in wanted:
+                kept.append(self.norm(x))
+        return self.norm(x), kept
 
 
 class Decoder(_Stack):

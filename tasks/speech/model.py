@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+import typing
+from collections.abc import Sequence
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -17,7 +19,7 @@ from tzoo.core import Decoder, Encoder, KVCache, LearnedPositionalEmbedding, Sin
 from tzoo.tasks.speech.corpus import ALPHABET
 from tzoo.tasks.speech.tokenizer import SPECIAL_TOKENS, AudioTokenizer, WhisperAudioTokenizer
 
-__all__ = ["SpeechConfig", "SpeechTransformer"]
+__all__ = ["SpeechConfig", "SpeechOutput", "SpeechTransformer"]
 
 
 def _encoder() -> TransformerConfig:
@@ -53,7 +55,11 @@ class SpeechConfig:
     audio padded to ``max_frames`` nodes of 20 ms that are all attended, convolutions without a
     norm), ``decoder_position='learned'`` (a learned table of ``max_text_positions`` added to the
     token embeddings), ``text_vocab_size`` (the BPE's vocabulary instead of the alphabet's) and
-    ``ctc=False`` (no CTC head)."""
+    ``ctc=False`` (no CTC head).
+
+    ``inter_ctc``: encoder layers (block counts, 1 .. depth - 1) whose outputs the CTC head also
+    reads in training (intermediate CTC, Lee & Watanabe 2021: the lower layers learn to spell too;
+    the module's ``inter_ctc_weight`` weighs their loss). Nothing changes at inference."""
 
     alphabet: str = ALPHABET
     sample_rate: int = 16000
@@ -67,6 +73,7 @@ class SpeechConfig:
     max_text_positions: int = 448
     text_vocab_size: int | None = None
     ctc: bool = True
+    inter_ctc: list[int] = field(default_factory=list)
     freq_masks: int = 2
     time_masks: int = 2
     freq_warp: float = 0.0
@@ -94,6 +101,11 @@ class SpeechConfig:
                 raise ValueError(f"net.{name}={getattr(self, name)!r} is not one of {valid}")
         if self.text_vocab_size is not None and (isinstance(self.text_vocab_size, bool) or not isinstance(self.text_vocab_size, int) or self.text_vocab_size < 3):
             raise ValueError(f"net.text_vocab_size must be an integer >= 3 or None (the alphabet's), got {self.text_vocab_size!r}")
+        depth = self.encoder.depth
+        if not isinstance(self.inter_ctc, (list, tuple)) or any(isinstance(i, bool) or not isinstance(i, int) or not 0 < i < depth for i in self.inter_ctc):
+            raise ValueError(f"net.inter_ctc={self.inter_ctc!r} must be a list of encoder layers in 1..{depth - 1} (net.encoder.depth={depth})")
+        if self.inter_ctc and not self.ctc:
+            raise ValueError(f"net.inter_ctc={list(self.inter_ctc)} needs the CTC head that reads them: set net.ctc=True or net.inter_ctc=[]")
         if self.frontend == "whisper":
             tzoo_only = {"sample_rate": (self.sample_rate, 16000), "subsampling": (self.subsampling, 2),
                          "freq_warp": (self.freq_warp, 0.0), "formant_warp": (self.formant_warp, 0.0)}  # fmt: skip
@@ -127,6 +139,15 @@ def _encoder_positions(kind: str, dim: int, max_frames: int) -> SinusoidalPositi
     if kind == "whisper":
         pos.table = whisper_sinusoids(max_frames, dim)  # the same fixed addition, another layout
     return pos
+
+
+class SpeechOutput(NamedTuple):
+    """A training forward's outputs (``SpeechTransformer.forward``)."""
+
+    ctc: Tensor | None  # (B, N, V) the CTC head's logits; None without one
+    mask: Tensor  # (B, N) True = a real audio node
+    logits: Tensor  # (B, T, V) the decoder's
+    inter_ctc: list[Tensor]  # (B, N, V) the CTC head's logits on each net.inter_ctc layer
 
 
 class SpeechTransformer(nn.Module):
@@ -164,7 +185,16 @@ class SpeechTransformer(nn.Module):
         nodes, mask = self.frontend(wave, lengths)
         return self.encode_nodes(nodes, mask)
 
-    def encode_nodes(self, nodes: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def encode_layers(self, wave: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """``encode``, plus the outputs (B, N, D) of the encoder layers ``net.inter_ctc`` names."""
+        nodes, mask = self.frontend(wave, lengths)
+        return self.encode_nodes(nodes, mask, layers=self.cfg.inter_ctc)
+
+    @typing.overload
+    def encode_nodes(self, nodes: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]: ...
+    @typing.overload
+    def encode_nodes(self, nodes: Tensor, mask: Tensor, *, layers: Sequence[int]) -> tuple[Tensor, Tensor, list[Tensor]]: ...
+    def encode_nodes(self, nodes: Tensor, mask: Tensor, *, layers: Sequence[int] | None = None) -> Any:
         N = nodes.shape[1]
         if N > self.max_frames:
             step = self.frontend.node_seconds
@@ -176,7 +206,8 @@ class SpeechTransformer(nn.Module):
             nodes = self.enc_pos(nodes)
         # no mask at all when nothing is padded: SDPA's fastest path
         padding = None if bool(mask.all()) else mask
-        return self.encoder(nodes, key_padding_mask=padding), mask
+        encoded, kept = self.encoder.forward_layers(nodes, layers or (), key_padding_mask=padding)
+        return (encoded, mask) if layers is None else (encoded, mask, kept)
 
     def decode(
         self,
@@ -197,13 +228,16 @@ class SpeechTransformer(nn.Module):
         x = self.decoder(x, encoded, context_padding_mask=encoded_mask, cache=cache, cross_cache=cross_cache)
         return self.head(x)
 
-    def forward(self, wave: Tensor, lengths: Tensor, tokens: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
+    def forward(self, wave: Tensor, lengths: Tensor, tokens: Tensor) -> SpeechOutput:
         """-> CTC logits (B, N, V) (None without a CTC head), audio mask (B, N), decoder logits (B, T, V)
-        for (B, T) input tokens."""
-        return self.heads(*self.encode(wave, lengths), tokens)
+        for (B, T) input tokens, and the CTC head's logits on each ``net.inter_ctc`` layer."""
+        return self.heads(*self.encode_layers(wave, lengths), tokens)
 
-    def heads(self, encoded: Tensor, mask: Tensor, tokens: Tensor) -> tuple[Tensor | None, Tensor, Tensor]:
-        """``forward`` from the encoder's output (B, N, D) and its mask (B, N) already computed."""
+    def heads(self, encoded: Tensor, mask: Tensor, layers: list[Tensor], tokens: Tensor) -> SpeechOutput:
+        """``forward`` from the encoder's output (B, N, D), its mask (B, N) and its ``inter_ctc``
+        layers' outputs already computed."""
         padding = None if bool(mask.all()) else mask
-        ctc = self.ctc_head(encoded) if self.ctc_head is not None else None
-        return ctc, mask, self.decode(tokens, encoded, padding)
+        head = self.ctc_head
+        ctc = head(encoded) if head is not None else None
+        inter = [head(h) for h in layers] if head is not None else []
+        return SpeechOutput(ctc, mask, self.decode(tokens, encoded, padding), inter)

@@ -60,6 +60,7 @@ class SpeechRecognizer(TaskModule):
         optim: OptimConfig = OptimConfig(weight_decay=0.05, betas=(0.9, 0.98), warmup_steps=300),
         *,
         ctc_weight: float = 0.3,
+        inter_ctc_weight: float = 0.3,
         label_smoothing: float = 0.1,
         beam_size: int = 4,
         beam_ctc_weight: float = 0.5,
@@ -73,7 +74,9 @@ class SpeechRecognizer(TaskModule):
         """``net``: the model (``SpeechConfig``: the front end, ``alphabet`` and ``sample_rate``,
         linked from the data by the tzoo CLI, and the core's ``TransformerConfig`` twice, as
         ``net.encoder`` and ``net.decoder``). ``optim``: optimizer and schedule. ``ctc_weight``: the
-        CTC share of the loss. ``beam_size``: the beam width of test and predict decoding;
+        CTC share of the loss; ``inter_ctc_weight``: the share of that CTC loss taken by the encoder
+        layers ``net.inter_ctc`` names (their mean; the output layer's is 1 - it), used only when it
+        names some. ``beam_size``: the beam width of test and predict decoding;
         ``beam_ctc_weight``: the CTC head's weight in the beam's joint CTC/attention scores (0: the
         decoder's alone); ``lexicon``: a closed vocabulary for the beam, a file of words or a name
         (``words``, ``training``: the generated corpus's vocabularies, ``lexicon.lexicon_words``): it
@@ -100,6 +103,8 @@ class SpeechRecognizer(TaskModule):
                 raise ValueError(f"{name}={weight} needs a CTC head, which this model has none of (net.ctc=False, as Whisper's): set {name}=0")
         if not 0.0 <= ctc_weight <= 1.0:
             raise ValueError(f"ctc_weight must be in [0, 1] (the CTC share of the loss), got {ctc_weight}")
+        if not 0.0 <= inter_ctc_weight < 1.0:
+            raise ValueError(f"inter_ctc_weight must be in [0, 1) (the intermediate layers' share of the CTC loss), got {inter_ctc_weight}")
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         if not 0.0 <= beam_ctc_weight <= 1.0:
@@ -117,7 +122,7 @@ class SpeechRecognizer(TaskModule):
             self.model.load_state_dict(load_whisper(pretrained).state_dict())
             self.whisper = WhisperText.load(pretrained)
         self.ctc_weight, self.label_smoothing, self.beam_size = ctc_weight, label_smoothing, beam_size
-        self.beam_ctc_weight = beam_ctc_weight
+        self.beam_ctc_weight, self.inter_ctc_weight = beam_ctc_weight, inter_ctc_weight
         self.lexicon = None if lexicon is None else Lexicon.load(lexicon, self.tokenizer)
         if greedy_window is not None and (len(greedy_window) != 2 or min(greedy_window) < 0 or max(greedy_window) <= 0):
             raise ValueError(f"greedy_window must be (back, forward) seconds, both >= 0 and not both 0, or None, got {greedy_window!r}")
@@ -154,25 +159,31 @@ class SpeechRecognizer(TaskModule):
     # --- losses -------------------------------------------------------------------------------
 
     def _losses(
-        self, batch: tuple[Tensor, Tensor, Tensor, Tensor], encoding: tuple[Tensor, Tensor] | None = None
+        self, batch: tuple[Tensor, Tensor, Tensor, Tensor], encoding: tuple[Tensor, Tensor, list[Tensor]] | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """(loss, CTC part, cross-entropy part); ``encoding``: the batch's encoder output and its
-        mask, when the caller has them already (validation decodes from the same ones)."""
+        """(loss, CTC part, cross-entropy part); ``encoding``: the batch's encoder output, its mask
+        and its ``inter_ctc`` layers (``encode_layers``), when the caller has them already
+        (validation decodes from the same ones)."""
         wave, lengths, tokens, token_lengths = batch
         targets, prompt, eos = (tokens, [BOS], EOS) if self.whisper is None else self._whisper_targets(tokens)
         # decoder input: the prompt (<s>, or Whisper's) and the transcript (padding read as </s>; it
         # only feeds ignored positions)
         start = torch.tensor(prompt, device=tokens.device).expand(len(tokens), -1)  # (B, P)
         inputs = torch.cat([start, targets[:, :-1].masked_fill(targets[:, :-1] == IGNORE, eos)], dim=1)  # (B, P + T - 1)
-        ctc_logits, mask, logits = self.model(wave, lengths, inputs) if encoding is None else self.model.heads(*encoding, inputs)
+        ctc_logits, mask, logits, inter = self.model(wave, lengths, inputs) if encoding is None else self.model.heads(*encoding, inputs)
         logits = logits[:, len(prompt) - 1 :]  # (B, T, V): those that predict the transcript
         ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, label_smoothing=self.label_smoothing)
         if ctc_logits is None:
             return ce, ce.new_zeros(()), ce
         # CTC targets: the transcript without </s>
         targets = tokens.masked_fill(tokens == EOS, IGNORE)[:, :-1].clamp_min(0)  # (B, T - 1); padding is never read
-        log_probs = ctc_logits.float().log_softmax(-1).transpose(0, 1)  # (N, B, V)
-        ctc = F.ctc_loss(log_probs, targets, mask.sum(-1), token_lengths - 1, blank=0, zero_infinity=True)
+        def ctc_loss(logits: Tensor) -> Tensor:
+            log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # (N, B, V)
+            return F.ctc_loss(log_probs, targets, mask.sum(-1), token_lengths - 1, blank=0, zero_infinity=True)
+
+        ctc = ctc_loss(ctc_logits)
+        if inter:  # intermediate CTC: the named layers' mean loss takes inter_ctc_weight of the CTC part
+            ctc = (1 - self.inter_ctc_weight) * ctc + self.inter_ctc_weight * torch.stack([ctc_loss(x) for x in inter]).mean()
         return self.ctc_weight * ctc + (1 - self.ctc_weight) * ce, ctc, ce
 
     def _whisper_targets(self, tokens: Tensor) -> tuple[Tensor, list[int], int]:
@@ -240,8 +251,8 @@ class SpeechRecognizer(TaskModule):
                            ctc_logits=ctc, ctc_weight=self.beam_ctc_weight, lexicon=self.lexicon)  # fmt: skip
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> None:
-        encoded, mask = self.model.encode(batch[0], batch[1])
-        loss, _, _ = self._losses(batch, (encoded, mask))
+        encoded, mask, layers = self.model.encode_layers(batch[0], batch[1])
+        loss, _, _ = self._losses(batch, (encoded, mask, layers))
         self.log("val/loss", loss, batch_size=len(batch[0]), prog_bar=True, sync_dist=True)
         hyps, refs = self._decode(encoded, mask, method="greedy"), self._references(batch[2])
         self.val_cer(hyps, refs)

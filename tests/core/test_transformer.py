@@ -79,3 +79,16 @@ def test_init_gpt2_scales_residual_projections_and_rejects_bad_depth():
     assert abs(out_std - 0.02 / 4) < 0.001  # 0.02 / sqrt(2 * 8)
     with pytest.raises(ValueError, match=r"depth must be >= 1.*got 0"):
         init_gpt2(dec, 0)
+
+
+def test_encoder_forward_layers_keeps_the_named_blocks_outputs_normed():
+    torch.manual_seed(0)
+    enc = Encoder(TransformerConfig(dim=16, depth=3, num_heads=2, dropout=0.0)).eval()
+    x, pad = torch.randn(2, 5, 16), torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    out, kept = enc.forward_layers(x, [2, 1], key_padding_mask=pad)
+    assert torch.equal(out, enc(x, key_padding_mask=pad))
+    h1 = enc.blocks[0](x, key_padding_mask=pad)
+    h2 = enc.blocks[1](h1, key_padding_mask=pad)
+    assert len(kept) == 2 and torch.equal(kept[0], enc.norm(h1)) and torch.equal(kept[1], enc.norm(h2))
+    with pytest.raises(ValueError, match=r"layers=\[3\] must be block counts in 1..2 \(this Encoder has 3 blocks\)"):
+        enc.forward_layers(x, [3])

@@ -109,8 +109,8 @@ def test_cross_position_tells_the_decoder_where_each_node_is_and_adds_no_weights
     assert placed.state_dict().keys() == plain.state_dict().keys()  # a fixed table: the same weights load
     placed.load_state_dict(plain.state_dict())
     wave, lengths, tokens = torch.randn(2, 8000), torch.tensor([8000, 5000]), torch.tensor([[1, 4, 5], [1, 6, 7]])
-    ctc_a, _, dec_a = plain(wave, lengths, tokens)
-    ctc_b, _, dec_b = placed(wave, lengths, tokens)
+    ctc_a, _, dec_a, _ = plain(wave, lengths, tokens)
+    ctc_b, _, dec_b, _ = placed(wave, lengths, tokens)
     assert torch.equal(ctc_a, ctc_b) and not torch.allclose(dec_a, dec_b)  # the CTC head reads no positions
     encoded, mask = placed.encode(wave, lengths)
     assert greedy(placed, encoded, mask, max_len=8) == greedy(placed, encoded, mask, max_len=8, use_cache=False)

@@ -166,7 +166,7 @@ def test_a_decoder_narrower_than_the_encoder_cross_attends_to_it():
     model = _model(encoder={"dim": 48, "num_heads": 4}, decoder={"dim": 16})
     encoded, mask = model.encode(torch.randn(2, 8000), torch.tensor([8000, 5000]))
     assert encoded.shape[-1] == 48
-    ctc, _, logits = model(torch.randn(2, 8000), torch.tensor([8000, 5000]), torch.tensor([[BOS, 4], [BOS, 5]]))
+    ctc, _, logits, _ = model(torch.randn(2, 8000), torch.tensor([8000, 5000]), torch.tensor([[BOS, 4], [BOS, 5]]))
     assert ctc.shape[-1] == logits.shape[-1] == 12 and model.embed.weight.shape == (12, 16)
     assert greedy(model, encoded, mask, max_len=6) == greedy(model, encoded, mask, max_len=6, use_cache=False)
 
@@ -320,10 +320,10 @@ def test_cross_attention_ignores_padded_frames():
     wave, lengths = torch.randn(2, 16000), torch.tensor([16000, 9000])
     tokens = torch.tensor([[BOS, 4, 5, 6], [BOS, 7, 8, 9]])
     with torch.no_grad():
-        ctc, mask, logits = model(wave, lengths, tokens)
+        ctc, mask, logits, _ = model(wave, lengths, tokens)
         noisy = wave.clone()
         noisy[1, 9000:] = torch.randn(7000) * 10  # what the batch pads with
-        ctc2, _, logits2 = model(noisy, lengths, tokens)
+        ctc2, _, logits2, _ = model(noisy, lengths, tokens)
         assert torch.allclose(logits, logits2, atol=1e-5)
         n = int(mask[1].sum())
         assert torch.allclose(ctc[1, :n], ctc2[1, :n], atol=1e-5)
@@ -413,3 +413,40 @@ def test_formant_warp_moves_each_formant_region_by_its_own_factor():
     _assert_warps_in_training_only(formant_warp=0.15)
     with pytest.raises(ValueError, match=r"formant_warp must be in \[0, 0.5\).*got -0.1"):
         AudioTokenizer(16, formant_warp=-0.1)
+
+
+def test_intermediate_ctc_reads_the_named_encoder_layers_with_the_output_head():
+    """net.inter_ctc: the CTC head's logits on the encoder's nodes after the named blocks, through
+    the stack's final norm (Lee & Watanabe 2021); encode() and inference do not change."""
+    model = _model(encoder={"depth": 3}, inter_ctc=[1, 2])
+    wave, lengths, tokens = torch.randn(2, 9000), torch.tensor([9000, 6000]), torch.tensor([[BOS, 4, 5], [BOS, 6, 7]])
+    with torch.no_grad():
+        out = model(wave, lengths, tokens)
+        nodes, mask = model.frontend(wave, lengths)
+        x = model.enc_pos(nodes)
+        by_hand = []
+        for block in model.encoder.blocks:
+            x = block(x, key_padding_mask=mask)
+            by_hand.append(model.ctc_head(model.encoder.norm(x)))
+        assert len(out.inter_ctc) == 2
+        for ours, theirs in zip(out.inter_ctc, by_hand[:2]):
+            assert torch.allclose(ours, theirs, atol=1e-5)
+        assert torch.allclose(out.ctc, by_hand[2], atol=1e-5)
+        assert (out.inter_ctc[0] - out.ctc).abs().max() > 1e-4  # another layer, other logits
+        encoded, _ = model.encode(wave, lengths)
+        assert torch.equal(model.ctc_head(encoded), out.ctc)
+        assert _model(encoder={"depth": 3})(wave, lengths, tokens).inter_ctc == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"inter_ctc": [0]}, r"net.inter_ctc=\[0\] must be a list of encoder layers in 1..1 \(net.encoder.depth=2\)"),
+        ({"inter_ctc": [2]}, r"net.inter_ctc=\[2\] must be a list of encoder layers in 1..1"),
+        ({"inter_ctc": ["1"]}, r"net.inter_ctc=\['1'\] must be a list of encoder layers"),
+        ({"inter_ctc": [1], "ctc": False}, r"net.inter_ctc=\[1\] needs the CTC head that reads them: set net.ctc=True or net.inter_ctc=\[\]"),
+    ],
+)
+def test_bad_inter_ctc_layers_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        _config(**kwargs)

@@ -337,3 +337,32 @@ def test_predict_with_the_lexicon_option_writes_only_its_words(fitted, tiny_corp
     (out,) = (tmp_path / "p").rglob("transcripts.jsonl")
     (line,) = [json.loads(x) for x in out.read_text().splitlines()]
     assert line["text"] and set(line["text"].split()) <= set(WORDS) | set("0123456789"), line["text"]
+
+
+def test_intermediate_ctc_takes_its_weight_of_the_ctc_loss():
+    """net.inter_ctc + inter_ctc_weight w: CTC part = (1 - w) * output layer's + w * the mean of the
+    named layers' (each through the one CTC head); the decoder's cross-entropy is unchanged."""
+    import torch.nn.functional as F
+
+    stack = dict(dim=32, depth=3, num_heads=2, dropout=0.0)
+    net = SpeechConfig(encoder=TransformerConfig(**stack), decoder=TransformerConfig(**stack, position="rope"), inter_ctc=[1, 2])
+    torch.manual_seed(0)
+    module = SpeechRecognizer(net, ctc_weight=0.4, inter_ctc_weight=0.3).eval()
+    tokens = torch.tensor([[5, 6, 7, 2], [8, 9, 2, -100]])  # </s>-terminated, padded with IGNORE
+    batch = (torch.randn(2, 12000) * 0.1, torch.tensor([12000, 9000]), tokens, torch.tensor([4, 3]))
+    with torch.no_grad():
+        loss, ctc, ce = module._losses(batch)
+        out = module.model(batch[0], batch[1], torch.tensor([[1, 5, 6, 7], [1, 8, 9, 2]]))
+        targets, lengths, frames = torch.tensor([[5, 6, 7], [8, 9, 0]]), torch.tensor([3, 2]), out.mask.sum(-1)
+
+        def by_hand(logits):
+            return F.ctc_loss(logits.log_softmax(-1).transpose(0, 1), targets, frames, lengths, zero_infinity=True)
+
+        expected = 0.7 * by_hand(out.ctc) + 0.3 * (by_hand(out.inter_ctc[0]) + by_hand(out.inter_ctc[1])) / 2
+        assert torch.allclose(ctc, expected, atol=1e-5)
+        assert torch.allclose(loss, 0.4 * ctc + 0.6 * ce, atol=1e-6)
+        plain = SpeechRecognizer(SpeechConfig(encoder=net.encoder, decoder=net.decoder), ctc_weight=0.4).eval()
+        plain.load_state_dict(module.state_dict())
+        assert torch.allclose(plain._losses(batch)[1], by_hand(out.ctc), atol=1e-5)
+    with pytest.raises(ValueError, match=r"inter_ctc_weight must be in \[0, 1\) .*got 1.0"):
+        SpeechRecognizer(net, inter_ctc_weight=1.0)
