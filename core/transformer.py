@@ -291,11 +291,19 @@ class Encoder(_Stack):
         return self.forward_layers(x, (), key_padding_mask=key_padding_mask, mask=mask)[0]
 
     def forward_layers(
-        self, x: Tensor, layers: Sequence[int], *, key_padding_mask: Tensor | None = None, mask: Tensor | None = None
+        self,
+        x: Tensor,
+        layers: Sequence[int],
+        *,
+        key_padding_mask: Tensor | None = None,
+        mask: Tensor | None = None,
+        condition: Callable[[Tensor], Tensor] | None = None,
     ) -> tuple[Tensor, list[Tensor]]:
         """``forward``, plus the nodes after each of ``layers`` (1 = after the first block, up to
         depth - 1; in block order), each through the stack's final norm as the output is: the intermediate outputs
-        that intermediate CTC (Lee & Watanabe 2021) reads with the output's head."""
+        that intermediate CTC (Lee & Watanabe 2021) reads with the output's head. ``condition``:
+        maps each kept (B, N, D) to an addition to the nodes before the next block (self-conditioned
+        CTC, Nozaki & Komatsu 2021: the next layers see the intermediate prediction)."""
         check_nodes(x, "x", self.config.dim, "this Encoder's width is dim")
         if key_padding_mask is not None:
             check_padding_mask(key_padding_mask, "key_padding_mask", x.shape[0], x.shape[1], what="N")
@@ -307,6 +315,8 @@ class Encoder(_Stack):
             x = block(x, mask=mask, key_padding_mask=key_padding_mask)
             if i in wanted:
                 kept.append(self.norm(x))
+                if condition is not None:
+                    x = x + condition(kept[-1])
         return self.norm(x), kept
 
 

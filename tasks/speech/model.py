@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 import typing
-from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -59,7 +58,10 @@ class SpeechConfig:
 
     ``inter_ctc``: encoder layers (block counts, 1 .. depth - 1) whose outputs the CTC head also
     reads in training (intermediate CTC, Lee & Watanabe 2021: the lower layers learn to spell too;
-    the module's ``inter_ctc_weight`` weighs their loss). Nothing changes at inference."""
+    the module's ``inter_ctc_weight`` weighs their loss). Nothing changes at inference, unless
+    ``inter_ctc_condition``: each named layer's CTC prediction (its softmax, through a linear map to
+    the width) is added to the nodes the next layer reads (self-conditioned CTC, Nozaki & Komatsu
+    2021), in training and inference."""
 
     alphabet: str = ALPHABET
     sample_rate: int = 16000
@@ -74,6 +76,7 @@ class SpeechConfig:
     text_vocab_size: int | None = None
     ctc: bool = True
     inter_ctc: list[int] = field(default_factory=list)
+    inter_ctc_condition: bool = False
     freq_masks: int = 2
     time_masks: int = 2
     freq_warp: float = 0.0
@@ -106,6 +109,8 @@ class SpeechConfig:
             raise ValueError(f"net.inter_ctc={self.inter_ctc!r} must be a list of encoder layers in 1..{depth - 1} (net.encoder.depth={depth})")
         if self.inter_ctc and not self.ctc:
             raise ValueError(f"net.inter_ctc={list(self.inter_ctc)} needs the CTC head that reads them: set net.ctc=True or net.inter_ctc=[]")
+        if self.inter_ctc_condition and not self.inter_ctc:
+            raise ValueError("net.inter_ctc_condition=True conditions on the layers net.inter_ctc names, and it names none: e.g. net.inter_ctc=[2]")
         if self.frontend == "whisper":
             tzoo_only = {"sample_rate": (self.sample_rate, 16000), "subsampling": (self.subsampling, 2),
                          "freq_warp": (self.freq_warp, 0.0), "formant_warp": (self.formant_warp, 0.0)}  # fmt: skip
@@ -172,6 +177,7 @@ class SpeechTransformer(nn.Module):
         self.cross_pos = _encoder_positions(cfg.cross_position, enc.dim, cfg.max_frames)  # a fixed table: no weights
         self.encoder = Encoder(enc)
         self.ctc_head = nn.Linear(enc.dim, self.vocab_size) if cfg.ctc else None
+        self.condition = nn.Linear(self.vocab_size, enc.dim) if cfg.inter_ctc_condition else None
         self.embed = nn.Embedding(self.vocab_size, dec.dim)
         self.dec_pos = LearnedPositionalEmbedding(cfg.max_text_positions, dec.dim) if cfg.decoder_position == "learned" else None
         self.decoder = Decoder(dec, cross_attention=True, context_dim=enc.dim)
@@ -188,13 +194,15 @@ class SpeechTransformer(nn.Module):
     def encode_layers(self, wave: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
         """``encode``, plus the outputs (B, N, D) of the encoder layers ``net.inter_ctc`` names."""
         nodes, mask = self.frontend(wave, lengths)
-        return self.encode_nodes(nodes, mask, layers=self.cfg.inter_ctc)
+        return self.encode_nodes(nodes, mask, layers=True)
 
     @typing.overload
-    def encode_nodes(self, nodes: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]: ...
+    def encode_nodes(self, nodes: Tensor, mask: Tensor, *, layers: Literal[False] = False) -> tuple[Tensor, Tensor]: ...
     @typing.overload
-    def encode_nodes(self, nodes: Tensor, mask: Tensor, *, layers: Sequence[int]) -> tuple[Tensor, Tensor, list[Tensor]]: ...
-    def encode_nodes(self, nodes: Tensor, mask: Tensor, *, layers: Sequence[int] | None = None) -> Any:
+    def encode_nodes(self, nodes: Tensor, mask: Tensor, *, layers: Literal[True]) -> tuple[Tensor, Tensor, list[Tensor]]: ...
+    def encode_nodes(self, nodes: Tensor, mask: Tensor, *, layers: bool = False) -> Any:
+        """Audio nodes (B, N, D) and their mask (B, N) -> the encoder's output and the mask, and with
+        ``layers`` the outputs of the layers ``net.inter_ctc`` names (``encode_layers``)."""
         N = nodes.shape[1]
         if N > self.max_frames:
             step = self.frontend.node_seconds
@@ -206,8 +214,17 @@ class SpeechTransformer(nn.Module):
             nodes = self.enc_pos(nodes)
         # no mask at all when nothing is padded: SDPA's fastest path
         padding = None if bool(mask.all()) else mask
-        encoded, kept = self.encoder.forward_layers(nodes, layers or (), key_padding_mask=padding)
-        return (encoded, mask) if layers is None else (encoded, mask, kept)
+        conditioned = self.condition is not None  # the named layers then always feed their predictions on
+        run = self.cfg.inter_ctc if layers or conditioned else ()
+        condition = self._condition if conditioned else None
+        encoded, kept = self.encoder.forward_layers(nodes, run, key_padding_mask=padding, condition=condition)
+        return (encoded, mask, kept) if layers else (encoded, mask)
+
+    def _condition(self, nodes: Tensor) -> Tensor:
+        """Self-conditioned CTC: an intermediate layer's (B, N, D) -> its CTC prediction (softmax)
+        mapped back to the width, added to the nodes the next layer reads."""
+        assert self.condition is not None and self.ctc_head is not None
+        return self.condition(self.ctc_head(nodes).softmax(-1))
 
     def decode(
         self,

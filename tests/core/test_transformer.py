@@ -92,3 +92,6 @@ def test_encoder_forward_layers_keeps_the_named_blocks_outputs_normed():
     assert len(kept) == 2 and torch.equal(kept[0], enc.norm(h1)) and torch.equal(kept[1], enc.norm(h2))
     with pytest.raises(ValueError, match=r"layers=\[3\] must be block counts in 1..2 \(this Encoder has 3 blocks\)"):
         enc.forward_layers(x, [3])
+    conditioned, _ = enc.forward_layers(x, [1], key_padding_mask=pad, condition=lambda h: 2 * h)
+    h = enc.blocks[1](h1 + 2 * enc.norm(h1), key_padding_mask=pad)
+    assert torch.allclose(conditioned, enc.norm(enc.blocks[2](h, key_padding_mask=pad)), atol=1e-6)

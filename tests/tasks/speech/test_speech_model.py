@@ -438,9 +438,32 @@ def test_intermediate_ctc_reads_the_named_encoder_layers_with_the_output_head():
         assert _model(encoder={"depth": 3})(wave, lengths, tokens).inter_ctc == []
 
 
+def test_self_conditioned_ctc_feeds_each_named_layers_prediction_to_the_next_layer():
+    """net.inter_ctc_condition: after a named layer, the nodes go on as x + W softmax(ctc_head(norm(x)))
+    (Nozaki & Komatsu 2021), in encode() (inference) as in training."""
+    model = _model(encoder={"depth": 3}, inter_ctc=[1], inter_ctc_condition=True)
+    wave, lengths, tokens = torch.randn(2, 9000), torch.tensor([9000, 6000]), torch.tensor([[BOS, 4, 5], [BOS, 6, 7]])
+    with torch.no_grad():
+        out = model(wave, lengths, tokens)
+        nodes, mask = model.frontend(wave, lengths)
+        x = model.encoder.blocks[0](model.enc_pos(nodes), key_padding_mask=mask)
+        h = model.encoder.norm(x)
+        x = x + model.condition(model.ctc_head(h).softmax(-1))
+        for block in model.encoder.blocks[1:]:
+            x = block(x, key_padding_mask=mask)
+        assert torch.allclose(out.inter_ctc[0], model.ctc_head(h), atol=1e-5)
+        assert torch.allclose(out.ctc, model.ctc_head(model.encoder.norm(x)), atol=1e-5)
+        encoded, _ = model.encode(wave, lengths)  # inference conditions too
+        assert torch.allclose(model.ctc_head(encoded), out.ctc, atol=1e-6)
+        plain = _model(encoder={"depth": 3}, inter_ctc=[1])
+        plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("condition.")})
+        assert (plain.encode(wave, lengths)[0] - encoded).abs().max() > 1e-4  # the conditioning changed the output
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
+        ({"inter_ctc_condition": True}, r"net.inter_ctc_condition=True conditions on the layers net.inter_ctc names, and it names none"),
         ({"inter_ctc": [0]}, r"net.inter_ctc=\[0\] must be a list of encoder layers in 1..1 \(net.encoder.depth=2\)"),
         ({"inter_ctc": [2]}, r"net.inter_ctc=\[2\] must be a list of encoder layers in 1..1"),
         ({"inter_ctc": ["1"]}, r"net.inter_ctc=\['1'\] must be a list of encoder layers"),
