@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-import typing
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, overload
 
 import torch
 from torch import Tensor, nn
@@ -192,17 +191,17 @@ class SpeechTransformer(nn.Module):
         return self.encode_nodes(nodes, mask)
 
     def encode_layers(self, wave: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """``encode``, plus the outputs (B, N, D) of the encoder layers ``net.inter_ctc`` names."""
+        """``encode``, plus the CTC head's logits (B, N, V) on each encoder layer ``net.inter_ctc`` names."""
         nodes, mask = self.frontend(wave, lengths)
         return self.encode_nodes(nodes, mask, layers=True)
 
-    @typing.overload
+    @overload
     def encode_nodes(self, nodes: Tensor, mask: Tensor, *, layers: Literal[False] = False) -> tuple[Tensor, Tensor]: ...
-    @typing.overload
+    @overload
     def encode_nodes(self, nodes: Tensor, mask: Tensor, *, layers: Literal[True]) -> tuple[Tensor, Tensor, list[Tensor]]: ...
     def encode_nodes(self, nodes: Tensor, mask: Tensor, *, layers: bool = False) -> Any:
         """Audio nodes (B, N, D) and their mask (B, N) -> the encoder's output and the mask, and with
-        ``layers`` the outputs of the layers ``net.inter_ctc`` names (``encode_layers``)."""
+        ``layers`` the CTC head's logits on the layers ``net.inter_ctc`` names (``encode_layers``)."""
         N = nodes.shape[1]
         if N > self.max_frames:
             step = self.frontend.node_seconds
@@ -214,17 +213,20 @@ class SpeechTransformer(nn.Module):
             nodes = self.enc_pos(nodes)
         # no mask at all when nothing is padded: SDPA's fastest path
         padding = None if bool(mask.all()) else mask
-        conditioned = self.condition is not None  # the named layers then always feed their predictions on
-        run = self.cfg.inter_ctc if layers or conditioned else ()
-        condition = self._condition if conditioned else None
-        encoded, kept = self.encoder.forward_layers(nodes, run, key_padding_mask=padding, condition=condition)
-        return (encoded, mask, kept) if layers else (encoded, mask)
+        if self.condition is None and not layers:  # inference without conditioning: no layer is read
+            return self.encoder(nodes, key_padding_mask=padding), mask
+        inter: list[Tensor] = []  # the CTC head's logits on each named layer, computed once
 
-    def _condition(self, nodes: Tensor) -> Tensor:
-        """Self-conditioned CTC: an intermediate layer's (B, N, D) -> its CTC prediction (softmax)
-        mapped back to the width, added to the nodes the next layer reads."""
-        assert self.condition is not None and self.ctc_head is not None
-        return self.condition(self.ctc_head(nodes).softmax(-1))
+        def read(h: Tensor) -> Tensor:  # self-conditioned CTC: the prediction, mapped to the width, goes on
+            assert self.condition is not None and self.ctc_head is not None
+            inter.append(self.ctc_head(h))
+            return self.condition(inter[-1].softmax(-1))
+
+        condition = read if self.condition is not None else None
+        encoded, kept = self.encoder.forward_layers(nodes, self.cfg.inter_ctc, key_padding_mask=padding, condition=condition)
+        if condition is None and self.ctc_head is not None:
+            inter = [self.ctc_head(h) for h in kept]
+        return (encoded, mask, inter) if layers else (encoded, mask)
 
     def decode(
         self,
@@ -250,11 +252,9 @@ class SpeechTransformer(nn.Module):
         for (B, T) input tokens, and the CTC head's logits on each ``net.inter_ctc`` layer."""
         return self.heads(*self.encode_layers(wave, lengths), tokens)
 
-    def heads(self, encoded: Tensor, mask: Tensor, layers: list[Tensor], tokens: Tensor) -> SpeechOutput:
-        """``forward`` from the encoder's output (B, N, D), its mask (B, N) and its ``inter_ctc``
-        layers' outputs already computed."""
+    def heads(self, encoded: Tensor, mask: Tensor, inter_ctc: list[Tensor], tokens: Tensor) -> SpeechOutput:
+        """``forward`` from ``encode_layers``' outputs already computed: the encoder's output (B, N, D),
+        its mask (B, N) and the CTC logits of its ``inter_ctc`` layers."""
         padding = None if bool(mask.all()) else mask
-        head = self.ctc_head
-        ctc = head(encoded) if head is not None else None
-        inter = [head(h) for h in layers] if head is not None else []
-        return SpeechOutput(ctc, mask, self.decode(tokens, encoded, padding), inter)
+        ctc = self.ctc_head(encoded) if self.ctc_head is not None else None
+        return SpeechOutput(ctc, mask, self.decode(tokens, encoded, padding), inter_ctc)

@@ -162,7 +162,7 @@ class SpeechRecognizer(TaskModule):
         self, batch: tuple[Tensor, Tensor, Tensor, Tensor], encoding: tuple[Tensor, Tensor, list[Tensor]] | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
         """(loss, CTC part, cross-entropy part); ``encoding``: the batch's encoder output, its mask
-        and its ``inter_ctc`` layers (``encode_layers``), when the caller has them already
+        and its ``inter_ctc`` layers' CTC logits (``encode_layers``), when the caller has them already
         (validation decodes from the same ones)."""
         wave, lengths, tokens, token_lengths = batch
         targets, prompt, eos = (tokens, [BOS], EOS) if self.whisper is None else self._whisper_targets(tokens)
@@ -177,6 +177,7 @@ class SpeechRecognizer(TaskModule):
             return ce, ce.new_zeros(()), ce
         # CTC targets: the transcript without </s>
         targets = tokens.masked_fill(tokens == EOS, IGNORE)[:, :-1].clamp_min(0)  # (B, T - 1); padding is never read
+
         def ctc_loss(logits: Tensor) -> Tensor:
             log_probs = logits.float().log_softmax(-1).transpose(0, 1)  # (N, B, V)
             return F.ctc_loss(log_probs, targets, mask.sum(-1), token_lengths - 1, blank=0, zero_infinity=True)
@@ -251,8 +252,8 @@ class SpeechRecognizer(TaskModule):
                            ctc_logits=ctc, ctc_weight=self.beam_ctc_weight, lexicon=self.lexicon)  # fmt: skip
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> None:
-        encoded, mask, layers = self.model.encode_layers(batch[0], batch[1])
-        loss, _, _ = self._losses(batch, (encoded, mask, layers))
+        encoded, mask, inter_ctc = self.model.encode_layers(batch[0], batch[1])
+        loss, _, _ = self._losses(batch, (encoded, mask, inter_ctc))
         self.log("val/loss", loss, batch_size=len(batch[0]), prog_bar=True, sync_dist=True)
         hyps, refs = self._decode(encoded, mask, method="greedy"), self._references(batch[2])
         self.val_cer(hyps, refs)
