@@ -60,7 +60,7 @@ NAMES = [*RECIPES, *OTHER_RECIPES]
 # --smoke: a 6-utterance corpus and a width-32 model, 2 steps, one validation batch
 SMOKE = [
     "--data.init_args.corpus_size=[6, 3, 3]", "--data.init_args.max_words=3", "--data.init_args.batch_size=3",
-    "--data.init_args.workers=1", "--data.init_args.engines=[espeak]", "--model.init_args.net.encoder={dim: 32, depth: 1, num_heads: 2, position: rope}",
+    "--data.init_args.workers=1", "--data.init_args.engines=[espeak]", "--model.init_args.net.encoder={dim: 32, depth: 3, num_heads: 2, position: rope}",  # 3: the config's inter_ctc [2]
     "--model.init_args.net.decoder={dim: 32, depth: 1, num_heads: 2, position: rope}", "--model.init_args.beam_size=1",
     "--model.init_args.examples=0", "--model.init_args.max_text_len=20", "--trainer.limit_val_batches=1",
     "--trainer.num_sanity_val_steps=0", "--trainer.callbacks=[]",

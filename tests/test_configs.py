@@ -20,7 +20,7 @@ TINY = {
     ],
     "speech": [
         "--data.init_args.corpus_size=[6,3,3]", "--data.init_args.max_words=2", "--data.init_args.workers=1",
-        "--model.init_args.net.encoder.dim=16", "--model.init_args.net.encoder.depth=1", "--model.init_args.net.encoder.num_heads=2",
+        "--model.init_args.net.encoder.dim=16", "--model.init_args.net.encoder.depth=3", "--model.init_args.net.encoder.num_heads=2",  # 3: the config's inter_ctc [2] needs a layer after it
         "--model.init_args.net.decoder.dim=16", "--model.init_args.net.decoder.depth=1", "--model.init_args.net.decoder.num_heads=2",
         "--data.init_args.batch_size=3", "--data.init_args.num_workers=0",
         "--trainer.precision=32-true",
@@ -65,6 +65,10 @@ def test_config_trains_a_few_steps(config, tmp_path, monkeypatch):
     if config.name in ("cifar10.yaml", "fashion_mnist.yaml", "vit_tiny_finetune.yaml"):  # downloads (or Debian files): use the bundled digits offline
         size = "32" if config.name == "vit_tiny_finetune.yaml" else "null"  # patch 16 needs more than 8x8 pixels
         args += ["--data.init_args.dataset=digits", f"--data.init_args.image_size={size}", f"--data.init_args.data_dir={tmp_path}"]
+    if config.name == "speech_fusion.yaml":  # its text is written by fusion.training_text: a small one of the kind
+        corpus = tmp_path / "text.txt"
+        corpus.write_text("to be or not to be that is the question\nwater four seven 0 1 2 3 5 6 8 9 jump quick zax\n" * 50)
+        args.append(f"--data.init_args.corpus={corpus}")
     if "tinyshakespeare" in config.name:  # a URL corpus: use a local copy of the text offline
         corpus = tmp_path / "input.txt"
         corpus.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 50)

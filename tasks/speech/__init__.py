@@ -4,7 +4,8 @@ decoder cross-attending to it (Whisper-style) and a CTC head on the encoder.
 espeak.py (the eSpeak NG synthesizer), corpus.py (the generated corpus, manifests, LibriSpeech),
 audio.py (reading audio files), tokenizer.py (log-mel -> SpecAugment -> subsampled frame nodes;
 characters), model.py (the encoder-decoder and its config), decoding.py (CTC greedy, greedy, beam
-search with the KV cache), data.py (the data module), module.py (the LightningModule),
+search with the KV cache), lexicon.py (a closed vocabulary for the beam), fusion.py (a character
+language model in the beam), data.py (the data module), module.py (the LightningModule),
 alignment.py (the cross-attention picture), whisper.py (Hugging Face Whisper weights in and out,
 its BPE), task.py (the registry entry).
 

@@ -11,9 +11,9 @@ Shape legend: B batch, N audio nodes, T tokens, V vocabulary, K beam width, D wi
 
 from __future__ import annotations
 
-from typing import Any
-
+import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from torch import Tensor
 
 from tzoo.core import capture_attention
 from tzoo.tasks.speech.alignment import attention_median
+from tzoo.tasks.speech.fusion import LanguageModelScorer
 from tzoo.tasks.speech.lexicon import Lexicon
 from tzoo.tasks.speech.model import SpeechTransformer
 from tzoo.tasks.speech.tokenizer import BLANK, BOS, EOS
@@ -243,6 +244,8 @@ def beam_search(
     ctc_weight: float = 0.0,
     pre_beam: int | None = None,
     lexicon: Lexicon | None = None,
+    lm: LanguageModelScorer | None = None,
+    lm_weight: float = 0.0,
 ) -> list[int]:
     """One utterance's encoder output ``encoded`` (1, N, D) -> the most probable token sequence found by a beam
     of width ``beam``.
@@ -263,6 +266,10 @@ def beam_search(
     ``lexicon`` (:class:`~tzoo.tasks.speech.lexicon.Lexicon`) closes the vocabulary: a hypothesis
     may only be extended by a token that continues one of its words, and may only end or write a
     space after a complete word (the others score -inf before the pre-beam picks its tokens).
+
+    ``lm`` (:class:`~tzoo.tasks.speech.fusion.LanguageModelScorer`) with ``lm_weight`` b > 0 is shallow
+    fusion: every hypothesis' score gains b * log P_lm(h) (for an ended one, with the LM's end of
+    line), and the pre-beam ranks tokens by the decoder's and the LM's log-probabilities together.
     """
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
@@ -272,7 +279,14 @@ def beam_search(
         raise ValueError(f"beam_search takes one utterance's encoder output (1, N, D), got {tuple(encoded.shape)}")
     if pre_beam is not None and pre_beam < 1:
         raise ValueError(f"pre_beam must be >= 1 (tokens CTC-scored per hypothesis, or None for 1.5 x beam), got {pre_beam}")
+    if not (math.isfinite(lm_weight) and lm_weight >= 0):
+        raise ValueError(f"lm_weight must be a finite number >= 0 (the language model's share; 0: none), got {lm_weight}")
     device = encoded.device
+    fuse = lm is not None and lm_weight > 0
+    if fuse:
+        assert lm is not None
+        lm_next = lm.start(device)  # (K, V) the LM's log-probabilities of each live hypothesis' next token
+        lm_sum = torch.zeros(1, device=device)  # (K,) its summed log-probabilities so far
     hyps = torch.full((1, 1), BOS, dtype=torch.long, device=device)  # (K, 1 + t)
     att = torch.zeros(1, device=device)  # (K,) summed decoder log-probabilities
     scorer = CTCPrefixScorer(ctc_logits) if ctc_logits is not None and ctc_weight > 0 else None
@@ -298,15 +312,19 @@ def beam_search(
             logp = logp.masked_fill(~allowed, float("-inf"))
         V = logp.shape[-1]
         extended = att[:, None] + logp  # (K, V)
+        fused = lm_weight * (lm_sum[:, None] + lm_next.to(extended)) if fuse else None  # (K, V)
         candidates: list[list[int]] | None = None  # column -> token (None: column = token)
         if scorer is None:
-            joint = extended
+            joint = extended if fused is None else extended + fused
         else:
             # the CTC prefix score of the decoder's best few tokens per hypothesis (ESPnet's pre-beam)
             last = hyps[:, -1] if hyps.shape[1] > 1 else torch.full((len(hyps),), -1, device=device)
-            tokens_c = logp.topk(min(V, pre_beam or V), dim=-1).indices  # (K, C)
+            ranked = logp if fused is None else logp + lm_weight * lm_next.to(logp)
+            tokens_c = ranked.topk(min(V, pre_beam or V), dim=-1).indices  # (K, C)
             psi, extension_states = scorer.extend(state, last, tokens_c)  # (K, C)
             joint = (1 - ctc_weight) * extended.gather(1, tokens_c) + ctc_weight * psi.to(extended)  # (K, C)
+            if fused is not None:
+                joint = joint + fused.gather(1, tokens_c)
             candidates = tokens_c.tolist()
             if allowed is not None:  # with w = 1, (1 - w) x -inf is NaN
                 joint = joint.masked_fill(~allowed.gather(1, tokens_c), float("-inf"))
@@ -329,6 +347,10 @@ def beam_search(
         rows, tokens = torch.tensor(keep_rows, device=device), torch.tensor(keep_tokens, device=device)
         hyps = torch.cat([hyps.index_select(0, rows), tokens[:, None]], dim=1)
         att = extended[rows, tokens]
+        if fuse:
+            assert lm is not None and fused is not None
+            lm_sum = lm_sum[rows] + lm_next.to(device)[rows, tokens]
+            lm_next = lm.advance(rows, tokens)
         if lexicon is not None:
             nodes = [lexicon.step(nodes[r], t) for r, t in zip(keep_rows, keep_tokens)]
         scores = torch.tensor(keep_scores, device=device)

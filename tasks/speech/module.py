@@ -21,6 +21,7 @@ is the core's word for learned memory nodes (``TransformerConfig.num_memory``).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +34,7 @@ from tzoo.tasks.base import TaskModule
 from tzoo.tasks.config import OptimConfig, from_dict, signature_default, to_dict
 from tzoo.tasks.speech.data import IGNORE
 from tzoo.tasks.speech.decoding import beam_search, ctc_greedy, greedy, max_tokens
+from tzoo.tasks.speech.fusion import LanguageModelScorer
 from tzoo.tasks.speech.lexicon import Lexicon
 from tzoo.tasks.speech.model import SpeechConfig, SpeechTransformer
 from tzoo.tasks.speech.tokenizer import BOS, EOS, text_tokenizer
@@ -65,6 +67,8 @@ class SpeechRecognizer(TaskModule):
         beam_size: int = 4,
         beam_ctc_weight: float = 0.5,
         lexicon: str | None = None,
+        lm: str | None = None,
+        lm_weight: float = 0.0,
         max_text_len: int = 300,
         greedy_window: tuple[float, float] | None = (0.16, 0.5),
         examples: int = 4,
@@ -80,7 +84,9 @@ class SpeechRecognizer(TaskModule):
         ``beam_ctc_weight``: the CTC head's weight in the beam's joint CTC/attention scores (0: the
         decoder's alone); ``lexicon``: a closed vocabulary for the beam, a file of words or a name
         (``words``, ``training``: the generated corpus's vocabularies, ``lexicon.lexicon_words``): it
-        writes only those words (None: any spelling; not for Whisper, which writes BPE tokens); ``max_text_len``: the most characters decoding produces; ``greedy_window``:
+        writes only those words (None: any spelling; not for Whisper, which writes BPE tokens); ``lm``: a
+        character language model's checkpoint (the ``lm`` task's, ``fusion.py``) whose log-probabilities,
+        times ``lm_weight``, the beam adds to its scores (shallow fusion; None or 0: none); ``max_text_len``: the most characters decoding produces; ``greedy_window``:
         (back, forward) seconds around the audio the previous character attended to that attention
         greedy decoding lets the next one attend (``decoding.greedy``: the decoder cannot re-read a
         phrase or skip words; None: the whole utterance); ``examples``:
@@ -93,6 +99,12 @@ class SpeechRecognizer(TaskModule):
         super().__init__(optim=optim, compile=compile)
         if lexicon is not None and pretrained is not None:
             _refuse_lexicon(lexicon)
+        if lm is not None and pretrained is not None:
+            raise ValueError(f"lm={lm!r} scores the character beam; a Whisper model writes BPE tokens greedily: set lm=None")
+        if not (isinstance(lm_weight, (int, float)) and math.isfinite(lm_weight) and lm_weight >= 0):
+            raise ValueError(f"lm_weight must be a finite number >= 0 (the language model's weight in the beam), got {lm_weight!r}")
+        if lm_weight > 0 and lm is None:
+            raise ValueError(f"lm_weight={lm_weight} needs a language model: set lm to an lm-task checkpoint (configs/lm/speech_fusion.yaml)")
         net = from_dict(SpeechConfig, net, where="net", base=signature_default(type(self), "net"))
         if pretrained is not None:
             from tzoo.tasks.speech.whisper import WhisperText, whisper_net
@@ -124,6 +136,8 @@ class SpeechRecognizer(TaskModule):
         self.ctc_weight, self.label_smoothing, self.beam_size = ctc_weight, label_smoothing, beam_size
         self.beam_ctc_weight, self.inter_ctc_weight = beam_ctc_weight, inter_ctc_weight
         self.lexicon = None if lexicon is None else Lexicon.load(lexicon, self.tokenizer)
+        self.lm = None if lm is None else LanguageModelScorer.load(lm, self.tokenizer)  # not a submodule: not in checkpoints
+        self.lm_weight = float(lm_weight)
         if greedy_window is not None and (len(greedy_window) != 2 or min(greedy_window) < 0 or max(greedy_window) <= 0):
             raise ValueError(f"greedy_window must be (back, forward) seconds, both >= 0 and not both 0, or None, got {greedy_window!r}")
         self.max_text_len, self.examples = max_text_len, examples
@@ -248,8 +262,11 @@ class SpeechRecognizer(TaskModule):
         the CTC head's prefix scores (weight ``beam_ctc_weight``), within ``lexicon``'s words if set."""
         n = encoded.shape[1]
         ctc = self.model.ctc_head(encoded[0]) if self.beam_ctc_weight > 0 else None
+        if self.lm is not None:
+            self.lm.model.to(encoded.device)
         return beam_search(self.model, encoded, beam=self.beam_size, max_len=max_tokens(n, self.max_text_len),
-                           ctc_logits=ctc, ctc_weight=self.beam_ctc_weight, lexicon=self.lexicon)  # fmt: skip
+                           ctc_logits=ctc, ctc_weight=self.beam_ctc_weight, lexicon=self.lexicon,
+                           lm=self.lm, lm_weight=self.lm_weight)  # fmt: skip
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> None:
         encoded, mask, inter_ctc = self.model.encode_layers(batch[0], batch[1])
