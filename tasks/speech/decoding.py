@@ -269,7 +269,7 @@ def beam_search(
 
     ``lm`` (:class:`~tzoo.tasks.speech.fusion.LanguageModelScorer`) with ``lm_weight`` b > 0 is shallow
     fusion: every hypothesis' score gains b * log P_lm(h) (for an ended one, with the LM's end of
-    line), and the pre-beam ranks tokens by the decoder's and the LM's log-probabilities together.
+    line), and the pre-beam ranks tokens by (1 - w) * log P_attention + b * log P_lm of the next token.
     """
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
@@ -319,7 +319,8 @@ def beam_search(
         else:
             # the CTC prefix score of the decoder's best few tokens per hypothesis (ESPnet's pre-beam)
             last = hyps[:, -1] if hyps.shape[1] > 1 else torch.full((len(hyps),), -1, device=device)
-            ranked = logp if fused is None else logp + lm_weight * lm_next.to(logp)
+            # ranked as the score weighs them (the CTC head's share comes after)
+            ranked = logp if fused is None else (1 - ctc_weight) * logp + lm_weight * lm_next.to(logp)
             tokens_c = ranked.topk(min(V, pre_beam or V), dim=-1).indices  # (K, C)
             psi, extension_states = scorer.extend(state, last, tokens_c)  # (K, C)
             joint = (1 - ctc_weight) * extended.gather(1, tokens_c) + ctc_weight * psi.to(extended)  # (K, C)

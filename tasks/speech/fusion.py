@@ -85,13 +85,15 @@ class LanguageModelScorer:
         new = self.index.to(tokens.device)[tokens]  # (K,)
         if bool((new < 0).any()) or bool((tokens == EOS).any()):
             raise ValueError(f"advance takes written characters, not <blank>, <s> or </s>: got {tokens.tolist()}")
+        held = self.history.shape[0]  # rows the cache holds
         self.history = torch.cat([self.history.index_select(0, rows), new[:, None]], dim=1)
         if self.cache[0].length >= self.block_size:  # full: read the last half block into a fresh cache
             self.cache = self.model.decoder.make_cache(self.block_size)
             keep = max(1, self.block_size // 2)
             return self._scores(self.model(self.history[:, -keep:], cache=self.cache)[:, -1])
-        for layer in self.cache:
-            layer.reorder(rows)
+        if held != len(rows) or not torch.equal(rows, torch.arange(len(rows), device=rows.device)):
+            for layer in self.cache:  # the kept rows, in their order (the first step: one row -> K)
+                layer.reorder(rows)
         return self._scores(self.model(new[:, None], cache=self.cache)[:, -1])
 
     @classmethod
@@ -108,7 +110,7 @@ class LanguageModelScorer:
         return cls(module.model, module.tokenizer, speech_tokenizer)
 
 
-def training_text(path: str | os.PathLike[str], *, random_lines: int = 200_000, max_words: int = 12,
+def training_text(path: str | os.PathLike[str], *, random_lines: int = 100_000, max_words: int = 12,
                   digit_fraction: float = 0.25, seed: int = 0) -> Path:  # fmt: skip
     """Write the language model's text to ``path``: every line (of any length) of the plays training
     may read (``sentences.play_sentences("train", ...)``: no line of a test play) and ``random_lines``

@@ -384,6 +384,8 @@ class SpeechRecognizer(TaskModule):
             self.whisper = WhisperText.from_dict(checkpoint["whisper_text"])
             if self.lexicon is not None:
                 _refuse_lexicon(self.hparams["lexicon"])
+            if self.lm is not None:
+                raise ValueError(f"lm={self.hparams['lm']!r} scores the character beam; a Whisper model writes BPE tokens greedily: set lm=None")
         # checked before Lightning loads the weights: otherwise a mismatch is a shape error deep inside
         trained = self.upgrade_hparams(dict(checkpoint.get("hyper_parameters", {}))).get("net", {}).get("alphabet")
         ours = self.model.cfg.alphabet

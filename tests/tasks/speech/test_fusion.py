@@ -56,7 +56,7 @@ def test_the_scorer_gives_the_full_forward_s_log_probabilities_through_beam_reor
     assert first[0, BLANK] == float("-inf") and first[0, BOS] == float("-inf")
     texts = [""]
     # step 1: one row -> three; step 2: rows reordered and one dropped; step 3: a row duplicated
-    for rows, chars in (([0, 0, 0], "bad"), ([2, 0], "a "), ([1, 1, 0], "hcg")):
+    for rows, chars in (([0, 0, 0], "bad"), ([2, 0], "a "), ([1, 1, 0], "hcg"), ([0, 1], "ab"), ([0, 1], "ef")):
         texts = [texts[r] + c for r, c in zip(rows, chars)]
         got = scorer.advance(torch.tensor(rows), torch.tensor([SPEECH.encode(c)[0] for c in chars]))
         for row, text in enumerate(texts):
@@ -156,6 +156,8 @@ def test_bad_language_models_and_weights_are_named():
         SpeechRecognizer(lm_weight=-1)
     with pytest.raises(FileNotFoundError, match="nothing.ckpt"):
         SpeechRecognizer(lm="nothing.ckpt", lm_weight=0.3)
+    with pytest.raises(ValueError, match=r"lm='lm.ckpt' scores the character beam; a Whisper model writes BPE tokens greedily: set lm=None"):
+        SpeechRecognizer(pretrained="whisper-folder", lm="lm.ckpt", ctc_weight=0, beam_ctc_weight=0)
 
 
 def test_the_speech_module_decodes_with_an_lm_task_checkpoint(tmp_path):
@@ -167,16 +169,17 @@ def test_the_speech_module_decodes_with_an_lm_task_checkpoint(tmp_path):
           f"--data.init_args.cache_dir={tmp_path / 'cache'}", f"--trainer.default_root_dir={tmp_path / 'runs'}",
           "--trainer.max_steps=2", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
           "--model.init_args.sample_tokens=0", "--model.init_args.net.transformer.dim=16", "--model.init_args.net.transformer.depth=1",
-          "--model.init_args.net.transformer.num_heads=2", "--model.init_args.net.block_size=16", "--data.init_args.block_size=16",
+          "--model.init_args.net.transformer.num_heads=2", "--model.init_args.net.block_size=8", "--data.init_args.block_size=8",
           "--data.init_args.batch_size=2"])  # fmt: skip
     (ckpt,) = (tmp_path / "runs").rglob("last.ckpt")
     stack = {"dim": 16, "depth": 1, "num_heads": 2}
     module = SpeechRecognizer({"encoder": stack, "decoder": stack}, lm=str(ckpt), lm_weight=0.5, beam_size=2, max_text_len=20).eval()
-    assert module.lm is not None and module.lm.block_size == 16
+    assert module.lm is not None and module.lm.block_size == 8
     assert "lm" not in "".join(module.state_dict())  # not a submodule: the speech checkpoint does not hold it
     torch.manual_seed(0)
     (text,) = module.transcribe(torch.randn(1, 8000), torch.tensor([8000]))  # 20 characters: past the LM's block
     assert isinstance(text, str) and len(text) <= 20
+    assert module.lm.history.shape[1] > 8  # the beam went on past the LM's block: it read the last half afresh
     with pytest.raises(ValueError, match="was written by the 'lm' task, not by 'speech'"):
         load_module(ckpt, task="speech")
 
