@@ -282,9 +282,8 @@ def beam_search(
     if not (math.isfinite(lm_weight) and lm_weight >= 0):
         raise ValueError(f"lm_weight must be a finite number >= 0 (the language model's share; 0: none), got {lm_weight}")
     device = encoded.device
-    fuse = lm is not None and lm_weight > 0
-    if fuse:
-        assert lm is not None
+    lm = lm if lm_weight > 0 else None
+    if lm is not None:
         lm_next = lm.start(device)  # (K, V) the LM's log-probabilities of each live hypothesis' next token
         lm_sum = torch.zeros(1, device=device)  # (K,) its summed log-probabilities so far
     hyps = torch.full((1, 1), BOS, dtype=torch.long, device=device)  # (K, 1 + t)
@@ -312,7 +311,7 @@ def beam_search(
             logp = logp.masked_fill(~allowed, float("-inf"))
         V = logp.shape[-1]
         extended = att[:, None] + logp  # (K, V)
-        fused = lm_weight * (lm_sum[:, None] + lm_next.to(extended)) if fuse else None  # (K, V)
+        fused = lm_weight * (lm_sum[:, None] + lm_next) if lm is not None else None  # (K, V)
         candidates: list[list[int]] | None = None  # column -> token (None: column = token)
         if scorer is None:
             joint = extended if fused is None else extended + fused
@@ -320,7 +319,7 @@ def beam_search(
             # the CTC prefix score of the decoder's best few tokens per hypothesis (ESPnet's pre-beam)
             last = hyps[:, -1] if hyps.shape[1] > 1 else torch.full((len(hyps),), -1, device=device)
             # ranked as the score weighs them (the CTC head's share comes after)
-            ranked = logp if fused is None else (1 - ctc_weight) * logp + lm_weight * lm_next.to(logp)
+            ranked = logp if fused is None else (1 - ctc_weight) * logp + lm_weight * lm_next
             tokens_c = ranked.topk(min(V, pre_beam or V), dim=-1).indices  # (K, C)
             psi, extension_states = scorer.extend(state, last, tokens_c)  # (K, C)
             joint = (1 - ctc_weight) * extended.gather(1, tokens_c) + ctc_weight * psi.to(extended)  # (K, C)
@@ -348,9 +347,8 @@ def beam_search(
         rows, tokens = torch.tensor(keep_rows, device=device), torch.tensor(keep_tokens, device=device)
         hyps = torch.cat([hyps.index_select(0, rows), tokens[:, None]], dim=1)
         att = extended[rows, tokens]
-        if fuse:
-            assert lm is not None and fused is not None
-            lm_sum = lm_sum[rows] + lm_next.to(device)[rows, tokens]
+        if lm is not None:
+            lm_sum = lm_sum[rows] + lm_next[rows, tokens]
             lm_next = lm.advance(rows, tokens)
         if lexicon is not None:
             nodes = [lexicon.step(nodes[r], t) for r, t in zip(keep_rows, keep_tokens)]

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tzoo.tasks.files import atomic_write
 from tzoo.tasks.speech.tokenizer import BLANK, BOS, EOS
 from tzoo.tasks.text import CharTokenizer
 
@@ -58,20 +59,23 @@ class LanguageModelScorer:
             index[speech_tokenizer.encode(char)[0]] = lm_tokenizer.encode(char)[0]
         index[EOS] = lm_tokenizer.encode(NEWLINE)[0]
         self.index = torch.tensor(index)
+        self.gather = self.index.clamp_min(0)  # the LM id each speech id reads (<blank>, <s>: set to -inf after)
         self.newline = index[EOS]
         self.history: Tensor | None = None  # (K, t) LM ids fed so far
         self.cache: list[Any] | None = None
 
     def _scores(self, logits: Tensor) -> Tensor:
         """LM logits (K, W) -> speech-vocabulary log-probabilities (K, V)."""
-        logp = logits.float().log_softmax(-1)
-        out = logp[:, self.index.clamp_min(0).to(logp.device)]
+        out = logits.float().log_softmax(-1)[:, self.gather]
         out[:, [BLANK, BOS]] = float("-inf")
         return out
 
     @torch.inference_mode()
     def start(self, device: torch.device | str = "cpu") -> Tensor:
-        """Forget every hypothesis; the scores (1, V) of a transcript's first token."""
+        """Forget every hypothesis; the scores (1, V) of a transcript's first token. The LM and its
+        tables move to ``device`` (the encoder output's) here, once per utterance."""
+        self.model.to(device)
+        self.index, self.gather = self.index.to(device), self.gather.to(device)
         self.history = torch.full((1, 1), self.newline, dtype=torch.long, device=device)
         self.cache = self.model.decoder.make_cache(self.block_size)
         return self._scores(self.model(self.history, cache=self.cache)[:, -1])
@@ -82,8 +86,8 @@ class LanguageModelScorer:
         ``tokens`` (K,) (not ``</s>``) -> the next token's scores (K, V)."""
         if self.history is None or self.cache is None:
             raise RuntimeError("LanguageModelScorer.advance before start()")
-        new = self.index.to(tokens.device)[tokens]  # (K,)
-        if bool((new < 0).any()) or bool((tokens == EOS).any()):
+        new = self.index[tokens]  # (K,)
+        if bool(((new < 0) | (tokens == EOS)).any()):
             raise ValueError(f"advance takes written characters, not <blank>, <s> or </s>: got {tokens.tolist()}")
         held = self.history.shape[0]  # rows the cache holds
         self.history = torch.cat([self.history.index_select(0, rows), new[:, None]], dim=1)
@@ -127,7 +131,6 @@ def training_text(path: str | os.PathLike[str], *, random_lines: int = 100_000, 
     order = rng.permutation(len(lines))
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("".join(lines[i] + NEWLINE for i in order), encoding="utf-8")
-    tmp.replace(out)
+    with atomic_write(out, "w", encoding="utf-8") as f:  # never a half-written file under its name
+        f.write("".join(lines[i] + NEWLINE for i in order))
     return out

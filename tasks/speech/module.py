@@ -97,10 +97,8 @@ class SpeechRecognizer(TaskModule):
         the model takes (``tzoo.tasks.speech.whisper``): it writes Whisper's tokens after Whisper's
         prompt, decodes greedily, and has no CTC head (``ctc_weight`` and ``beam_ctc_weight`` must be 0)."""
         super().__init__(optim=optim, compile=compile)
-        if lexicon is not None and pretrained is not None:
-            _refuse_lexicon(lexicon)
-        if lm is not None and pretrained is not None:
-            raise ValueError(f"lm={lm!r} scores the character beam; a Whisper model writes BPE tokens greedily: set lm=None")
+        if pretrained is not None:
+            _refuse_for_whisper(lexicon=lexicon, lm=lm)
         if not (isinstance(lm_weight, (int, float)) and math.isfinite(lm_weight) and lm_weight >= 0):
             raise ValueError(f"lm_weight must be a finite number >= 0 (the language model's weight in the beam), got {lm_weight!r}")
         if lm_weight > 0 and lm is None:
@@ -262,8 +260,6 @@ class SpeechRecognizer(TaskModule):
         the CTC head's prefix scores (weight ``beam_ctc_weight``), within ``lexicon``'s words if set."""
         n = encoded.shape[1]
         ctc = self.model.ctc_head(encoded[0]) if self.beam_ctc_weight > 0 else None
-        if self.lm is not None:
-            self.lm.model.to(encoded.device)
         return beam_search(self.model, encoded, beam=self.beam_size, max_len=max_tokens(n, self.max_text_len),
                            ctc_logits=ctc, ctc_weight=self.beam_ctc_weight, lexicon=self.lexicon,
                            lm=self.lm, lm_weight=self.lm_weight)  # fmt: skip
@@ -382,10 +378,7 @@ class SpeechRecognizer(TaskModule):
             from tzoo.tasks.speech.whisper import WhisperText
 
             self.whisper = WhisperText.from_dict(checkpoint["whisper_text"])
-            if self.lexicon is not None:
-                _refuse_lexicon(self.hparams["lexicon"])
-            if self.lm is not None:
-                raise ValueError(f"lm={self.hparams['lm']!r} scores the character beam; a Whisper model writes BPE tokens greedily: set lm=None")
+            _refuse_for_whisper(lexicon=self.hparams["lexicon"], lm=self.hparams["lm"])
         # checked before Lightning loads the weights: otherwise a mismatch is a shape error deep inside
         trained = self.upgrade_hparams(dict(checkpoint.get("hyper_parameters", {}))).get("net", {}).get("alphabet")
         ours = self.model.cfg.alphabet
@@ -396,5 +389,8 @@ class SpeechRecognizer(TaskModule):
             )
 
 
-def _refuse_lexicon(lexicon: str) -> None:
-    raise ValueError(f"lexicon={lexicon!r} constrains the character beam; a Whisper model writes BPE tokens greedily: set lexicon=None")
+def _refuse_for_whisper(*, lexicon: str | None, lm: str | None) -> None:
+    """The character beam's options are refused for a Whisper model, which writes BPE tokens greedily."""
+    for name, value, verb in (("lexicon", lexicon, "constrains"), ("lm", lm, "scores")):
+        if value is not None:
+            raise ValueError(f"{name}={value!r} {verb} the character beam; a Whisper model writes BPE tokens greedily: set {name}=None")
