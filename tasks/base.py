@@ -165,15 +165,22 @@ class TaskModule(pl.LightningModule):
     def configure_model(self) -> None:
         """Under Lightning's ``ModelParallelStrategy`` (FSDP2), shard the model over the device
         mesh's data-parallel dimension (see ``tzoo.tasks.parallel``); other strategies have no mesh.
-        Then, with ``compile=True`` and when fitting, ``torch.compile`` ``self.model`` in place
-        (state-dict keys stay those of the plain model). Tasks do not override this hook."""
+        Then, with ``compile=True`` and when fitting, ``compile_for_fit`` (``torch.compile``
+        ``self.model`` in place: state-dict keys stay those of the plain model). Tasks do not
+        override this hook (they may override ``compile_for_fit``)."""
         if self.device_mesh is not None:
             from tzoo.tasks.parallel import fully_shard_blocks
 
             fully_shard_blocks(self, self.device_mesh["data_parallel"])
         if self.compile_model and self._trainer is not None and self.trainer.state.fn == "fit" and not self._compiled:
-            self.model.compile()
+            self.compile_for_fit()
             self._compiled = True
+
+    def compile_for_fit(self) -> None:
+        """What ``compile=True`` compiles when fitting: ``self.model``, in place. A task whose loss
+        is a large part of a step overrides it to compile the forward and the loss as one graph
+        (the LM: its log-softmax over the vocabulary)."""
+        self.model.compile()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuses a checkpoint stamped by another task, before any weight is loaded."""

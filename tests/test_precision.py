@@ -94,3 +94,39 @@ def test_masks_reach_sdpa_as_booleans_or_as_its_causal_flag(monkeypatch):
     GPT(GPTConfig(20, block_size=16, transformer=TransformerConfig(dim=16, depth=1, num_heads=2)))(torch.zeros(2, 16, dtype=torch.long))
     assert calls and all(dtype in (None, torch.bool) for dtype, _ in calls)
     assert all(causal for dtype, causal in calls if dtype is None)
+
+
+def test_lm_compile_option_compiles_forward_and_loss_as_one_graph_for_fit_only(monkeypatch):
+    import lightning.pytorch as pl
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    from tzoo.core import TransformerConfig
+    from tzoo.tasks.lm.model import GPTConfig
+    from tzoo.tasks.lm.module import LanguageModel
+
+    graphs = []
+
+    def record(graph, inputs):  # a dynamo backend that keeps the captured graph and runs it as traced
+        graphs.append(graph)
+        return graph.forward
+
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, *args, **kwargs: compile_(fn, backend=record))
+    torch._dynamo.reset()
+    net = GPTConfig(vocab_size=11, block_size=8, transformer=TransformerConfig(dim=16, depth=1, num_heads=2))
+    plain = LanguageModel(net)
+    module = LanguageModel(net, compile=True)
+    module.trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    module.trainer.state.fn = TrainerFn.VALIDATING
+    module.configure_model()
+    assert module._loss_graph is None  # only training compiles
+    module.trainer.state.fn = TrainerFn.FITTING
+    module.configure_model()
+    assert module._loss_graph is not None and module.model._compiled_call_impl is None  # the loss's graph, not the model alone
+    batch = (torch.randint(0, 11, (2, 8)), torch.randint(0, 11, (2, 8)))
+    loss = module._loss(batch)
+    assert graphs, "the training loss did not run through torch.compile"
+    ops = {str(node.target) for g in graphs for node in g.graph.nodes}
+    assert any("cross_entropy" in op for op in ops) and any("linear" in op for op in ops), ops  # forward and loss in one graph
+    torch.testing.assert_close(loss, module._logits_loss(*batch), rtol=0, atol=1e-6)
+    assert list(module.state_dict()) == list(plain.state_dict())  # checkpoints keep the plain keys

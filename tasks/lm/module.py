@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,7 @@ class LanguageModel(TaskModule):
             self.model.load_state_dict(start.state_dict())
             self.tokenizer = load_gpt2_tokenizer(pretrained)
         self._val_losses: list[Tensor] = []
+        self._loss_graph: Callable[[Tensor, Tensor], Tensor] | None = None  # compile_for_fit's; not state
 
     @classmethod
     def upgrade_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
@@ -135,10 +137,20 @@ class LanguageModel(TaskModule):
     def forward(self, idx: Tensor) -> Tensor:
         return self.model(idx)
 
-    def _loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
-        x, y = batch  # (B, N) each
+    def compile_for_fit(self) -> None:
+        """``compile=True``: the forward and the cross-entropy as one graph, so the fp32 cast and the
+        log-softmax over the vocabulary fuse (GPT-2 small on an H200, bf16, batch 16: 31.2% MFU
+        with the model compiled alone, 40.1% with its loss; docs/gpu.md). The model stays plain:
+        checkpoints keep its state-dict keys."""
+        self._loss_graph = torch.compile(self._logits_loss)
+
+    def _logits_loss(self, x: Tensor, y: Tensor) -> Tensor:
         logits = self.model(x)  # (B, N, V)
         return F.cross_entropy(logits.view(-1, logits.shape[-1]), y.reshape(-1))
+
+    def _loss(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        x, y = batch  # (B, N) each
+        return (self._loss_graph or self._logits_loss)(x, y)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss = self._loss(batch)
