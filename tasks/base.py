@@ -79,8 +79,9 @@ class TaskModule(pl.LightningModule):
 
     def __init__(self, *, optim: OptimConfig | None = None, compile: bool = False) -> None:
         """``optim``: the optimizer and LR schedule (a dict of its fields is taken too, as a
-        checkpoint holds it). ``compile``: ``torch.compile`` the task's ``self.model`` for training
-        (in place, so checkpoints keep the plain model's state-dict keys)."""
+        checkpoint holds it). ``compile``: ``torch.compile`` for training, what ``compile_for_fit``
+        says (``self.model`` in place, or a task's forward and loss as one graph; checkpoints keep
+        the plain model's state-dict keys)."""
         super().__init__()
         default = signature_default(type(self), "optim")  # the task's defaults, e.g. its betas
         value = optim if optim is not None else default if default is not None else OptimConfig()
@@ -175,6 +176,12 @@ class TaskModule(pl.LightningModule):
         if self.compile_model and self._trainer is not None and self.trainer.state.fn == "fit" and not self._compiled:
             self.compile_for_fit()
             self._compiled = True
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy (``copy.deepcopy``, pickling) starts uncompiled: compiled code is bound to this
+        module's weights (``nn.Module`` drops an in-place compile's wrapper too), so the copy
+        compiles its own when it is fitted."""
+        return {**super().__getstate__(), "_compiled": False}
 
     def compile_for_fit(self) -> None:
         """What ``compile=True`` compiles when fitting: ``self.model``, in place. A task whose loss

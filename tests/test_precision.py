@@ -2,6 +2,8 @@
 `torch.compile` trains and writes the plain model's state-dict keys; attention masks take the
 form SDPA's fused kernels accept."""
 
+import copy
+import pickle
 from pathlib import Path
 
 import pytest
@@ -51,7 +53,11 @@ def test_bf16_mixed_trains_on_cpu(tmp_path, monkeypatch, task):
 def test_compiled_lm_trains_and_saves_plain_keys(tmp_path, monkeypatch):
     monkeypatch.setenv("TZOO_CACHE", str(tmp_path / "cache"))
     torch._dynamo.reset()
+    compiled = []
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, *args, **kwargs: compiled.append(fn) or compile_(fn, *args, **kwargs))
     checkpoint = _fit(tmp_path, "lm/shakespeare_char.yaml", *_lm(tmp_path), "--model.init_args.compile=true")
+    assert [fn.__name__ for fn in compiled] == ["_logits_loss"]  # the fit compiled the forward and loss, once
     assert not any("_orig_mod" in key for key in checkpoint["state_dict"])  # loads into an uncompiled model
     assert all(torch.isfinite(w).all() for w in checkpoint["state_dict"].values())
 
@@ -125,8 +131,17 @@ def test_lm_compile_option_compiles_forward_and_loss_as_one_graph_for_fit_only(m
     assert module._loss_graph is not None and module.model._compiled_call_impl is None  # the loss's graph, not the model alone
     batch = (torch.randint(0, 11, (2, 8)), torch.randint(0, 11, (2, 8)))
     loss = module._loss(batch)
-    assert graphs, "the training loss did not run through torch.compile"
-    ops = {str(node.target) for g in graphs for node in g.graph.nodes}
+    assert len(graphs) == 1, f"the training loss ran as {len(graphs)} graphs (a graph break), not one"
+    ops = {str(node.target) for node in graphs[0].graph.nodes}
     assert any("cross_entropy" in op for op in ops) and any("linear" in op for op in ops), ops  # forward and loss in one graph
     torch.testing.assert_close(loss, module._logits_loss(*batch), rtol=0, atol=1e-6)
     assert list(module.state_dict()) == list(plain.state_dict())  # checkpoints keep the plain keys
+    # a copy (weight averaging deep-copies the module; DDP spawn pickles it) starts uncompiled: the
+    # compiled graph would run the original's weights
+    for copy_ in (copy.deepcopy(module), pickle.loads(pickle.dumps(module))):
+        assert copy_._loss_graph is None and copy_._compiled is False
+        with torch.no_grad():
+            for weight in copy_.model.parameters():
+                weight.add_(torch.randn_like(weight))
+        assert (copy_._loss(batch) - module._loss(batch)).abs() > 1e-3  # the copy's loss uses the copy's weights
+    torch._dynamo.reset()  # the record backend's cache ends with this test

@@ -56,7 +56,8 @@ class LanguageModel(TaskModule):
         files) or a hub id; the model takes its sizes, weights and tokenizer, and ``net`` only its
         dropout settings (``net.transformer.dropout``, ``attn_dropout``, ``drop_path``); another
         size set in ``net`` is an error. The data must encode with the same tokenizer
-        (``data.init_args.tokenizer``: the same folder)."""
+        (``data.init_args.tokenizer``: the same folder). ``compile``: ``torch.compile`` the
+        forward and the loss as one graph for training (``compile_for_fit``)."""
         super().__init__(optim=optim, compile=compile)
         default = signature_default(type(self), "net")
         net = from_dict(GPTConfig, net, where="net", base=default)
@@ -139,10 +140,14 @@ class LanguageModel(TaskModule):
 
     def compile_for_fit(self) -> None:
         """``compile=True``: the forward and the cross-entropy as one graph, so the fp32 cast and the
-        log-softmax over the vocabulary fuse (GPT-2 small on an H200, bf16, batch 16: 31.2% MFU
-        with the model compiled alone, 40.1% with its loss; docs/gpu.md). The model stays plain:
-        checkpoints keep its state-dict keys."""
+        log-softmax over the vocabulary fuse (GPT-2 small on an H200, bf16, batch 16, in
+        benchmarks/gpu.py's own loop, not through ``tzoo fit``: 31.2% MFU with the model compiled
+        alone, 40.1% with its loss; docs/gpu.md). The model stays plain: checkpoints keep its
+        state-dict keys."""
         self._loss_graph = torch.compile(self._logits_loss)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "_loss_graph": None}  # the graph runs this module's weights: a copy compiles its own
 
     def _logits_loss(self, x: Tensor, y: Tensor) -> Tensor:
         logits = self.model(x)  # (B, N, V)
