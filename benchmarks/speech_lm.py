@@ -5,7 +5,9 @@ sequences, ``fusion.training_text``); ``lm`` trains the ``lm`` task's character 
 (``configs/lm/speech_fusion.yaml``); ``eval`` takes a speech checkpoint (by default the run in
 ``--results``, a ``benchmarks/speech.py`` result file), picks the LM weight with the lowest CER on
 the validation split (the test splits never seen by the choice), and reports the test and
-real-sentence splits per engine with and without the LM, and the beam's time per utterance.
+real-sentence splits per engine with and without the LM, with the LM within the lexicon
+``benchmarks/speech.py`` closes each split's beam with (``words``, ``training``; its rows give the
+lexicon without the LM), and the beam's time per utterance.
 
     flock /tmp/tzoo_cpu.lock python benchmarks/speech_lm.py --results benchmarks/results/speech.json
 
@@ -74,6 +76,7 @@ def stage_eval(out: dict[str, Any], speech: dict[str, Any], weights: list[float]
 
     from tzoo.tasks.loading import load_module
     from tzoo.tasks.speech.fusion import LanguageModelScorer
+    from tzoo.tasks.speech.lexicon import Lexicon
 
     torch.set_num_threads(1)  # as benchmarks/speech.py decodes: one utterance's steps are small
     module = load_module(Path(speech["train"]["run_dir"]) / "checkpoints" / "last.ckpt", task="speech")
@@ -89,14 +92,18 @@ def stage_eval(out: dict[str, Any], speech: dict[str, Any], weights: list[float]
     best = min(weights, key=lambda w: sweep[w]["cer"])
     out["eval"] = {"speech_run": speech["train"]["run_dir"], "val_utterances": len(val), "val_sweep": {str(w): q for w, q in sweep.items()},
                    "lm_weight": best}  # fmt: skip
+    # the lexicons benchmarks/speech.py closes each split's beam with (its rows without the LM)
+    lexicons = {"test": "words", "test_sentences": "training"}
     for split in ("test", "test_sentences"):
         entries = data.split_entries(split)
         encodings, refs = encode(module, entries), [e["text"] for e in entries]
         row: dict[str, Any] = {}
-        for name, w in (("no_lm", 0.0), ("lm", best)):
+        for name, w, lexicon in (("no_lm", 0.0, None), ("lm", best, None), ("lexicon_lm", best, lexicons[split])):
+            module.lexicon = None if lexicon is None else Lexicon.load(lexicon, module.tokenizer)
             hyps, seconds = _decode(module, encodings, w)
             by_engine, _ = _by_group(entries, hyps, refs)
-            row[name] = {"all": _error_rates(hyps, refs), "by_engine": by_engine, "median_s": statistics.median(seconds)}
+            row[name] = {"all": _error_rates(hyps, refs), "by_engine": by_engine, "median_s": statistics.median(seconds), "lexicon": lexicon}
+        module.lexicon = None
         out["eval"][split] = row
         print(f"{split}: {row}")
 
@@ -110,7 +117,7 @@ def print_tables(out: dict[str, Any]) -> None:
         row = e[split]
         groups = ["all", *row["no_lm"]["by_engine"]]
         print(f"\n| {split}: CER (WER) | " + " | ".join(groups) + " | median s / utterance |\n|---|" + "---|" * (len(groups) + 1))
-        for name in ("no_lm", "lm"):
+        for name in (n for n in ("no_lm", "lm", "lexicon_lm") if n in row):
             q = row[name]
             cells = [q["all"], *(q["by_engine"][g] for g in groups[1:])]
             print(f"| {name} | " + " | ".join(f"{c['cer']:.2%} ({c['wer']:.2%})" for c in cells) + f" | {q['median_s']:.3f} |")

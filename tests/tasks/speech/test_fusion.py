@@ -1,5 +1,6 @@
 """Shallow fusion (``fusion.py``): the scorer against the GPT's own full forward (with beam reorders,
-and past its block), the fused beam against a hand loop, a trained LM steering an untrained
+and past its block), the fused beam against a hand loop (and, joint with CTC, against a hand loop of
+its pre-beam and score with prefix scores from every alignment listed), a trained LM steering an untrained
 decoder, the LM's training text, and bad input named."""
 
 from pathlib import Path
@@ -103,6 +104,60 @@ def test_a_fused_beam_of_one_is_the_greedy_choice_of_decoder_plus_weighted_lm():
         ids.append(nxt)
     assert got == ids[1:]
     assert beam_search(model, encoded, beam=3, max_len=12, lm=scorer, lm_weight=0.0) == beam_search(model, encoded, beam=3, max_len=12)
+
+
+def _brute_force_prefix_scores(ctc_logp):
+    """log P_ctc(the transcript starts with g) for every g, and log P_ctc(transcript == g), by
+    enumerating every alignment of the (N, V) frames (N small): independent of CTCPrefixScorer."""
+    import itertools
+    import math
+
+    N, V = ctc_logp.shape
+    starts, exact = {}, {}
+    for path in itertools.product(range(V), repeat=N):
+        logp = sum(float(ctc_logp[t, c]) for t, c in enumerate(path))
+        out = tuple(c for i, c in enumerate(path) if c != BLANK and (i == 0 or c != path[i - 1]))
+        exact[out] = exact.get(out, 0.0) + math.exp(logp)
+        for k in range(len(out) + 1):
+            starts[out[:k]] = starts.get(out[:k], 0.0) + math.exp(logp)
+    log = lambda table, key: math.log(table[key]) if table.get(key, 0.0) > 0 else float("-inf")  # noqa: E731
+    return (lambda g: log(starts, tuple(g))), (lambda g: log(exact, tuple(g)))
+
+
+@torch.inference_mode()
+def test_a_joint_ctc_and_lm_beam_of_one_is_the_hand_choice_of_its_pre_beam_and_score():
+    # beam 1, pre-beam 3: each step CTC-scores the 3 tokens ranked best by (1 - w) log P_dec + b log P_lm,
+    # then keeps the one with the best (1 - w) log P_dec(h) + w log P_ctc(h...) + b log P_lm(h)
+    model, gpt = _speech_model(), _gpt()
+    encoded, _ = model.encode(torch.randn(1, 8000), torch.tensor([8000]))
+    torch.manual_seed(3)
+    ctc = torch.randn(4, SPEECH.vocab_size, dtype=torch.float64) * 3  # 4 frames: every alignment can be listed
+    ctc[:, BLANK] += 2.0
+    ctc_logp = ctc.log_softmax(-1)
+    starts, exact = _brute_force_prefix_scores(ctc_logp)
+    w, b, pre = 0.4, 0.6, 3
+    scorer = LanguageModelScorer(gpt, LM_TOKENS, SPEECH)
+    got = beam_search(model, encoded, beam=1, max_len=6, ctc_logits=ctc.float(), ctc_weight=w, pre_beam=pre, lm=scorer, lm_weight=b)
+    ids, att, lm_sum, chosen = [BOS], 0.0, 0.0, None
+    for _ in range(6):  # by hand, no caches
+        dec = model.decode(torch.tensor([ids]), encoded, None)[0, -1].float().log_softmax(-1)
+        lm = _expected(gpt, SPEECH.decode(ids[1:]))
+        ranked = (1 - w) * dec + b * lm
+        best = None
+        for c in ranked.topk(pre).indices.tolist():
+            prefix = ids[1:] + ([] if c == EOS else [c])
+            psi = exact(prefix) if c == EOS else starts(prefix)
+            score = (1 - w) * (att + float(dec[c])) + w * psi + b * (lm_sum + float(lm[c]))
+            if best is None or score > best[0]:
+                best = (score, c)
+        chosen = best[1]
+        if chosen == EOS:
+            break
+        att, lm_sum = att + float(dec[chosen]), lm_sum + float(lm[chosen])
+        ids.append(chosen)
+    assert chosen == EOS, "the hand loop should end within the 4 frames' transcripts"
+    assert len(ids) > 2, ids  # a transcript of a few tokens, so the steps are compared, not only the end
+    assert got == ids[1:]
 
 
 def test_a_trained_lm_steers_an_untrained_decoder_to_its_sentence():
