@@ -303,9 +303,9 @@ def lm_mfu(table: Table, device: torch.device, args: argparse.Namespace) -> None
     table.add("LM MFU", "bf16 matmul rate measured", None, f"{measured:.0f} TFLOP/s (peak used: {peak or 'n/a'}; {source})",
               measured_tflops=measured, peak_tflops=peak)  # fmt: skip
     best: tuple[float, str] | None = None
+    precision = "bf16" if device.type == "cuda" else "fp32"
     for batch in batches:
         for compiled in (False,) if args.smoke else (False, True):  # compiling is minutes of CPU: not in the smoke check
-            precision = "bf16" if device.type == "cuda" else "fp32"
             name = f"GPT-2 small ({depth}x{dim}, block {block}, batch {batch}), {precision}{', compiled (forward + loss)' if compiled else ''}"
             with table.guard("LM MFU", name):
                 try:
@@ -313,7 +313,7 @@ def lm_mfu(table: Table, device: torch.device, args: argparse.Namespace) -> None
                 except torch.cuda.OutOfMemoryError:  # a smaller card: this batch is a skipped row, not a failed run
                     mfu = None
                     table.add("LM MFU", name, None, "skipped: out of GPU memory at this batch size")
-                if device.type == "cuda":
+                if device.type == "cuda":  # the row's model and optimizer are gone (a failed one's too): free their memory
                     torch.cuda.empty_cache()
                 if mfu is not None and (best is None or mfu > best[0]):
                     best = (mfu, name)
@@ -373,9 +373,6 @@ def _mfu_row(table: Table, name: str, device: torch.device, peak: float | None, 
     table.add("LM MFU", name, None, f"{tokens_per_s:,.0f} tokens/s, {per_step * 1e3:.1f} ms/step, MFU "
               + (f"{mfu:.1%}" if mfu is not None else "n/a"), tokens_per_s=tokens_per_s, ms_per_step=per_step * 1e3, mfu=mfu,
               compiled=compiled, batch=batch)  # fmt: skip
-    del model, opt, step_loss
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return mfu
 
 

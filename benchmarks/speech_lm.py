@@ -117,8 +117,7 @@ def print_tables(out: dict[str, Any]) -> None:
         row = e[split]
         groups = ["all", *row["no_lm"]["by_engine"]]
         print(f"\n| {split}: CER (WER) | " + " | ".join(groups) + " | median s / utterance |\n|---|" + "---|" * (len(groups) + 1))
-        for name in (n for n in ("no_lm", "lm", "lexicon_lm") if n in row):
-            q = row[name]
+        for name, q in row.items():
             cells = [q["all"], *(q["by_engine"][g] for g in groups[1:])]
             print(f"| {name} | " + " | ".join(f"{c['cer']:.2%} ({c['wer']:.2%})" for c in cells) + f" | {q['median_s']:.3f} |")
 
