@@ -15,8 +15,8 @@ random voicing noise, which its API does not seed: samples differ slightly betwe
 
 Splits and their voices (``DEFAULT_VOICES``; ``CorpusSpec.voices`` changes them):
 - ``train``: eSpeak NG's voice variants but the held-out ones, Festival's two diphone voices
-  (``kal_diphone``, ``ked_diphone``) and Flite's ``rms`` (a statistical parametric voice), mixed by
-  ``engine_weights``;
+  (``kal_diphone``, ``ked_diphone``), Flite's ``rms`` and Pico's ``en-GB`` and ``en-US`` (statistical
+  parametric voices), mixed by ``engine_weights``;
 - ``val``: the held-out eSpeak NG variants ``VAL_VARIANTS`` and the other engines' training voices
   (with other texts: they have no voice to spare);
 - ``test``: the held-out eSpeak NG variants ``TEST_VARIANTS``, Festival's ``cmu_us_slt_arctic_hts``
@@ -116,11 +116,17 @@ _ROLES = ("train", "val", "test")
 # diphone voices bring speech made of human recordings but only two (male) speakers; Flite's rms
 # brings vocoded statistical parametric speech, the kind the unseen HTS test voice is. Adding rms
 # (a quarter, from Festival's half) took that voice from 43.5% to 34.8% CER and the held-out eSpeak
-# NG voices from 15.2% to 10.9% (benchmarks/speech.py, docs/speech.md). eSpeak NG keeps half of the
-# corpus, 10,000 utterances in the full config: a third each left the HTS voice where it was (35.1%)
-# and took the held-out eSpeak NG voices to 19.3%. Piper's neural voice gets no share: an eighth of
-# training (from Festival's quarter) took the HTS voice from 33.9% to 36.9% (runs P and Q, docs/speech.md).
-TRAIN_WEIGHTS = {"espeak": 0.5, "festival": 0.25, "flite": 0.25}  # an engine not named: no share
+# NG voices from 15.2% to 10.9% (benchmarks/speech.py, docs/speech.md). Pico's two women's voices
+# (statistical parametric too) took the HTS voice from 35.4% to 25.7% with a sixth (Festival and
+# Flite a sixth each) and to 25.2% with a quarter (Festival and Flite an eighth each), the held-out
+# eSpeak NG voices from 7.8% to 7.2 / 7.0% (runs U, V, W). Where Pico is not installed the others
+# share its part (eSpeak NG 2/3, Festival and Flite 1/6 each: not measured; the mix measured before
+# Pico is engine_weights={espeak: 0.5, festival: 0.25, flite: 0.25}). eSpeak NG keeps half of the
+# corpus, 10,000 utterances in the full config: a third each (before Pico) left the HTS voice where
+# it was (35.1%) and took the held-out eSpeak NG voices to 19.3%. Piper's neural voice gets no share:
+# an eighth of training (from Festival's quarter) took the HTS voice from 33.9% to 36.9% (runs P and
+# Q, docs/speech.md).
+TRAIN_WEIGHTS = {"espeak": 0.5, "festival": 0.125, "flite": 0.125, "pico": 0.25}  # an engine not named: no share
 # Shares of the test splits: half the held-out eSpeak NG variants (comparable with earlier runs), a
 # quarter each the unseen Festival voice and the unseen Flite voice.
 TEST_WEIGHTS = {"espeak": 0.5, "festival": 0.25, "flite": 0.25}

@@ -199,7 +199,7 @@ def test_pico_finds_voices_as_language_file_pairs(tmp_path, monkeypatch):
 
 
 @needs_pico
-def test_pico_joins_the_corpus_with_its_share_and_only_as_a_training_engine(tmp_path, monkeypatch):
+def test_pico_joins_the_corpus_as_a_training_engine_with_a_quarter_by_default(tmp_path, monkeypatch):
     for engine in (FestivalEngine, FliteEngine, PiperEngine):
         monkeypatch.setattr(engine, "is_available", lambda self: False)
     spec = CorpusSpec(**{**TINY_SPEC, "train": 4}, engine_weights={"espeak": 0.5, "pico": 0.5})
@@ -208,13 +208,12 @@ def test_pico_joins_the_corpus_with_its_share_and_only_as_a_training_engine(tmp_
     assert [e["engine"] for e in train] == ["espeak", "pico"] * 2
     assert all(e["voice"] in ("en-GB", "en-US") and e["duration"] > 0.3 for e in train if e["engine"] == "pico")
     assert {e["engine"] for e in read_manifest(root / "test.jsonl")} == {"espeak"}
-    default = CorpusSpec(**TINY_SPEC)
+    default = CorpusSpec(**TINY_SPEC)  # by default a quarter of training and validation, none of the test splits
     assert default.resolved()["pico"] == {"train": ("en-GB", "en-US"), "val": ("en-GB", "en-US"), "test": ()}
-    # installed without a share, Pico changes no split's engines
-    with_pico = {s: engine_schedule(split_weights(default, default.resolved(), s), 50) for s in corpus.SPLITS}
-    monkeypatch.setattr(PicoEngine, "is_available", lambda self: False)
-    assert "pico" not in default.resolved()
-    assert with_pico == {s: engine_schedule(split_weights(default, default.resolved(), s), 50) for s in corpus.SPLITS}
+    assert split_weights(default, default.resolved(), "train") == {"espeak": 0.5, "pico": 0.25}
+    assert "pico" not in split_weights(default, default.resolved(), "test")
+    monkeypatch.setattr(PicoEngine, "is_available", lambda self: False)  # not installed: the others share its part
+    assert "pico" not in default.resolved() and split_weights(default, default.resolved(), "train") == {"espeak": 0.5}
 
 
 def test_an_engine_asked_for_that_is_not_installed_names_its_install_command(espeak_alone):
@@ -299,13 +298,19 @@ def test_the_corpus_uses_every_engine_found_and_never_trains_on_the_test_voices(
     test = read_manifest(tiny_corpus / "test.jsonl")
     assert [e["voice"] for e in test if e["engine"] == "festival"] == ["cmu_us_slt_arctic_hts"]
     engines = [e["engine"] for e in read_manifest(tiny_corpus / "train.jsonl")]
-    if "flite" in info["engines"]:  # shares 1/2, 1/4, 1/4; Flite trains on rms and is tested on awb
-        assert engines == ["espeak", "festival", "flite", "espeak", "espeak", "festival"]
+    # shares 1/2, 1/8, 1/8, 1/4 (TRAIN_WEIGHTS) among the engines found, spread through the split
+    expected = {("flite", "pico"): ["espeak", "pico", "espeak", "festival", "flite", "espeak"],
+                ("flite",): ["espeak", "espeak", "festival", "espeak", "flite", "espeak"],
+                ("pico",): ["espeak", "pico", "espeak", "festival", "espeak", "pico"],
+                (): ["espeak", "espeak", "festival", "espeak", "espeak", "espeak"]}  # fmt: skip
+    assert engines == expected[tuple(e for e in ("flite", "pico") if e in info["engines"])]
+    if "flite" in info["engines"]:  # Flite trains on rms and is tested on awb
         assert {e["voice"] for e in train if e["engine"] == "flite"} == {"rms"}
         assert [e["engine"] for e in test] == ["espeak", "festival", "flite"]
         assert {e["voice"] for e in test if e["engine"] == "flite"} == {"awb"}
-    else:  # Flite's quarter is shared by the others: 2/3 and 1/3
-        assert engines == ["espeak", "festival", "espeak", "espeak", "festival", "espeak"]
+    if "pico" in info["engines"]:  # Pico is a training engine only
+        assert {e["voice"] for e in train if e["engine"] == "pico"} <= {"en-GB", "en-US"}
+        assert "pico" not in {e["engine"] for e in test}
     assert not {(e["engine"], e["voice"]) for e in train} & {(e["engine"], e["voice"]) for e in test}
     # the engines found are part of the cache's name: eSpeak NG alone is another corpus
     assert CorpusSpec(**TINY_SPEC).key() != info["key"]
