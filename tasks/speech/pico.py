@@ -60,6 +60,11 @@ class PicoEngine(Engine):
     def voices(self) -> tuple[str, ...]:
         return tuple(self._folders)
 
+    def check_prosody(self, voice: str, speed: float, pitch: float) -> None:
+        super().check_prosody(voice, speed, pitch)
+        if not 0.5 <= pitch <= 2.0:  # Pico refuses a pitch outside 50-200% without saying which
+            raise ValueError(f"pico: pitch={pitch} is outside [0.5, 2] (Pico's pitch goes from half to twice the voice's own)")
+
     def synthesize(self, text: str, voice: str, *, speed: float = 1.0, pitch: float = 1.0) -> tuple[np.ndarray, int]:
         self.check_voice(voice)
         self.check_prosody(voice, speed, pitch)

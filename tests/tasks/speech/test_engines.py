@@ -184,6 +184,9 @@ def test_pico_speaks_at_a_rate_and_a_pitch():
     assert len(engine.synthesize("4 0 7", "en-US")[0]) != len(engine.synthesize("four oh seven", "en-US")[0])
     with pytest.raises(ValueError, match=r"pico has no voice 'de-DE'; its voices here: en-GB, en-US"):
         engine.synthesize(text, "de-DE")
+    assert len(engine.synthesize(text, "en-US", pitch=2.0)[0]) > 0  # Pico's own limits: half to twice
+    with pytest.raises(ValueError, match=r"pico: pitch=2\.5 is outside \[0\.5, 2\]"):
+        engine.synthesize(text, "en-US", pitch=2.5)
 
 
 def test_pico_finds_voices_as_language_file_pairs(tmp_path, monkeypatch):
