@@ -55,6 +55,7 @@ class Engine(ABC):
     name: ClassVar[str]
     install_hint: ClassVar[str]  # the command that installs it
     accents: ClassVar[tuple[str, ...]] = ()  # eSpeak NG: a voice is <accent>+<voice>
+    pitch_range: ClassVar[tuple[float, float]] = (0.25, 4.0)  # the pitch factors it takes
 
     @abstractmethod
     def is_available(self) -> bool:
@@ -83,8 +84,9 @@ class Engine(ABC):
     def check_prosody(self, voice: str, speed: float, pitch: float) -> None:
         if not 0.25 <= speed <= 4.0:
             raise ValueError(f"{self.name}: speed={speed} is outside [0.25, 4] (a factor of the voice's own speaking rate)")
-        if not 0.25 <= pitch <= 4.0:
-            raise ValueError(f"{self.name}: pitch={pitch} is outside [0.25, 4] (a factor of the voice's own pitch)")
+        low, high = self.pitch_range
+        if not low <= pitch <= high:
+            raise ValueError(f"{self.name}: pitch={pitch} is outside [{low:g}, {high:g}] (a factor of the voice's own pitch)")
         if pitch != 1.0 and not self.varies_pitch(voice):
             raise ValueError(f"{self.name} cannot change the pitch of voice {voice!r}: pitch must be 1.0, got {pitch}")
 

@@ -34,6 +34,7 @@ class PicoEngine(Engine):
 
     name = "pico"
     install_hint = "pip install ttspico (builds Pico's C library: needs a C compiler)"
+    pitch_range = (0.5, 2.0)  # Pico's pitch goes from 50 to 200%; it refuses others without saying which
 
     def __init__(self) -> None:
         self._loaded: dict[str, object] = {}
@@ -59,11 +60,6 @@ class PicoEngine(Engine):
 
     def voices(self) -> tuple[str, ...]:
         return tuple(self._folders)
-
-    def check_prosody(self, voice: str, speed: float, pitch: float) -> None:
-        super().check_prosody(voice, speed, pitch)
-        if not 0.5 <= pitch <= 2.0:  # Pico refuses a pitch outside 50-200% without saying which
-            raise ValueError(f"pico: pitch={pitch} is outside [0.5, 2] (Pico's pitch goes from half to twice the voice's own)")
 
     def synthesize(self, text: str, voice: str, *, speed: float = 1.0, pitch: float = 1.0) -> tuple[np.ndarray, int]:
         self.check_voice(voice)
