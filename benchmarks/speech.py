@@ -139,7 +139,7 @@ def _greedy_rtf(module: Any, waves: list[torch.Tensor], threads: int) -> float:
 
 @torch.inference_mode()
 def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | None = None,
-               beam_size: int | None = None, beam_ctc_weight: float | None = None) -> None:
+               beam_size: int | None = None, beam_ctc_weight: float | None = None, warp_search: list[float] | None = None) -> None:
     from tzoo.tasks.loading import load_module
     from tzoo.tasks.speech.audio import load_audio
     from tzoo.tasks.speech.decoding import beam_search, max_tokens
@@ -151,6 +151,10 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
         module.beam_size = beam_size
     if beam_ctc_weight is not None:
         module.beam_ctc_weight = beam_ctc_weight
+    if warp_search is not None:  # test-time VTLN on a checkpoint trained without the setting (vtln.py)
+        from tzoo.tasks.speech.vtln import check_alphas
+
+        module.warp_search = check_alphas(warp_search) if warp_search else None
     model, beam = module.model, module.beam_size
     data = _datamodule(results["train"].get("fit_options", []))
     entries = data.split_entries("test")[:limit]
@@ -170,7 +174,7 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
     eval_s = time.perf_counter() - start
     hyps["beam_attention"] = []  # the same beam without the CTC head's prefix scores
     for wave in waves:
-        encoded, _ = model.encode(wave[None], torch.tensor([len(wave)]))
+        encoded, _ = module.encode(wave[None], torch.tensor([len(wave)]))
         hyps["beam_attention"].append(module.text(beam_search(model, encoded, beam=beam, max_len=max_tokens(encoded.shape[1], module.max_text_len))))
     # the joint beam within the corpus's word list and digits (a closed vocabulary, lexicon.py)
     words = Lexicon.load("words", module.tokenizer)
@@ -187,7 +191,7 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
     order = torch.randperm(len(waves), generator=torch.Generator().manual_seed(0))[:speed_utterances].tolist()
     # twice: the attention beam alone (all of its work is the decoder's) and the joint search the
     # module runs (its CTC prefix scores are the same work with or without the cache)
-    encodings = [model.encode(waves[i][None], torch.tensor([len(waves[i])]))[0] for i in order]
+    encodings = [module.encode(waves[i][None], torch.tensor([len(waves[i])]))[0] for i in order]
     ctc_logits = [model.ctc_head(e[0]) for e in encodings]
     weight = module.beam_ctc_weight
     cache = {}
@@ -208,6 +212,7 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
 
     results["eval"] = {
         "test_utterances": len(entries), "test_audio_s": round(audio_s, 1), "beam": beam, "beam_ctc_weight": weight, "decode_threads": 1,
+        "warp_search": module.warp_search,
         "eval_s": round(eval_s, 1), "quality": quality, "beam_by_engine": by_engine, "beam_by_voice": by_voice,
         "lexicon": {"name": "words", "words": len(words)},
         "lexicon_by_engine": lexicon_by_engine, "lexicon_by_voice": lexicon_by_voice,
@@ -279,6 +284,8 @@ def print_tables(results: dict[str, Any]) -> None:
     if not e:
         return
     print(f"\nTest split (its voices: the corpus spec's test voices, by default none heard in training; {e['test_utterances']} utterances, {e['test_audio_s'] / 60:.1f} min of audio):\n")
+    if e.get("warp_search"):
+        print(f"Every decoding below reads each utterance at its surest frequency warp among {list(e['warp_search'])} (warp_search, vtln.py).\n")
     print("| decoding | CER | WER |\n|---|---|---|")
     lexicon = e.get("lexicon", {})
     rows = (("beam", f"joint CTC/attention beam search (width {e['beam']}, CTC weight {e.get('beam_ctc_weight', 0)})"),
@@ -331,6 +338,8 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON file to write (and, for --stage eval, read)")
     parser.add_argument("--beam_size", type=int, default=None, help="beam width for the evaluation (default: the checkpoint's)")
     parser.add_argument("--beam_ctc_weight", type=float, default=None, help="CTC weight of the joint beam (default: the checkpoint's)")
+    parser.add_argument("--warp_search", type=float, nargs="*", default=None,
+                        help="test-time frequency warps to choose among per utterance (vtln.py; default: the checkpoint's; none given: off)")
     parser.add_argument("fit_options", nargs="*", help="after --: options for tzoo fit, e.g. -- --model.init_args.net.cross_position=sinusoidal")
     args = parser.parse_args()
     RESULTS = args.results
@@ -340,7 +349,8 @@ def main() -> None:
         stage_train(results, args.fit_options)
         _save_results(results)
     if args.stage in ("all", "eval"):
-        stage_eval(results, speed_utterances=args.speed_utterances, limit=args.limit, beam_size=args.beam_size, beam_ctc_weight=args.beam_ctc_weight)
+        stage_eval(results, speed_utterances=args.speed_utterances, limit=args.limit, beam_size=args.beam_size, beam_ctc_weight=args.beam_ctc_weight,
+                   warp_search=args.warp_search)
         _save_results(results)
     print_tables(results)
 

@@ -38,6 +38,7 @@ from tzoo.tasks.speech.fusion import LanguageModelScorer
 from tzoo.tasks.speech.lexicon import Lexicon
 from tzoo.tasks.speech.model import SpeechConfig, SpeechTransformer
 from tzoo.tasks.speech.tokenizer import BOS, EOS, text_tokenizer
+from tzoo.tasks.speech.vtln import check_alphas, warp_search
 
 __all__ = ["SpeechRecognizer"]
 
@@ -69,6 +70,7 @@ class SpeechRecognizer(TaskModule):
         lexicon: str | None = None,
         lm: str | None = None,
         lm_weight: float = 0.0,
+        warp_search: list[float] | None = None,
         max_text_len: int = 300,
         greedy_window: tuple[float, float] | None = (0.16, 0.5),
         examples: int = 4,
@@ -86,7 +88,10 @@ class SpeechRecognizer(TaskModule):
         (``words``, ``training``: the generated corpus's vocabularies, ``lexicon.lexicon_words``): it
         writes only those words (None: any spelling; not for Whisper, which writes BPE tokens); ``lm``: a
         character language model's checkpoint (the ``lm`` task's, ``fusion.py``) whose log-probabilities,
-        times ``lm_weight``, the beam adds to its scores (shallow fusion; None or 0: none); ``max_text_len``: the most characters decoding produces; ``greedy_window``:
+        times ``lm_weight``, the beam adds to its scores (shallow fusion; None or 0: none); ``warp_search``:
+        frequency warp factors at which test and predict decoding encode each utterance, keeping the one
+        whose CTC best path is the surest (test-time VTLN, ``vtln.py``; e.g. [0.88, 0.94, 1.0, 1.06, 1.12];
+        None: the features as they are; validation never searches); ``max_text_len``: the most characters decoding produces; ``greedy_window``:
         (back, forward) seconds around the audio the previous character attended to that attention
         greedy decoding lets the next one attend (``decoding.greedy``: the decoder cannot re-read a
         phrase or skip words; None: the whole utterance); ``examples``:
@@ -98,7 +103,7 @@ class SpeechRecognizer(TaskModule):
         prompt, decodes greedily, and has no CTC head (``ctc_weight`` and ``beam_ctc_weight`` must be 0)."""
         super().__init__(optim=optim, compile=compile)
         if pretrained is not None:
-            _refuse_for_whisper(lexicon=lexicon, lm=lm)
+            _refuse_for_whisper(lexicon=lexicon, lm=lm, warp_search=warp_search)
         if not (isinstance(lm_weight, (int, float)) and math.isfinite(lm_weight) and lm_weight >= 0):
             raise ValueError(f"lm_weight must be a finite number >= 0 (the language model's weight in the beam), got {lm_weight!r}")
         if lm_weight > 0 and lm is None:
@@ -115,6 +120,10 @@ class SpeechRecognizer(TaskModule):
             raise ValueError(f"ctc_weight must be in [0, 1] (the CTC share of the loss), got {ctc_weight}")
         if not 0.0 <= inter_ctc_weight < 1.0:
             raise ValueError(f"inter_ctc_weight must be in [0, 1) (the intermediate layers' share of the CTC loss), got {inter_ctc_weight}")
+        if warp_search is not None:
+            warp_search = list(check_alphas(warp_search))
+            if not net.ctc:
+                raise ValueError(f"warp_search={warp_search} chooses a warp by the CTC head's confidence; this model has no CTC head (net.ctc=False): set warp_search=None")
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         if not 0.0 <= beam_ctc_weight <= 1.0:
@@ -136,6 +145,7 @@ class SpeechRecognizer(TaskModule):
         self.lexicon = None if lexicon is None else Lexicon.load(lexicon, self.tokenizer)
         self.lm = None if lm is None else LanguageModelScorer.load(lm, self.tokenizer)  # not a submodule: not in checkpoints
         self.lm_weight = float(lm_weight)
+        self.warp_search = None if warp_search is None else tuple(warp_search)
         if greedy_window is not None and (len(greedy_window) != 2 or min(greedy_window) < 0 or max(greedy_window) <= 0):
             raise ValueError(f"greedy_window must be (back, forward) seconds, both >= 0 and not both 0, or None, got {greedy_window!r}")
         self.max_text_len, self.examples = max_text_len, examples
@@ -235,7 +245,15 @@ class SpeechRecognizer(TaskModule):
 
     def transcribe(self, wave: Tensor, lengths: Tensor, *, method: Literal["beam", "greedy", "ctc"] = "beam") -> list[str]:
         """(B, S) samples, (B,) lengths -> transcripts."""
-        return self._decode(*self.model.encode(wave, lengths), method=method)
+        return self._decode(*self.encode(wave, lengths), method=method)
+
+    def encode(self, wave: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, S) samples, (B,) lengths -> the encoder's output (B, N, D) and mask (B, N) that test
+        and predict decode: at each utterance's surest warp with ``warp_search``."""
+        if self.warp_search is None:
+            return self.model.encode(wave, lengths)
+        encoded, mask, _ = warp_search(self.model, wave, lengths, self.warp_search)
+        return encoded, mask
 
     def _decode(self, encoded: Tensor, mask: Tensor, *, method: Literal["beam", "greedy", "ctc"]) -> list[str]:
         """The encoder's output (B, N, D) and its mask (B, N) -> transcripts."""
@@ -283,7 +301,7 @@ class SpeechRecognizer(TaskModule):
         """``batch``: the four tensors, and (from ``SpeechDataModule``'s test loader) the tags:
         per utterance ``(split, report groups)``; without tags every utterance is of ``test``."""
         refs = self._references(batch[2])
-        encoded, mask = self.model.encode(batch[0], batch[1])
+        encoded, mask = self.encode(batch[0], batch[1])
         hyps = self._decode(encoded, mask, method="beam")
         ctc = self._decode(encoded, mask, method="ctc") if self.model.ctc_head is not None else None
         tags = batch[4] if len(batch) > 4 else [("test", ())] * len(refs)
@@ -358,7 +376,7 @@ class SpeechRecognizer(TaskModule):
         was_training = self.training
         self.eval()
         with torch.inference_mode():
-            encoded, _ = self.model.encode(wave[None], torch.tensor([len(wave)], device=wave.device))
+            encoded, _ = self.encode(wave[None], torch.tensor([len(wave)], device=wave.device))
             ids = self._beam(encoded)
         self.train(was_training)
         hyp = self.text(ids)
@@ -378,7 +396,7 @@ class SpeechRecognizer(TaskModule):
             from tzoo.tasks.speech.whisper import WhisperText
 
             self.whisper = WhisperText.from_dict(checkpoint["whisper_text"])
-            _refuse_for_whisper(lexicon=self.hparams["lexicon"], lm=self.hparams["lm"])
+            _refuse_for_whisper(lexicon=self.hparams["lexicon"], lm=self.hparams["lm"], warp_search=self.hparams.get("warp_search"))
         # checked before Lightning loads the weights: otherwise a mismatch is a shape error deep inside
         trained = self.upgrade_hparams(dict(checkpoint.get("hyper_parameters", {}))).get("net", {}).get("alphabet")
         ours = self.model.cfg.alphabet
@@ -389,8 +407,10 @@ class SpeechRecognizer(TaskModule):
             )
 
 
-def _refuse_for_whisper(*, lexicon: str | None, lm: str | None) -> None:
-    """The character beam's options are refused for a Whisper model, which writes BPE tokens greedily."""
+def _refuse_for_whisper(*, lexicon: str | None, lm: str | None, warp_search: Any = None) -> None:
+    """The character beam's options (and the warp search) are refused for a Whisper model, which writes BPE tokens greedily."""
     for name, value, verb in (("lexicon", lexicon, "constrains"), ("lm", lm, "scores")):
         if value is not None:
             raise ValueError(f"{name}={value!r} {verb} the character beam; a Whisper model writes BPE tokens greedily: set {name}=None")
+    if warp_search is not None:
+        raise ValueError(f"warp_search={warp_search!r} needs the log-mel front end's warp and a CTC head; a Whisper model has neither: set warp_search=None")
