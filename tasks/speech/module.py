@@ -124,6 +124,8 @@ class SpeechRecognizer(TaskModule):
             warp_search = list(check_alphas(warp_search))
             if not net.ctc:
                 raise ValueError(f"warp_search={warp_search} chooses a warp by the CTC head's confidence; this model has no CTC head (net.ctc=False): set warp_search=None")
+            if net.frontend != "tzoo":
+                raise ValueError(f"warp_search={warp_search} warps the log-mel of net.frontend='tzoo'; net.frontend={net.frontend!r} takes no warp: set warp_search=None")
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         if not 0.0 <= beam_ctc_weight <= 1.0:
@@ -376,7 +378,8 @@ class SpeechRecognizer(TaskModule):
         was_training = self.training
         self.eval()
         with torch.inference_mode():
-            encoded, _ = self.encode(wave[None], torch.tensor([len(wave)], device=wave.device))
+            # the plain encoding: alignment_figure draws the attention over it (and validation never searches)
+            encoded, _ = self.model.encode(wave[None], torch.tensor([len(wave)], device=wave.device))
             ids = self._beam(encoded)
         self.train(was_training)
         hyp = self.text(ids)

@@ -32,7 +32,7 @@ def check_alphas(alphas: Sequence[float]) -> tuple[float, ...]:
     if isinstance(alphas, (str, bytes)) or not isinstance(alphas, Sequence) or not alphas:
         raise ValueError(f"warp_search must be a non-empty list of frequency warp factors (e.g. [0.88, 0.94, 1.0, 1.06, 1.12]), or None, got {alphas!r}")
     low, high = ALPHA_RANGE
-    bad = [a for a in alphas if not (isinstance(a, (int, float)) and math.isfinite(a) and low < a < high)]
+    bad = [a for a in alphas if isinstance(a, bool) or not (isinstance(a, (int, float)) and math.isfinite(a) and low < a < high)]
     if bad:
         raise ValueError(f"warp_search factors must be numbers in ({low}, {high}) (1 = no warp), got {bad} in {list(alphas)}")
     return tuple(float(a) for a in alphas)

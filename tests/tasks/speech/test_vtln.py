@@ -65,18 +65,23 @@ def test_a_search_over_no_warp_is_the_plain_encoder():
 
 
 @torch.inference_mode()
-def test_the_recognizer_decodes_the_searched_encoding_and_validation_does_not_search():
+def test_the_recognizer_decodes_the_searched_encoding_and_without_the_option_the_plain_one():
     torch.manual_seed(0)
     rec = SpeechRecognizer(NET, warp_search=ALPHAS, beam_size=2).eval()
     assert rec.warp_search == tuple(ALPHAS) and rec.hparams["warp_search"] == ALPHAS
     wave, lengths = _batch()
-    encoded, mask, _ = warp_search(rec.model, wave, lengths, ALPHAS)
+    encoded, mask, chosen = warp_search(rec.model, wave, lengths, ALPHAS)
+    assert chosen.tolist() != [1.0, 1.0]  # else the searched and the plain encodings would be the same
+    torch.testing.assert_close(rec.encode(wave, lengths)[0], encoded)
+    plain_encoded, plain_mask = rec.model.encode(wave, lengths)
+    assert not torch.allclose(encoded, plain_encoded, atol=1e-3)
     for method in ("beam", "greedy", "ctc"):
         assert rec.transcribe(wave, lengths, method=method) == rec._decode(encoded, mask, method=method)
     plain = SpeechRecognizer(NET, beam_size=2).eval()
     plain.load_state_dict(rec.state_dict())
     assert plain.warp_search is None
-    torch.testing.assert_close(plain.encode(wave, lengths)[0], rec.model.encode(wave, lengths)[0])
+    torch.testing.assert_close(plain.encode(wave, lengths)[0], plain_encoded)
+    assert plain.transcribe(wave, lengths, method="ctc") == plain._decode(plain_encoded, plain_mask, method="ctc")
 
 
 @pytest.mark.parametrize(
@@ -87,6 +92,7 @@ def test_the_recognizer_decodes_the_searched_encoding_and_validation_does_not_se
         ([0.9, 2.0], r"warp_search factors must be numbers in \(0\.5, 1\.5\) \(1 = no warp\), got \[2\.0\] in \[0\.9, 2\.0\]"),
         ([float("nan")], r"warp_search factors must be numbers in \(0\.5, 1\.5\).*got \[nan\]"),
         ([0.5, 1.0], r"got \[0\.5\] in \[0\.5, 1\.0\]"),
+        ([True, 1.0], r"got \[True\] in \[True, 1\.0\]"),
     ],
 )
 def test_bad_warp_factors_are_named_with_the_valid_range(bad, message):
@@ -96,9 +102,12 @@ def test_bad_warp_factors_are_named_with_the_valid_range(bad, message):
         SpeechRecognizer(NET, warp_search=bad)
 
 
-def test_a_warp_search_needs_a_ctc_head_and_the_log_mel_front_end():
+def test_a_warp_search_needs_a_ctc_head_and_the_log_mel_front_end_and_whisper_models_refuse_it():
     no_ctc = SpeechConfig(ctc=False, encoder=TransformerConfig(**STACK), decoder=TransformerConfig(**STACK))
     with pytest.raises(ValueError, match=r"warp_search=\[0\.9, 1\.0\] chooses a warp by the CTC head's confidence; this model has no CTC head \(net\.ctc=False\): set warp_search=None"):
         SpeechRecognizer(no_ctc, ctc_weight=0.0, beam_ctc_weight=0.0, warp_search=[0.9, 1.0])
+    whisper_front = SpeechConfig(frontend="whisper", n_mels=80, subsampling=2, encoder=TransformerConfig(**STACK), decoder=TransformerConfig(**STACK))
+    with pytest.raises(ValueError, match=r"warp_search=\[0\.9, 1\.0\] warps the log-mel of net\.frontend='tzoo'; net\.frontend='whisper' takes no warp: set warp_search=None"):
+        SpeechRecognizer(whisper_front, warp_search=[0.9, 1.0])
     with pytest.raises(ValueError, match=r"warp_search=\[0\.9, 1\.0\] needs the log-mel front end's warp and a CTC head; a Whisper model has neither: set warp_search=None"):
         _refuse_for_whisper(lexicon=None, lm=None, warp_search=[0.9, 1.0])
