@@ -34,13 +34,14 @@ def decode(module: Any, encodings: list[torch.Tensor], beam: int, weight: float)
 
 @torch.inference_mode()
 def encode(module: Any, entries: list[dict[str, Any]]) -> list[torch.Tensor]:
-    """Each utterance's encoder output (1, N, D)."""
+    """Each utterance's encoder output (1, N, D), as the module's test and predict encode it (at its
+    surest frequency warp where the checkpoint's ``warp_search`` is set, ``vtln.py``)."""
     from tzoo.tasks.speech.audio import load_audio
 
     encodings = []
     for e in entries:
         wave = load_audio(e["audio"], module.model.sample_rate)
-        encodings.append(module.model.encode(wave[None], torch.tensor([len(wave)]))[0])
+        encodings.append(module.encode(wave[None], torch.tensor([len(wave)]))[0])
     return encodings
 
 
