@@ -154,9 +154,7 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
     if warp_search is not None:  # test-time VTLN on a checkpoint trained without the setting (vtln.py)
         from tzoo.tasks.speech.vtln import check_alphas
 
-        if warp_search and module.model.ctc_head is None:
-            raise SystemExit(f"--warp_search {warp_search} chooses by the CTC head's confidence; this checkpoint has no CTC head")
-        module.warp_search = check_alphas(warp_search) if warp_search else None
+        module.warp_search = check_alphas(warp_search, module.model.cfg) if warp_search else None
     model, beam = module.model, module.beam_size
     data = _datamodule(results["train"].get("fit_options", []))
     entries = data.split_entries("test")[:limit]

@@ -39,20 +39,11 @@ from speech import _by_group, _datamodule, _error_rates  # noqa: E402
 OUT = Path(__file__).resolve().parent / "results" / "speech_warp.json"
 
 
-def _encode(model: Any, wave: torch.Tensor, alphas: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
-    """One utterance (S,) at every alpha -> encoder outputs (A, N, D) and CTC logits (A, N, V)."""
-    A = len(alphas)
-    waves, lengths = wave[None].expand(A, -1), torch.full((A,), len(wave))
-    mel, frames = model.frontend.logmel(waves, lengths, torch.tensor(alphas), None)
-    nodes, mask = model.frontend.from_logmel(mel, frames)
-    encoded, _ = model.encode_nodes(nodes, mask)
-    return encoded, model.ctc_head(encoded)
-
-
 @torch.inference_mode()
 def evaluate(module: Any, entries: list[dict[str, Any]], alphas: list[float], lexicon: Any = None) -> dict[str, Any]:
     from tzoo.tasks.speech.audio import load_audio
     from tzoo.tasks.speech.decoding import beam_search, ctc_log_likelihood, max_tokens
+    from tzoo.tasks.speech.vtln import ctc_confidence, warped_encodings
 
     model = module.model
     one = alphas.index(1.0)
@@ -66,12 +57,12 @@ def evaluate(module: Any, entries: list[dict[str, Any]], alphas: list[float], le
     start = time.perf_counter()
     for entry in entries:
         wave = load_audio(entry["audio"], model.sample_rate)
-        encoded, ctc = _encode(model, wave, alphas)
+        encoded, mask, ctc = warped_encodings(model, wave[None], torch.tensor([len(wave)]), alphas)  # (A, N, *)
         first = beam(encoded[one], ctc[one])
         hyps["fixed"].append(module.text(first))
         nodes = ctc.shape[1]
         likelihood = torch.stack([ctc_log_likelihood(c, [first])[0] for c in ctc]) if first else torch.zeros(len(alphas))
-        confidence = ctc.float().log_softmax(-1).max(-1).values.mean(-1)  # (A,) mean best-path log-probability per node
+        confidence = ctc_confidence(ctc, mask)  # (A,)
         for name, score in (("ml", likelihood / nodes), ("confidence", confidence)):
             a = int(score.argmax())
             chosen[name].append(alphas[a])

@@ -32,13 +32,13 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 
 from tzoo.tasks.base import TaskModule
 from tzoo.tasks.config import OptimConfig, from_dict, signature_default, to_dict
+from tzoo.tasks.speech import vtln
 from tzoo.tasks.speech.data import IGNORE
 from tzoo.tasks.speech.decoding import beam_search, ctc_greedy, greedy, max_tokens
 from tzoo.tasks.speech.fusion import LanguageModelScorer
 from tzoo.tasks.speech.lexicon import Lexicon
 from tzoo.tasks.speech.model import SpeechConfig, SpeechTransformer
 from tzoo.tasks.speech.tokenizer import BOS, EOS, text_tokenizer
-from tzoo.tasks.speech.vtln import check_alphas, warp_search
 
 __all__ = ["SpeechRecognizer"]
 
@@ -103,7 +103,7 @@ class SpeechRecognizer(TaskModule):
         prompt, decodes greedily, and has no CTC head (``ctc_weight`` and ``beam_ctc_weight`` must be 0)."""
         super().__init__(optim=optim, compile=compile)
         if pretrained is not None:
-            _refuse_for_whisper(lexicon=lexicon, lm=lm, warp_search=warp_search)
+            _refuse_for_whisper(lexicon=lexicon, lm=lm)
         if not (isinstance(lm_weight, (int, float)) and math.isfinite(lm_weight) and lm_weight >= 0):
             raise ValueError(f"lm_weight must be a finite number >= 0 (the language model's weight in the beam), got {lm_weight!r}")
         if lm_weight > 0 and lm is None:
@@ -120,12 +120,7 @@ class SpeechRecognizer(TaskModule):
             raise ValueError(f"ctc_weight must be in [0, 1] (the CTC share of the loss), got {ctc_weight}")
         if not 0.0 <= inter_ctc_weight < 1.0:
             raise ValueError(f"inter_ctc_weight must be in [0, 1) (the intermediate layers' share of the CTC loss), got {inter_ctc_weight}")
-        if warp_search is not None:
-            warp_search = list(check_alphas(warp_search))
-            if not net.ctc:
-                raise ValueError(f"warp_search={warp_search} chooses a warp by the CTC head's confidence; this model has no CTC head (net.ctc=False): set warp_search=None")
-            if net.frontend != "tzoo":
-                raise ValueError(f"warp_search={warp_search} warps the log-mel of net.frontend='tzoo'; net.frontend={net.frontend!r} takes no warp: set warp_search=None")
+        alphas = None if warp_search is None else vtln.check_alphas(warp_search, net)
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         if not 0.0 <= beam_ctc_weight <= 1.0:
@@ -147,7 +142,7 @@ class SpeechRecognizer(TaskModule):
         self.lexicon = None if lexicon is None else Lexicon.load(lexicon, self.tokenizer)
         self.lm = None if lm is None else LanguageModelScorer.load(lm, self.tokenizer)  # not a submodule: not in checkpoints
         self.lm_weight = float(lm_weight)
-        self.warp_search = None if warp_search is None else tuple(warp_search)
+        self.warp_search = alphas
         if greedy_window is not None and (len(greedy_window) != 2 or min(greedy_window) < 0 or max(greedy_window) <= 0):
             raise ValueError(f"greedy_window must be (back, forward) seconds, both >= 0 and not both 0, or None, got {greedy_window!r}")
         self.max_text_len, self.examples = max_text_len, examples
@@ -254,7 +249,7 @@ class SpeechRecognizer(TaskModule):
         and predict decode: at each utterance's surest warp with ``warp_search``."""
         if self.warp_search is None:
             return self.model.encode(wave, lengths)
-        encoded, mask, _ = warp_search(self.model, wave, lengths, self.warp_search)
+        encoded, mask, _ = vtln.warp_search(self.model, wave, lengths, self.warp_search)
         return encoded, mask
 
     def _decode(self, encoded: Tensor, mask: Tensor, *, method: Literal["beam", "greedy", "ctc"]) -> list[str]:
@@ -399,7 +394,7 @@ class SpeechRecognizer(TaskModule):
             from tzoo.tasks.speech.whisper import WhisperText
 
             self.whisper = WhisperText.from_dict(checkpoint["whisper_text"])
-            _refuse_for_whisper(lexicon=self.hparams["lexicon"], lm=self.hparams["lm"], warp_search=self.hparams.get("warp_search"))
+            _refuse_for_whisper(lexicon=self.hparams["lexicon"], lm=self.hparams["lm"])
         # checked before Lightning loads the weights: otherwise a mismatch is a shape error deep inside
         trained = self.upgrade_hparams(dict(checkpoint.get("hyper_parameters", {}))).get("net", {}).get("alphabet")
         ours = self.model.cfg.alphabet
@@ -410,10 +405,8 @@ class SpeechRecognizer(TaskModule):
             )
 
 
-def _refuse_for_whisper(*, lexicon: str | None, lm: str | None, warp_search: Any = None) -> None:
-    """The character beam's options (and the warp search) are refused for a Whisper model, which writes BPE tokens greedily."""
+def _refuse_for_whisper(*, lexicon: str | None, lm: str | None) -> None:
+    """The character beam's options are refused for a Whisper model, which writes BPE tokens greedily."""
     for name, value, verb in (("lexicon", lexicon, "constrains"), ("lm", lm, "scores")):
         if value is not None:
             raise ValueError(f"{name}={value!r} {verb} the character beam; a Whisper model writes BPE tokens greedily: set {name}=None")
-    if warp_search is not None:
-        raise ValueError(f"warp_search={warp_search!r} needs the log-mel front end's warp and a CTC head; a Whisper model has neither: set warp_search=None")

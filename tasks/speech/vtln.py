@@ -22,20 +22,44 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["check_alphas", "warp_search"]
+__all__ = ["check_alphas", "ctc_confidence", "warp_search", "warped_encodings"]
 
 ALPHA_RANGE = (0.5, 1.5)  # vtlp_warp's factors (the training warp's: 1 +- freq_warp < 0.5)
 
 
-def check_alphas(alphas: Sequence[float]) -> tuple[float, ...]:
-    """``alphas`` as a tuple of floats, or ValueError naming what is wrong."""
+def check_alphas(alphas: Sequence[float], net: Any = None) -> tuple[float, ...]:
+    """``alphas`` as a tuple of floats, or ValueError naming what is wrong; with ``net`` (a
+    ``SpeechConfig``) also that its model can search: a CTC head and the log-mel front end."""
     if isinstance(alphas, (str, bytes)) or not isinstance(alphas, Sequence) or not alphas:
         raise ValueError(f"warp_search must be a non-empty list of frequency warp factors (e.g. [0.88, 0.94, 1.0, 1.06, 1.12]), or None, got {alphas!r}")
     low, high = ALPHA_RANGE
     bad = [a for a in alphas if isinstance(a, bool) or not (isinstance(a, (int, float)) and math.isfinite(a) and low < a < high)]
     if bad:
         raise ValueError(f"warp_search factors must be numbers in ({low}, {high}) (1 = no warp), got {bad} in {list(alphas)}")
-    return tuple(float(a) for a in alphas)
+    checked = tuple(float(a) for a in alphas)
+    if net is not None and net.frontend != "tzoo":
+        raise ValueError(f"warp_search={list(checked)} warps the log-mel of net.frontend='tzoo'; net.frontend={net.frontend!r} takes no warp: set warp_search=None")
+    if net is not None and not net.ctc:
+        raise ValueError(f"warp_search={list(checked)} chooses a warp by the CTC head's confidence; this model has no CTC head (net.ctc=False): set warp_search=None")
+    return checked
+
+
+def warped_encodings(model: Any, wave: Tensor, lengths: Tensor, alphas: Sequence[float]) -> tuple[Tensor, Tensor, Tensor]:
+    """(B, S) samples, (B,) lengths -> at every alpha, utterance-major (row b * A + a: utterance b
+    at ``alphas[a]``): the encoder's output (B * A, N, D), its mask (B * A, N) and the CTC head's
+    logits (B * A, N, V), in one batch."""
+    A = len(alphas)
+    warp = torch.tensor(alphas, dtype=torch.float32, device=wave.device).repeat(wave.shape[0])  # (B * A,)
+    mel, frames = model.frontend.logmel(wave.repeat_interleave(A, 0), lengths.repeat_interleave(A), warp, None)
+    encoded, mask = model.encode_nodes(*model.frontend.from_logmel(mel, frames))
+    return encoded, mask, model.ctc_head(encoded)
+
+
+def ctc_confidence(ctc_logits: Tensor, mask: Tensor) -> Tensor:
+    """CTC logits (R, N, V) and mask (R, N) -> (R,) the mean over the real nodes of the best path's
+    log-probability: how sure the CTC head is of what it hears."""
+    best = ctc_logits.float().log_softmax(-1).max(-1).values  # (R, N)
+    return (best * mask).sum(-1) / mask.sum(-1).clamp_min(1)
 
 
 def warp_search(model: Any, wave: Tensor, lengths: Tensor, alphas: Sequence[float]) -> tuple[Tensor, Tensor, Tensor]:
@@ -43,13 +67,7 @@ def warp_search(model: Any, wave: Tensor, lengths: Tensor, alphas: Sequence[floa
     utterance's chosen alpha, and the chosen alphas (B,). ``model``: a ``SpeechTransformer`` with a
     CTC head and the log-mel front end (its frontend's ``logmel`` takes the warp)."""
     B, A = wave.shape[0], len(alphas)
-    frontend = model.frontend
-    warp = torch.tensor(alphas, dtype=torch.float32, device=wave.device).repeat(B)  # (B * A,) utterance-major
-    mel, frames = frontend.logmel(wave.repeat_interleave(A, 0), lengths.repeat_interleave(A), warp, None)
-    nodes, mask = frontend.from_logmel(mel, frames)  # (B * A, N, D), (B * A, N)
-    encoded, mask = model.encode_nodes(nodes, mask)
-    best = model.ctc_head(encoded).float().log_softmax(-1).max(-1).values  # (B * A, N)
-    confidence = (best * mask).sum(-1) / mask.sum(-1).clamp_min(1)  # (B * A,)
-    chosen = confidence.view(B, A).argmax(-1)  # (B,)
+    encoded, mask, ctc = warped_encodings(model, wave, lengths, alphas)
+    chosen = ctc_confidence(ctc, mask).view(B, A).argmax(-1)  # (B,)
     rows = torch.arange(B, device=wave.device) * A + chosen
     return encoded[rows], mask[rows], torch.tensor(alphas, device=wave.device)[chosen]

@@ -6,7 +6,7 @@ import torch
 
 from tzoo.core import TransformerConfig
 from tzoo.tasks.speech.model import SpeechConfig, SpeechTransformer
-from tzoo.tasks.speech.module import SpeechRecognizer, _refuse_for_whisper
+from tzoo.tasks.speech.module import SpeechRecognizer
 from tzoo.tasks.speech.vtln import check_alphas, warp_search
 
 STACK = dict(dim=32, depth=2, num_heads=2, dropout=0.0)
@@ -109,5 +109,7 @@ def test_a_warp_search_needs_a_ctc_head_and_the_log_mel_front_end_and_whisper_mo
     whisper_front = SpeechConfig(frontend="whisper", n_mels=80, subsampling=2, encoder=TransformerConfig(**STACK), decoder=TransformerConfig(**STACK))
     with pytest.raises(ValueError, match=r"warp_search=\[0\.9, 1\.0\] warps the log-mel of net\.frontend='tzoo'; net\.frontend='whisper' takes no warp: set warp_search=None"):
         SpeechRecognizer(whisper_front, warp_search=[0.9, 1.0])
-    with pytest.raises(ValueError, match=r"warp_search=\[0\.9, 1\.0\] needs the log-mel front end's warp and a CTC head; a Whisper model has neither: set warp_search=None"):
-        _refuse_for_whisper(lexicon=None, lm=None, warp_search=[0.9, 1.0])
+    # a pretrained Whisper's net (its front end, no CTC head): the front end is named
+    whisper_net = SpeechConfig(frontend="whisper", n_mels=80, subsampling=2, ctc=False, encoder=TransformerConfig(**STACK), decoder=TransformerConfig(**STACK))
+    with pytest.raises(ValueError, match=r"warp_search=\[0\.9, 1\.0\] warps the log-mel of net\.frontend='tzoo'; net\.frontend='whisper' takes no warp"):
+        check_alphas([0.9, 1.0], whisper_net)
