@@ -111,11 +111,22 @@ def _error_rates(hyps: list[str], refs: list[str]) -> dict[str, float]:
     return {"cer": float(char_error_rate(hyps, refs)), "wer": float(word_error_rate(hyps, refs))}
 
 
-def _lexicon_beams(module: Any, lexicon: Any, waves: list[torch.Tensor]) -> list[str]:
-    """The module's joint beam on each utterance, one at a time, within ``lexicon``'s words."""
+def _encode(module: Any, waves: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Each utterance's encoder output (1, N, D) and mask (1, N), one at a time, as the module's test
+    encodes it (at its surest frequency warp with ``warp_search``): every decoding below reads these."""
+    return [module.encode(w[None], torch.tensor([len(w)])) for w in waves]
+
+
+def _decodings(module: Any, encodings: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, list[str]]:
+    """The joint beam, attention greedy and CTC greedy of each encoding (``SpeechRecognizer._decode``)."""
+    return {method: [module._decode(*e, method=method)[0] for e in encodings] for method in ("beam", "greedy", "ctc")}
+
+
+def _lexicon_beams(module: Any, lexicon: Any, encodings: list[tuple[torch.Tensor, torch.Tensor]]) -> list[str]:
+    """The module's joint beam on each encoding, within ``lexicon``'s words."""
     previous, module.lexicon = module.lexicon, lexicon
     try:
-        return [module.transcribe(w[None], torch.tensor([len(w)]), method="beam")[0] for w in waves]
+        return [module._decode(*e, method="beam")[0] for e in encodings]
     finally:
         module.lexicon = previous
 
@@ -166,19 +177,17 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
     # Decoding one short utterance is a chain of small matrix products: one thread does it fastest
     # (two threads spend more on synchronising than they gain), so decoding runs on one thread.
     torch.set_num_threads(1)
-    hyps: dict[str, list[str]] = {"beam": [], "greedy": [], "ctc": []}
     start = time.perf_counter()
-    for wave in waves:
-        for method, out in hyps.items():
-            out += module.transcribe(wave[None], torch.tensor([len(wave)]), method=method)
+    encodings = _encode(module, waves)
+    hyps = _decodings(module, encodings)
     eval_s = time.perf_counter() - start
-    hyps["beam_attention"] = []  # the same beam without the CTC head's prefix scores
-    for wave in waves:
-        encoded, _ = module.encode(wave[None], torch.tensor([len(wave)]))
-        hyps["beam_attention"].append(module.text(beam_search(model, encoded, beam=beam, max_len=max_tokens(encoded.shape[1], module.max_text_len))))
+    hyps["beam_attention"] = [  # the same beam without the CTC head's prefix scores
+        module.text(beam_search(model, encoded, beam=beam, max_len=max_tokens(encoded.shape[1], module.max_text_len)))
+        for encoded, _ in encodings
+    ]
     # the joint beam within the corpus's word list and digits (a closed vocabulary, lexicon.py)
     words = Lexicon.load("words", module.tokenizer)
-    hyps["beam_lexicon"] = _lexicon_beams(module, words, waves)
+    hyps["beam_lexicon"] = _lexicon_beams(module, words, encodings)
     quality = {name: _error_rates(h, refs) for name, h in hyps.items()}
     by_engine, by_voice = _by_group(entries, hyps["beam"], refs)
     lexicon_by_engine, lexicon_by_voice = _by_group(entries, hyps["beam_lexicon"], refs)
@@ -191,8 +200,8 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
     order = torch.randperm(len(waves), generator=torch.Generator().manual_seed(0))[:speed_utterances].tolist()
     # twice: the attention beam alone (all of its work is the decoder's) and the joint search the
     # module runs (its CTC prefix scores are the same work with or without the cache)
-    encodings = [module.encode(waves[i][None], torch.tensor([len(waves[i])]))[0] for i in order]
-    ctc_logits = [model.ctc_head(e[0]) for e in encodings]
+    timed = [encodings[i][0] for i in order]
+    ctc_logits = [model.ctc_head(e[0]) for e in timed]
     weight = module.beam_ctc_weight
     cache = {}
     for name, w in (("attention", 0.0), ("joint", weight)):
@@ -203,7 +212,7 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
             outs[use_cache] = [
                 beam_search(model, e, beam=beam, max_len=max_tokens(e.shape[1], module.max_text_len), use_cache=use_cache,
                             ctc_logits=c, ctc_weight=w)
-                for e, c in zip(encodings, ctc_logits)
+                for e, c in zip(timed, ctc_logits)
             ]
             timing[use_cache] = min(timing.get(use_cache, float("inf")), time.perf_counter() - start)
         cache[name] = {"utterances": len(order), "tokens": sum(len(o) + 1 for o in outs[True]), "ctc_weight": w,
@@ -244,15 +253,12 @@ def _sentences(module: Any, data: Any, limit: int | None) -> dict[str, Any]:
 
     entries = data.split_entries("test_sentences")[:limit]
     refs = [e["text"] for e in entries]
-    hyps: dict[str, list[str]] = {"beam": [], "greedy": [], "ctc": []}
     start = time.perf_counter()
-    waves = [load_audio(e["audio"], module.model.sample_rate) for e in entries]
-    for wave in waves:
-        for method, out in hyps.items():
-            out += module.transcribe(wave[None], torch.tensor([len(wave)]), method=method)
+    encodings = _encode(module, [load_audio(e["audio"], module.model.sample_rate) for e in entries])
+    hyps = _decodings(module, encodings)
     eval_s = time.perf_counter() - start
     lexicon = Lexicon.load("training", module.tokenizer)
-    hyps["beam_lexicon"] = _lexicon_beams(module, lexicon, waves)
+    hyps["beam_lexicon"] = _lexicon_beams(module, lexicon, encodings)
     by_engine, by_voice = _by_group(entries, hyps["beam"], refs)
     return {"utterances": len(entries), "eval_s": round(eval_s, 1),
             "lexicon": {"name": "training", "words": len(lexicon), "oov_rate": lexicon.oov_rate(refs)},
