@@ -111,10 +111,16 @@ def _error_rates(hyps: list[str], refs: list[str]) -> dict[str, float]:
     return {"cer": float(char_error_rate(hyps, refs)), "wer": float(word_error_rate(hyps, refs))}
 
 
-def _encode(module: Any, waves: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _encode(module: Any, waves: list[torch.Tensor], speakers: list[str | None]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Each utterance's encoder output (1, N, D) and mask (1, N), one at a time, as the module's test
-    encodes it (at its surest frequency warp with ``warp_search``): every decoding below reads these."""
-    return [module.encode(w[None], torch.tensor([len(w)])) for w in waves]
+    encodes it (at its surest frequency warp with ``warp_search``; with ``warp_search_by="speaker"``
+    at its speaker's, pooled over the split's utterances shortest first, the order ``tzoo test``
+    takes): every decoding below reads these."""
+    module.speaker_warps.reset()
+    encodings: list[Any] = [None] * len(waves)
+    for i in sorted(range(len(waves)), key=lambda i: len(waves[i])):
+        encodings[i] = module.encode(waves[i][None], torch.tensor([len(waves[i])]), [speakers[i]])
+    return encodings
 
 
 def _decodings(module: Any, encodings: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, list[str]]:
@@ -150,10 +156,12 @@ def _greedy_rtf(module: Any, waves: list[torch.Tensor], threads: int) -> float:
 
 @torch.inference_mode()
 def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | None = None,
-               beam_size: int | None = None, beam_ctc_weight: float | None = None, warp_search: list[float] | None = None) -> None:
+               beam_size: int | None = None, beam_ctc_weight: float | None = None, warp_search: list[float] | None = None,
+               warp_search_by: str | None = None) -> None:
     from tzoo.tasks.loading import load_module
     from tzoo.tasks.speech.audio import load_audio
     from tzoo.tasks.speech.decoding import beam_search, max_tokens
+    from tzoo.tasks.speech.corpus import speaker_of
     from tzoo.tasks.speech.lexicon import Lexicon
 
     run = Path(results["train"]["run_dir"])
@@ -166,6 +174,10 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
         from tzoo.tasks.speech.vtln import check_alphas
 
         module.warp_search = check_alphas(warp_search, module.model.cfg) if warp_search else None
+    if warp_search_by is not None:  # one warp per speaker, pooled over the speaker's utterances (vtln.py)
+        from tzoo.tasks.speech.vtln import check_scope
+
+        module.warp_search_by = check_scope(warp_search_by, module.warp_search)
     model, beam = module.model, module.beam_size
     data = _datamodule(results["train"].get("fit_options", []))
     entries = data.split_entries("test")[:limit]
@@ -178,7 +190,7 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
     # (two threads spend more on synchronising than they gain), so decoding runs on one thread.
     torch.set_num_threads(1)
     start = time.perf_counter()
-    encodings = _encode(module, waves)
+    encodings = _encode(module, waves, [speaker_of(e) for e in entries])
     hyps = _decodings(module, encodings)
     eval_s = time.perf_counter() - start
     hyps["beam_attention"] = [  # the same beam without the CTC head's prefix scores
@@ -221,7 +233,7 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
 
     results["eval"] = {
         "test_utterances": len(entries), "test_audio_s": round(audio_s, 1), "beam": beam, "beam_ctc_weight": weight, "decode_threads": 1,
-        "warp_search": module.warp_search,
+        "warp_search": module.warp_search, "warp_search_by": module.warp_search_by,
         "eval_s": round(eval_s, 1), "quality": quality, "beam_by_engine": by_engine, "beam_by_voice": by_voice,
         "lexicon": {"name": "words", "words": len(words)},
         "lexicon_by_engine": lexicon_by_engine, "lexicon_by_voice": lexicon_by_voice,
@@ -249,12 +261,13 @@ def _sentences(module: Any, data: Any, limit: int | None) -> dict[str, Any]:
     time, and the joint beam within the training texts' vocabulary (lexicon ``training``: the
     test plays' words it lacks cannot be written); the joint beam per engine and voice."""
     from tzoo.tasks.speech.audio import load_audio
+    from tzoo.tasks.speech.corpus import speaker_of
     from tzoo.tasks.speech.lexicon import Lexicon
 
     entries = data.split_entries("test_sentences")[:limit]
     refs = [e["text"] for e in entries]
     start = time.perf_counter()
-    encodings = _encode(module, [load_audio(e["audio"], module.model.sample_rate) for e in entries])
+    encodings = _encode(module, [load_audio(e["audio"], module.model.sample_rate) for e in entries], [speaker_of(e) for e in entries])
     hyps = _decodings(module, encodings)
     eval_s = time.perf_counter() - start
     lexicon = Lexicon.load("training", module.tokenizer)
@@ -291,7 +304,8 @@ def print_tables(results: dict[str, Any]) -> None:
         return
     print(f"\nTest split (its voices: the corpus spec's test voices, by default none heard in training; {e['test_utterances']} utterances, {e['test_audio_s'] / 60:.1f} min of audio):\n")
     if e.get("warp_search"):
-        print(f"Every decoding below reads each utterance at its surest frequency warp among {list(e['warp_search'])} (warp_search, vtln.py).\n")
+        who = "its speaker's surest" if e.get("warp_search_by") == "speaker" else "its surest"
+        print(f"Every decoding below reads each utterance at {who} frequency warp among {list(e['warp_search'])} (warp_search, vtln.py).\n")
     print("| decoding | CER | WER |\n|---|---|---|")
     lexicon = e.get("lexicon", {})
     rows = (("beam", f"joint CTC/attention beam search (width {e['beam']}, CTC weight {e.get('beam_ctc_weight', 0)})"),
@@ -346,6 +360,8 @@ def main() -> None:
     parser.add_argument("--beam_ctc_weight", type=float, default=None, help="CTC weight of the joint beam (default: the checkpoint's)")
     parser.add_argument("--warp_search", type=float, nargs="*", default=None,
                         help="test-time frequency warps to choose among per utterance (vtln.py; default: the checkpoint's; none given: off)")
+    parser.add_argument("--warp_search_by", choices=("utterance", "speaker"), default=None,
+                        help="one warp per utterance or per speaker, pooled (vtln.py; default: the checkpoint's)")
     parser.add_argument("fit_options", nargs="*", help="after --: options for tzoo fit, e.g. -- --model.init_args.net.cross_position=sinusoidal")
     args = parser.parse_args()
     RESULTS = args.results
@@ -356,7 +372,7 @@ def main() -> None:
         _save_results(results)
     if args.stage in ("all", "eval"):
         stage_eval(results, speed_utterances=args.speed_utterances, limit=args.limit, beam_size=args.beam_size, beam_ctc_weight=args.beam_ctc_weight,
-                   warp_search=args.warp_search)
+                   warp_search=args.warp_search, warp_search_by=args.warp_search_by)
         _save_results(results)
     print_tables(results)
 

@@ -35,14 +35,15 @@ def decode(module: Any, encodings: list[torch.Tensor], beam: int, weight: float)
 @torch.inference_mode()
 def encode(module: Any, entries: list[dict[str, Any]]) -> list[torch.Tensor]:
     """Each utterance's encoder output (1, N, D), as the module's test and predict encode it (at its
-    surest frequency warp where the checkpoint's ``warp_search`` is set, ``vtln.py``)."""
-    from tzoo.tasks.speech.audio import load_audio
+    surest frequency warp where the checkpoint's ``warp_search`` is set, or its speaker's with
+    ``warp_search_by="speaker"``, ``vtln.py``; ``benchmarks/speech.py``'s ``_encode``)."""
+    from speech import _encode
 
-    encodings = []
-    for e in entries:
-        wave = load_audio(e["audio"], module.model.sample_rate)
-        encodings.append(module.encode(wave[None], torch.tensor([len(wave)]))[0])
-    return encodings
+    from tzoo.tasks.speech.audio import load_audio
+    from tzoo.tasks.speech.corpus import speaker_of
+
+    waves = [load_audio(e["audio"], module.model.sample_rate) for e in entries]
+    return [encoded for encoded, _ in _encode(module, waves, [speaker_of(e) for e in entries])]
 
 
 def main() -> None:

@@ -70,7 +70,7 @@ def _decode(module: Any, encodings: list[torch.Tensor], weight: float) -> tuple[
     return texts, seconds
 
 
-def stage_eval(out: dict[str, Any], speech: dict[str, Any], weights: list[float], val_limit: int) -> None:
+def stage_eval(out: dict[str, Any], speech: dict[str, Any], weights: list[float], val_limit: int, warp_search_by: str | None = None) -> None:
     from speech import _by_group, _datamodule, _error_rates  # benchmarks/speech.py
     from speech_decode import encode
 
@@ -81,6 +81,10 @@ def stage_eval(out: dict[str, Any], speech: dict[str, Any], weights: list[float]
     torch.set_num_threads(1)  # as benchmarks/speech.py decodes: one utterance's steps are small
     module = load_module(Path(speech["train"]["run_dir"]) / "checkpoints" / "last.ckpt", task="speech")
     module.lm = LanguageModelScorer.load(out["lm"]["checkpoint"], module.tokenizer)
+    if warp_search_by is not None:  # one warp per speaker on a checkpoint trained without the setting (vtln.py)
+        from tzoo.tasks.speech.vtln import check_scope
+
+        module.warp_search_by = check_scope(warp_search_by, module.warp_search)
     data = _datamodule(speech["train"].get("fit_options", []))
     val = data.split_entries("val")[:val_limit]
     val_enc, val_refs = encode(module, val), [e["text"] for e in val]
@@ -91,7 +95,7 @@ def stage_eval(out: dict[str, Any], speech: dict[str, Any], weights: list[float]
         print(f"val, lm_weight {w}: {sweep[w]}")
     best = min(weights, key=lambda w: sweep[w]["cer"])
     out["eval"] = {"speech_run": speech["train"]["run_dir"], "val_utterances": len(val), "val_sweep": {str(w): q for w, q in sweep.items()},
-                   "lm_weight": best}  # fmt: skip
+                   "lm_weight": best, "warp_search": module.warp_search, "warp_search_by": module.warp_search_by}  # fmt: skip
     # the lexicons benchmarks/speech.py closes each split's beam with (its rows without the LM)
     lexicons = {"test": "words", "test_sentences": "training"}
     for split in ("test", "test_sentences"):
@@ -130,6 +134,8 @@ def main() -> None:
     parser.add_argument("--random-lines", type=int, default=100_000)
     parser.add_argument("--weights", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.5])
     parser.add_argument("--val-limit", type=int, default=300)
+    parser.add_argument("--warp_search_by", choices=("utterance", "speaker"), default=None,
+                        help="one frequency warp per utterance or per speaker (vtln.py; default: the checkpoint's)")
     args = parser.parse_args()
     out = json.loads(args.out.read_text()) if args.out.is_file() else {}
     if args.stage in ("text", "all"):
@@ -139,7 +145,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     if args.stage in ("eval", "all"):
-        stage_eval(out, json.loads(args.results.read_text()), args.weights, args.val_limit)
+        stage_eval(out, json.loads(args.results.read_text()), args.weights, args.val_limit, args.warp_search_by)
         args.out.write_text(json.dumps(out, indent=1) + "\n")
         print_tables(out)
 

@@ -11,7 +11,16 @@ warp the model trained with, ``tokenizer.vtlp_warp``: a formant at f moves to al
 - ``confidence``: the alpha whose CTC best path is the most probable per node, then the beam there
   (what ``SpeechRecognizer(warp_search=...)`` does, ``tasks/speech/vtln.py``);
 - ``tta``: the CTC head's log-probabilities averaged over every alpha (test-time augmentation),
-  the decoder reading the alpha = 1 encoding, in the joint beam.
+  the decoder reading the alpha = 1 encoding, in the joint beam;
+- ``speaker``: one alpha per speaker, as VTLN was defined (Lee & Rose 1998): the alpha whose CTC
+  best paths are the most probable per node over all of the speaker's utterances in the split
+  (the confidence pooled over them, each weighted by its nodes), then the beam there. The speaker
+  is the group the split is reported in (``corpus.report_groups``: eSpeak NG's variant, another
+  engine's voice); it assumes a decoder that knows which utterances share a speaker (a session,
+  a recording);
+- ``speaker_online``: the same, pooled over the speaker's utterances decoded so far (this one
+  included), in the order ``tzoo test`` decodes them (shortest first): what
+  ``SpeechRecognizer(warp_search_by="speaker")`` does in one pass.
 
 The choice among alphas uses only the audio (no reference), so every method is a decoder a user
 could run. Error rates per engine, as benchmarks/speech.py reports them.
@@ -52,8 +61,11 @@ def evaluate(module: Any, entries: list[dict[str, Any]], alphas: list[float], le
         return beam_search(model, encoded[None], beam=module.beam_size, max_len=max_tokens(encoded.shape[0], module.max_text_len),
                            ctc_logits=ctc, ctc_weight=module.beam_ctc_weight, lexicon=lexicon)  # fmt: skip
 
+    from tzoo.tasks.speech.corpus import report_groups
+
     hyps: dict[str, list[str]] = {"fixed": [], "ml": [], "confidence": [], "tta": []}
-    chosen: dict[str, list[float]] = {"ml": [], "confidence": []}
+    chosen: dict[str, list[float]] = {"ml": [], "confidence": [], "speaker": []}
+    kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # per utterance: encodings, CTC logits, confidences
     start = time.perf_counter()
     for entry in entries:
         wave = load_audio(entry["audio"], model.sample_rate)
@@ -67,8 +79,28 @@ def evaluate(module: Any, entries: list[dict[str, Any]], alphas: list[float], le
             a = int(score.argmax())
             chosen[name].append(alphas[a])
             hyps[name].append(module.text(first if a == one else beam(encoded[a], ctc[a])))
+        kept.append((encoded, ctc, confidence))
         averaged = torch.logsumexp(ctc.float().log_softmax(-1), 0) - torch.log(torch.tensor(float(len(alphas))))
         hyps["tta"].append(module.text(beam(encoded[one], averaged)))
+    speakers = [(report_groups(e) or ("?", "?"))[-1] for e in entries]
+    pooled: dict[str, torch.Tensor] = {}  # speaker -> summed confidence x nodes per alpha, and nodes
+    for speaker, (encoded, ctc, confidence) in zip(speakers, kept):
+        nodes = float(ctc.shape[1])
+        pooled[speaker] = pooled.get(speaker, torch.zeros(len(alphas) + 1)) + torch.cat([confidence * nodes, torch.tensor([nodes])])
+    best = {speaker: int((p[:-1] / p[-1]).argmax()) for speaker, p in pooled.items()}
+    hyps["speaker"] = []
+    for speaker, (encoded, ctc, _) in zip(speakers, kept):
+        chosen["speaker"].append(alphas[best[speaker]])
+        hyps["speaker"].append(module.text(beam(encoded[best[speaker]], ctc[best[speaker]])))
+    hyps["speaker_online"], chosen["speaker_online"] = [""] * len(entries), [0.0] * len(entries)
+    running: dict[str, torch.Tensor] = {}
+    for i in sorted(range(len(entries)), key=lambda i: entries[i].get("duration") or 0.0):
+        encoded, ctc, confidence = kept[i]
+        nodes = float(ctc.shape[1])
+        running[speakers[i]] = running.get(speakers[i], torch.zeros(len(alphas) + 1)) + torch.cat([confidence * nodes, torch.tensor([nodes])])
+        a = int(running[speakers[i]][:-1].argmax())
+        chosen["speaker_online"][i] = alphas[a]
+        hyps["speaker_online"][i] = module.text(beam(encoded[a], ctc[a]))
     refs = [e["text"] for e in entries]
     out: dict[str, Any] = {"utterances": len(entries), "seconds": round(time.perf_counter() - start, 1)}
     for name, h in hyps.items():
@@ -110,7 +142,7 @@ def main() -> None:
         engines = sorted(r["fixed"]["by_engine"])
         print(f"\n{split} ({r['utterances']} utterances, {r['seconds']} s): CER")
         print("| method | all | " + " | ".join(engines) + " |\n|---|---|" + "---|" * len(engines))
-        for name in ("fixed", "ml", "confidence", "tta"):
+        for name in ("fixed", "ml", "confidence", "tta", "speaker", "speaker_online"):
             cells = " | ".join(f"{100 * r[name]['by_engine'][e]['cer']:.2f}" for e in engines)
             print(f"| {name} | {100 * r[name]['all']['cer']:.2f} | {cells} |")
         print(f"alphas chosen: {r['chosen_alpha']}")

@@ -56,6 +56,7 @@ __all__ = [
     "read_librispeech",
     "read_manifest",
     "report_groups",
+    "speaker_of",
     "write_manifest",
 ]
 
@@ -527,6 +528,18 @@ def report_groups(entry: dict[str, Any]) -> tuple[str, ...]:
         return ()
     voice = str(entry.get("voice") or "?")
     return (engine, f"{engine}/{voice.split('+')[-1] if engine == 'espeak' else voice}")
+
+
+def speaker_of(entry: dict[str, Any]) -> str | None:
+    """Who speaks a manifest entry, for decoders that adapt per speaker (``warp_search_by``): its
+    ``speaker`` field, else its engine and voice (``report_groups``: ``espeak/m3``), else its
+    ``voice`` (LibriSpeech's speaker number); None when the entry does not say."""
+    if entry.get("speaker") is not None:
+        return str(entry["speaker"])
+    groups = report_groups(entry)
+    if groups:
+        return groups[-1]
+    return None if entry.get("voice") is None else str(entry["voice"])
 
 
 def generate_corpus(root: str | os.PathLike[str], spec: CorpusSpec, *, workers: int = 1, verbose: bool = False) -> Path:

@@ -13,10 +13,11 @@ Sources (``source``)
 Batches are ``(wave (B, S), lengths (B,), tokens (B, T) padded with -100, token_lengths (B,))``;
 tokens are the transcript's ids followed by </s>. Training batches hold utterances of similar
 length (shuffled in pools of 50 batches, sorted inside a pool) so little of each batch is padding.
-Test batches add a fifth element, ``tags``: per utterance its split and report groups (``("test",
-("espeak", "espeak/m3"))``; no groups for entries that do not name their engine), so the test
-reports error rates per split, engine and voice; the test loader holds the ``test`` split and,
-where the corpus has one, ``test_sentences``.
+Test and predict batches add a fifth element, ``tags``: per utterance its split, report groups
+and speaker (``("test", ("espeak", "espeak/m3"), "espeak/m3")``; no groups for entries that do not
+name their engine, speaker None when the entry does not say, ``corpus.speaker_of``), so the test
+reports error rates per split, engine and voice, and ``warp_search_by="speaker"`` pools per speaker;
+the test loader holds the ``test`` split and, where the corpus has one, ``test_sentences``.
 ``tzoo predict`` transcribes ``predict_files``: audio files (WAV, FLAC, ...), folders of them, or
 a manifest; without them, the test split.
 """
@@ -48,6 +49,7 @@ from tzoo.tasks.speech.corpus import (
     read_librispeech,
     read_manifest,
     report_groups,
+    speaker_of,
 )
 from tzoo.tasks.speech.tokenizer import EOS, text_tokenizer
 
@@ -58,7 +60,8 @@ IGNORE = -100  # padding of the target tokens (cross-entropy's ignore_index)
 
 class SpeechDataset(Dataset):
     """Manifest entries -> (waveform (S,), token ids with </s>) pairs, audio read on access; with
-    ``tags``, each item adds the entry's ``(split, report groups)`` (``corpus.report_groups``)."""
+    ``tags``, each item adds the entry's ``(split, report groups, speaker)`` (``corpus.report_groups``,
+    ``corpus.speaker_of``)."""
 
     def __init__(self, entries: Sequence[dict[str, Any]], alphabet: str, sample_rate: int, *, tags: bool = False) -> None:
         self.entries, self.sample_rate, self.tags = list(entries), sample_rate, tags
@@ -72,7 +75,7 @@ class SpeechDataset(Dataset):
         wave = load_audio(entry["audio"], self.sample_rate)
         ids = self.tokenizer.encode(entry["text"]) + [EOS]
         if self.tags:
-            return wave, torch.tensor(ids, dtype=torch.long), (entry.get("split", "test"), report_groups(entry))
+            return wave, torch.tensor(ids, dtype=torch.long), (entry.get("split", "test"), report_groups(entry), speaker_of(entry))
         return wave, torch.tensor(ids, dtype=torch.long)
 
 
@@ -304,7 +307,7 @@ class SpeechDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         entries = self.predict_entries()
-        data = SpeechDataset(entries, self.alphabet, self.sample_rate)
+        data = SpeechDataset(entries, self.alphabet, self.sample_rate, tags=True)
         return DataLoader(data, batch_size=1, collate_fn=collate, generator=self._generator())
 
     def predict_entries(self) -> list[dict[str, Any]]:

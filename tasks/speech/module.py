@@ -22,6 +22,7 @@ is the core's word for learned memory nodes (``TransformerConfig.num_memory``).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,6 +72,7 @@ class SpeechRecognizer(TaskModule):
         lm: str | None = None,
         lm_weight: float = 0.0,
         warp_search: list[float] | None = None,
+        warp_search_by: Literal["utterance", "speaker"] = "utterance",
         max_text_len: int = 300,
         greedy_window: tuple[float, float] | None = (0.16, 0.5),
         examples: int = 4,
@@ -91,7 +93,10 @@ class SpeechRecognizer(TaskModule):
         times ``lm_weight``, the beam adds to its scores (shallow fusion; None or 0: none); ``warp_search``:
         frequency warp factors at which test and predict decoding encode each utterance, keeping the one
         whose CTC best path is the surest (test-time VTLN, ``vtln.py``; e.g. [0.88, 0.94, 1.0, 1.06, 1.12];
-        None: the features as they are; validation never searches); ``max_text_len``: the most characters decoding produces; ``greedy_window``:
+        None: the features as they are; validation never searches); ``warp_search_by``: ``utterance`` (each
+        chooses alone) or ``speaker`` (one choice per speaker, pooled over the speaker's utterances decoded
+        so far in the test or predict run: the batches' speaker tags, ``corpus.speaker_of``; utterances
+        of no known speaker choose alone); ``max_text_len``: the most characters decoding produces; ``greedy_window``:
         (back, forward) seconds around the audio the previous character attended to that attention
         greedy decoding lets the next one attend (``decoding.greedy``: the decoder cannot re-read a
         phrase or skip words; None: the whole utterance); ``examples``:
@@ -121,6 +126,7 @@ class SpeechRecognizer(TaskModule):
         if not 0.0 <= inter_ctc_weight < 1.0:
             raise ValueError(f"inter_ctc_weight must be in [0, 1) (the intermediate layers' share of the CTC loss), got {inter_ctc_weight}")
         alphas = None if warp_search is None else vtln.check_alphas(warp_search, net)
+        vtln.check_scope(warp_search_by, alphas)
         if beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         if not 0.0 <= beam_ctc_weight <= 1.0:
@@ -142,7 +148,8 @@ class SpeechRecognizer(TaskModule):
         self.lexicon = None if lexicon is None else Lexicon.load(lexicon, self.tokenizer)
         self.lm = None if lm is None else LanguageModelScorer.load(lm, self.tokenizer)  # not a submodule: not in checkpoints
         self.lm_weight = float(lm_weight)
-        self.warp_search = alphas
+        self.warp_search, self.warp_search_by = alphas, warp_search_by
+        self.speaker_warps = vtln.SpeakerWarps()  # each speaker's pooled choice (warp_search_by="speaker")
         if greedy_window is not None and (len(greedy_window) != 2 or min(greedy_window) < 0 or max(greedy_window) <= 0):
             raise ValueError(f"greedy_window must be (back, forward) seconds, both >= 0 and not both 0, or None, got {greedy_window!r}")
         self.max_text_len, self.examples = max_text_len, examples
@@ -240,16 +247,22 @@ class SpeechRecognizer(TaskModule):
     def _references(self, tokens: Tensor) -> list[str]:
         return [self.text([t for t in row if t >= 0]) for row in tokens.tolist()]
 
-    def transcribe(self, wave: Tensor, lengths: Tensor, *, method: Literal["beam", "greedy", "ctc"] = "beam") -> list[str]:
-        """(B, S) samples, (B,) lengths -> transcripts."""
-        return self._decode(*self.encode(wave, lengths), method=method)
+    def transcribe(
+        self, wave: Tensor, lengths: Tensor, *, method: Literal["beam", "greedy", "ctc"] = "beam", speakers: Sequence[str | None] | None = None
+    ) -> list[str]:
+        """(B, S) samples, (B,) lengths -> transcripts; ``speakers``: who speaks each utterance, for
+        ``warp_search_by="speaker"`` (pooled with this module's earlier calls until
+        ``speaker_warps.reset()``)."""
+        return self._decode(*self.encode(wave, lengths, speakers), method=method)
 
-    def encode(self, wave: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    def encode(self, wave: Tensor, lengths: Tensor, speakers: Sequence[str | None] | None = None) -> tuple[Tensor, Tensor]:
         """(B, S) samples, (B,) lengths -> the encoder's output (B, N, D) and mask (B, N) that test
-        and predict decode: at each utterance's surest warp with ``warp_search``."""
+        and predict decode: at each utterance's surest warp with ``warp_search``; with
+        ``warp_search_by="speaker"`` and ``speakers`` (one per utterance), at its speaker's so far."""
         if self.warp_search is None:
             return self.model.encode(wave, lengths)
-        encoded, mask, _ = vtln.warp_search(self.model, wave, lengths, self.warp_search)
+        pool = self.speaker_warps if self.warp_search_by == "speaker" else None
+        encoded, mask, _ = vtln.warp_search(self.model, wave, lengths, self.warp_search, speakers=speakers, pool=pool)
         return encoded, mask
 
     def _decode(self, encoded: Tensor, mask: Tensor, *, method: Literal["beam", "greedy", "ctc"]) -> list[str]:
@@ -298,11 +311,11 @@ class SpeechRecognizer(TaskModule):
         """``batch``: the four tensors, and (from ``SpeechDataModule``'s test loader) the tags:
         per utterance ``(split, report groups)``; without tags every utterance is of ``test``."""
         refs = self._references(batch[2])
-        encoded, mask = self.encode(batch[0], batch[1])
+        tags = batch[4] if len(batch) > 4 else [("test", (), None)] * len(refs)
+        encoded, mask = self.encode(batch[0], batch[1], [tag[2] if len(tag) > 2 else None for tag in tags])
         hyps = self._decode(encoded, mask, method="beam")
         ctc = self._decode(encoded, mask, method="ctc") if self.model.ctc_head is not None else None
-        tags = batch[4] if len(batch) > 4 else [("test", ())] * len(refs)
-        main = [i for i, (split, _) in enumerate(tags) if split == "test"]
+        main = [i for i, (split, *_) in enumerate(tags) if split == "test"]
         if main:
             self.test_cer([hyps[i] for i in main], [refs[i] for i in main])
             self.test_wer([hyps[i] for i in main], [refs[i] for i in main])
@@ -311,7 +324,7 @@ class SpeechRecognizer(TaskModule):
             if ctc is not None:
                 self.test_cer_ctc([ctc[i] for i in main], [refs[i] for i in main])
                 self.log("test/cer_ctc", self.test_cer_ctc)
-        for i, (split, groups) in enumerate(tags):
+        for i, (split, groups, *_) in enumerate(tags):
             names = list(groups) if split == "test" else ["", *groups]  # "": the split as a whole
             for name in names:
                 self._group_update(f"{split}/{{}}" + (f"/{name}" if name else ""), hyps[i], refs[i], ctc[i] if ctc is not None and not name else None)
@@ -328,13 +341,18 @@ class SpeechRecognizer(TaskModule):
 
     def on_test_epoch_start(self) -> None:
         self._group_metrics = {}
+        self.speaker_warps.reset()
+
+    def on_predict_epoch_start(self) -> None:
+        self.speaker_warps.reset()
 
     def on_test_epoch_end(self) -> None:
         for name in sorted(self._group_metrics):
             self.log(name, float(self._group_metrics[name].compute()))  # a CPU metric, logged as a number
 
-    def predict_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> list[str]:
-        return self.transcribe(batch[0], batch[1], method="beam")
+    def predict_step(self, batch: tuple[Any, ...], batch_idx: int) -> list[str]:
+        speakers = [tag[2] for tag in batch[4]] if len(batch) > 4 else None
+        return self._decode(*self.encode(batch[0], batch[1], speakers), method="beam")
 
     def prediction_rows(self, predictions: list[list[str]], data: Any) -> list[dict[str, Any]]:
         """``{"audio": file, "text": transcript}`` per predicted file (``transcripts.jsonl``); each

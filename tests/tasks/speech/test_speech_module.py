@@ -140,6 +140,36 @@ def test_test_reports_error_rates_per_split_engine_and_voice(fitted, tiny_corpus
     assert not [k for k in metrics if k.startswith(("test/cer/", "test_sentences"))]
 
 
+def test_test_with_the_warp_search_per_speaker_pools_over_each_speakers_utterances_in_the_loaders_order(fitted, tiny_corpus, tmp_path):
+    """``warp_search_by: speaker`` through ``tzoo test``: the test loader tags each utterance with its
+    speaker (``corpus.speaker_of``), and every per-voice error rate is the module's beam at the
+    speaker's warp pooled over the utterances before it, as taken by hand from the same loader."""
+    from torchmetrics.functional.text import char_error_rate
+
+    from tzoo.tasks.speech.corpus import read_manifest, report_groups, speaker_of
+
+    config, _, ckpt = fitted
+    search = ["--model.init_args.warp_search=[0.85, 1.0, 1.15]", "--model.init_args.warp_search_by=speaker", "--data.init_args.batch_size=1"]
+    metrics = _test_metrics(config, ckpt, tmp_path / "t", *search)
+    module = SpeechRecognizer.load_from_checkpoint(ckpt, warp_search=[0.85, 1.0, 1.15], warp_search_by="speaker").eval()
+    data = SpeechDataModule("manifest", data_dir=str(tiny_corpus), batch_size=1)
+    data.setup("test")
+    entries = {e["audio"]: e for split in ("test", "test_sentences") for e in read_manifest(tiny_corpus / f"{split}.jsonl")}
+    loader = data.test_dataloader()
+    order = [loader.dataset.entries[i] for batch in loader.batch_sampler for i in batch]
+    pairs: dict[str, list[tuple[str, str]]] = {}
+    with torch.no_grad():
+        for entry, (wave, lengths, _, _, tags) in zip(order, loader):
+            assert tags[0][2] == speaker_of(entries[entry["audio"]]) is not None  # the tag names the speaker
+            (hyp,) = module.transcribe(wave, lengths, method="beam", speakers=[tags[0][2]])
+            if tags[0][0] == "test":
+                for g in report_groups(entry):
+                    pairs.setdefault(g, []).append((hyp, entry["text"]))
+    assert len(module.speaker_warps.totals) >= 2  # several speakers were pooled apart
+    for g, p in pairs.items():
+        assert metrics[f"test/cer/{g}"] == pytest.approx(float(char_error_rate(*map(list, zip(*p)))), abs=1e-6), g
+
+
 def test_predict_transcribes_a_very_short_clip_and_names_a_nan_one(fitted, tmp_path, capsys):
     # (256 samples or fewer crashed in the front end's padding; a NaN sample transcribed as "")
     import numpy as np

@@ -1,5 +1,6 @@
 """Test-time frequency warping (``vtln.py``, ``SpeechRecognizer(warp_search=...)``): each utterance
-keeps the encoding at the warp whose CTC best path is surest, batched or alone; bad factors named."""
+keeps the encoding at the warp whose CTC best path is surest, batched or alone, or its speaker's
+(``warp_search_by="speaker"``, pooled over the speaker's utterances); bad factors and scopes named."""
 
 import pytest
 import torch
@@ -7,7 +8,8 @@ import torch
 from tzoo.core import TransformerConfig
 from tzoo.tasks.speech.model import SpeechConfig, SpeechTransformer
 from tzoo.tasks.speech.module import SpeechRecognizer
-from tzoo.tasks.speech.vtln import check_alphas, warp_search
+from tzoo.tasks.speech.corpus import speaker_of
+from tzoo.tasks.speech.vtln import SpeakerWarps, check_alphas, check_scope, warp_search
 
 STACK = dict(dim=32, depth=2, num_heads=2, dropout=0.0)
 NET = SpeechConfig(alphabet=" abcdefgh", encoder=TransformerConfig(**STACK), decoder=TransformerConfig(**STACK, position="rope"))
@@ -113,3 +115,93 @@ def test_a_warp_search_needs_a_ctc_head_and_the_log_mel_front_end_and_whisper_mo
     whisper_net = SpeechConfig(frontend="whisper", n_mels=80, subsampling=2, ctc=False, encoder=TransformerConfig(**STACK), decoder=TransformerConfig(**STACK))
     with pytest.raises(ValueError, match=r"warp_search=\[0\.9, 1\.0\] warps the log-mel of net\.frontend='tzoo'; net\.frontend='whisper' takes no warp"):
         check_alphas([0.9, 1.0], whisper_net)
+
+
+def test_a_speakers_warp_is_the_best_of_its_confidences_pooled_over_its_nodes_speakers_apart_unknown_alone():
+    pool = SpeakerWarps()
+    # speaker a: a long utterance sure at alpha 0, then a short one surer at alpha 2; b and unknown alone
+    first = pool.choose(torch.tensor([[-0.2, -0.5, -0.6]]), torch.tensor([90]), ["a"])
+    assert first.tolist() == [0]
+    chosen = pool.choose(torch.tensor([[-0.9, -0.5, -0.1], [-0.9, -0.5, -0.1], [-0.9, -0.8, -0.3]]), torch.tensor([10, 10, 50]), ["a", "b", None])
+    # a: (90 * -0.2 + 10 * -0.9) / 100 = -0.27 at 0, -0.5 at 1, -0.55 at 2 -> 0; b's own -> 2; unknown -> 2
+    assert chosen.tolist() == [0, 2, 2]
+    assert pool.best("a") == 0 and pool.best("b") == 2 and sorted(pool.totals) == ["a", "b"]  # the unknown is not pooled
+    torch.testing.assert_close(pool.totals["a"] / pool.nodes["a"], torch.tensor([-0.27, -0.5, -0.55]))
+    # enough of a's nodes at alpha 2 move a's choice there
+    assert pool.choose(torch.tensor([[-1.0, -0.9, -0.05]]), torch.tensor([200]), ["a"]).tolist() == [2]
+    # a batch is pooled before any of it is chosen: both of c's utterances get the pooled choice
+    assert pool.choose(torch.tensor([[-0.1, -0.3, -0.3], [-0.5, -0.3, -0.3]]), torch.tensor([10, 40]), ["c", "c"]).tolist() == [1, 1]
+    pool.reset()
+    assert pool.totals == {} and pool.nodes == {}
+    with pytest.raises(KeyError, match=r"speaker 'a' has no utterances pooled yet; pooled: \[\]"):
+        pool.best("a")
+    with pytest.raises(ValueError, match=r"speakers must name one speaker \(or None\) per utterance: 2 utterances, 1 speakers"):
+        pool.choose(torch.zeros(2, 3), torch.ones(2), ["a"])
+
+
+@torch.inference_mode()
+def test_the_search_per_speaker_pools_each_utterances_confidence_weighted_by_its_nodes():
+    torch.manual_seed(0)
+    model = SpeechTransformer(NET).eval()
+    wave, lengths = _batch()
+    alone = [[_alone(model, wave[i], int(lengths[i]), a) for a in ALPHAS] for i in range(2)]
+    nodes = [a[0][0].shape[1] for a in alone]
+    # two speakers, each first seen: the same choice as per utterance
+    per_utterance = warp_search(model, wave, lengths, ALPHAS)
+    apart = warp_search(model, wave, lengths, ALPHAS, speakers=["a", "b"], pool=SpeakerWarps())
+    assert apart[2].tolist() == per_utterance[2].tolist()
+    torch.testing.assert_close(apart[0], per_utterance[0])
+    # one speaker: both utterances at the alpha of the highest node-weighted mean confidence
+    pooled = [sum(alone[i][k][1] * nodes[i] for i in range(2)) / sum(nodes) for k in range(len(ALPHAS))]
+    best = max(range(len(ALPHAS)), key=pooled.__getitem__)
+    encoded, mask, chosen = warp_search(model, wave, lengths, ALPHAS, speakers=["a", "a"], pool=SpeakerWarps())
+    assert chosen.tolist() == [ALPHAS[best]] * 2
+    for i in range(2):
+        n = int(mask[i].sum())
+        torch.testing.assert_close(encoded[i, :n], alone[i][best][0][0], atol=1e-5, rtol=1e-5)
+    # the pooled choice differs from one utterance's own here (else this test would show nothing)
+    assert per_utterance[2].tolist() != chosen.tolist()
+
+
+@torch.inference_mode()
+def test_the_recognizer_pools_per_speaker_across_test_batches_and_forgets_between_runs():
+    torch.manual_seed(0)
+    rec = SpeechRecognizer(NET, warp_search=ALPHAS, warp_search_by="speaker", beam_size=2).eval()
+    assert rec.hparams["warp_search_by"] == "speaker"
+    wave, lengths = _batch()
+    first = rec.encode(wave[:1], lengths[:1], ["a"])  # a batch with the first utterance, then one with the second
+    second = rec.encode(wave[1:], lengths[1:], ["a"])
+    both = warp_search(rec.model, wave, lengths, ALPHAS, speakers=["a", "a"], pool=SpeakerWarps())
+    n = int(second[1].sum())
+    torch.testing.assert_close(second[0][0, :n], both[0][1, :n])  # the second at the pooled choice
+    alone_first = warp_search(rec.model, wave[:1], lengths[:1], ALPHAS)
+    torch.testing.assert_close(first[0], alone_first[0])  # the first chose on its own votes (nothing pooled yet)
+    rec.on_test_epoch_start()
+    assert rec.speaker_warps.totals == {}
+    rec.encode(wave[:1], lengths[:1], ["a"])
+    rec.on_predict_epoch_start()
+    assert rec.speaker_warps.totals == {}
+    # without speakers (transcribe's default) each utterance chooses alone
+    torch.testing.assert_close(rec.encode(wave, lengths)[0], warp_search(rec.model, wave, lengths, ALPHAS)[0])
+
+
+@pytest.mark.parametrize(
+    "scope, alphas, message",
+    [
+        ("voice", ALPHAS, r"warp_search_by must be one of \('utterance', 'speaker'\) \(what one frequency warp is chosen for\), got 'voice'"),
+        ("speaker", None, r"warp_search_by='speaker' pools the warp search over each speaker's utterances; warp_search=None searches nothing: give warp_search factors"),
+    ],
+)
+def test_a_bad_warp_scope_is_named_with_what_is_valid(scope, alphas, message):
+    with pytest.raises(ValueError, match=message):
+        check_scope(scope, alphas)
+    with pytest.raises(ValueError, match=message):
+        SpeechRecognizer(NET, warp_search=alphas, warp_search_by=scope)
+
+
+def test_the_speaker_of_an_entry_is_its_field_else_its_engine_and_voice_else_its_voice():
+    assert speaker_of({"speaker": 84, "engine": "espeak", "voice": "en-US+m3"}) == "84"
+    assert speaker_of({"engine": "espeak", "voice": "en-GB-x-rp+m3"}) == "espeak/m3"  # the variant: one speaker in 8 accents
+    assert speaker_of({"engine": "festival", "voice": "cmu_us_slt_arctic_hts"}) == "festival/cmu_us_slt_arctic_hts"
+    assert speaker_of({"voice": "1272"}) == "1272"  # read_librispeech: the speaker number
+    assert speaker_of({"audio": "a.wav", "text": ""}) is None
