@@ -14,9 +14,9 @@ warp the model trained with, ``tokenizer.vtlp_warp``: a formant at f moves to al
   the decoder reading the alpha = 1 encoding, in the joint beam;
 - ``speaker``: one alpha per speaker, as VTLN was defined (Lee & Rose 1998): the alpha whose CTC
   best paths are the most probable per node over all of the speaker's utterances in the split
-  (the confidence pooled over them, each weighted by its nodes), then the beam there. The speaker
-  is the group the split is reported in (``corpus.report_groups``: eSpeak NG's variant, another
-  engine's voice); it assumes a decoder that knows which utterances share a speaker (a session,
+  (the confidence pooled over them, each weighted by its nodes, ``vtln.SpeakerWarps``), then the
+  beam there. The speaker is ``corpus.speaker_of``'s (eSpeak NG's variant, another engine's
+  voice); it assumes a decoder that knows which utterances share a speaker (a session,
   a recording);
 - ``speaker_online``: the same, pooled over the speaker's utterances decoded so far (this one
   included), in the order ``tzoo test`` decodes them (shortest first): what
@@ -61,10 +61,11 @@ def evaluate(module: Any, entries: list[dict[str, Any]], alphas: list[float], le
         return beam_search(model, encoded[None], beam=module.beam_size, max_len=max_tokens(encoded.shape[0], module.max_text_len),
                            ctc_logits=ctc, ctc_weight=module.beam_ctc_weight, lexicon=lexicon)  # fmt: skip
 
-    from tzoo.tasks.speech.corpus import report_groups
+    from tzoo.tasks.speech.corpus import speaker_of
+    from tzoo.tasks.speech.vtln import SpeakerWarps
 
     hyps: dict[str, list[str]] = {"fixed": [], "ml": [], "confidence": [], "tta": []}
-    chosen: dict[str, list[float]] = {"ml": [], "confidence": [], "speaker": []}
+    chosen: dict[str, list[float]] = {"ml": [], "confidence": []}
     kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # per utterance: encodings, CTC logits, confidences
     start = time.perf_counter()
     for entry in entries:
@@ -82,25 +83,22 @@ def evaluate(module: Any, entries: list[dict[str, Any]], alphas: list[float], le
         kept.append((encoded, ctc, confidence))
         averaged = torch.logsumexp(ctc.float().log_softmax(-1), 0) - torch.log(torch.tensor(float(len(alphas))))
         hyps["tta"].append(module.text(beam(encoded[one], averaged)))
-    speakers = [(report_groups(e) or ("?", "?"))[-1] for e in entries]
-    pooled: dict[str, torch.Tensor] = {}  # speaker -> summed confidence x nodes per alpha, and nodes
-    for speaker, (encoded, ctc, confidence) in zip(speakers, kept):
-        nodes = float(ctc.shape[1])
-        pooled[speaker] = pooled.get(speaker, torch.zeros(len(alphas) + 1)) + torch.cat([confidence * nodes, torch.tensor([nodes])])
-    best = {speaker: int((p[:-1] / p[-1]).argmax()) for speaker, p in pooled.items()}
-    hyps["speaker"] = []
-    for speaker, (encoded, ctc, _) in zip(speakers, kept):
-        chosen["speaker"].append(alphas[best[speaker]])
-        hyps["speaker"].append(module.text(beam(encoded[best[speaker]], ctc[best[speaker]])))
-    hyps["speaker_online"], chosen["speaker_online"] = [""] * len(entries), [0.0] * len(entries)
-    running: dict[str, torch.Tensor] = {}
-    for i in sorted(range(len(entries)), key=lambda i: entries[i].get("duration") or 0.0):
-        encoded, ctc, confidence = kept[i]
-        nodes = float(ctc.shape[1])
-        running[speakers[i]] = running.get(speakers[i], torch.zeros(len(alphas) + 1)) + torch.cat([confidence * nodes, torch.tensor([nodes])])
-        a = int(running[speakers[i]][:-1].argmax())
-        chosen["speaker_online"][i] = alphas[a]
-        hyps["speaker_online"][i] = module.text(beam(encoded[a], ctc[a]))
+    speakers = [speaker_of(e) for e in entries]
+
+    def pooled(order: list[int], pool: SpeakerWarps) -> list[int]:
+        """Each utterance's alpha index as ``pool`` chooses it, fed in ``order``."""
+        picks = [0] * len(entries)
+        for i in order:
+            picks[i] = int(pool.choose(kept[i][2][None], torch.tensor([kept[i][1].shape[1]]), [speakers[i]])[0])
+        return picks
+
+    everyone = SpeakerWarps()  # every utterance pooled first, then each decoded at its speaker's choice
+    pooled(list(range(len(entries))), everyone)
+    offline = [everyone.best(s) if s is not None else int(kept[i][2].argmax()) for i, s in enumerate(speakers)]
+    online = pooled(sorted(range(len(entries)), key=lambda i: entries[i].get("duration") or 0.0), SpeakerWarps())
+    for name, picks in (("speaker", offline), ("speaker_online", online)):
+        chosen[name] = [alphas[a] for a in picks]
+        hyps[name] = [module.text(beam(kept[i][0][a], kept[i][1][a])) for i, a in enumerate(picks)]
     refs = [e["text"] for e in entries]
     out: dict[str, Any] = {"utterances": len(entries), "seconds": round(time.perf_counter() - start, 1)}
     for name, h in hyps.items():

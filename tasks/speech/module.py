@@ -309,13 +309,13 @@ class SpeechRecognizer(TaskModule):
 
     def test_step(self, batch: tuple[Any, ...], batch_idx: int) -> None:
         """``batch``: the four tensors, and (from ``SpeechDataModule``'s test loader) the tags:
-        per utterance ``(split, report groups)``; without tags every utterance is of ``test``."""
+        per utterance ``(split, report groups, speaker)``; without tags every utterance is of ``test``."""
         refs = self._references(batch[2])
         tags = batch[4] if len(batch) > 4 else [("test", (), None)] * len(refs)
-        encoded, mask = self.encode(batch[0], batch[1], [tag[2] if len(tag) > 2 else None for tag in tags])
+        encoded, mask = self.encode(batch[0], batch[1], [speaker for _, _, speaker in tags])
         hyps = self._decode(encoded, mask, method="beam")
         ctc = self._decode(encoded, mask, method="ctc") if self.model.ctc_head is not None else None
-        main = [i for i, (split, *_) in enumerate(tags) if split == "test"]
+        main = [i for i, (split, _, _) in enumerate(tags) if split == "test"]
         if main:
             self.test_cer([hyps[i] for i in main], [refs[i] for i in main])
             self.test_wer([hyps[i] for i in main], [refs[i] for i in main])
@@ -324,7 +324,7 @@ class SpeechRecognizer(TaskModule):
             if ctc is not None:
                 self.test_cer_ctc([ctc[i] for i in main], [refs[i] for i in main])
                 self.log("test/cer_ctc", self.test_cer_ctc)
-        for i, (split, groups, *_) in enumerate(tags):
+        for i, (split, groups, _) in enumerate(tags):
             names = list(groups) if split == "test" else ["", *groups]  # "": the split as a whole
             for name in names:
                 self._group_update(f"{split}/{{}}" + (f"/{name}" if name else ""), hyps[i], refs[i], ctc[i] if ctc is not None and not name else None)
@@ -351,8 +351,8 @@ class SpeechRecognizer(TaskModule):
             self.log(name, float(self._group_metrics[name].compute()))  # a CPU metric, logged as a number
 
     def predict_step(self, batch: tuple[Any, ...], batch_idx: int) -> list[str]:
-        speakers = [tag[2] for tag in batch[4]] if len(batch) > 4 else None
-        return self._decode(*self.encode(batch[0], batch[1], speakers), method="beam")
+        speakers = [speaker for _, _, speaker in batch[4]] if len(batch) > 4 else None
+        return self.transcribe(batch[0], batch[1], method="beam", speakers=speakers)
 
     def prediction_rows(self, predictions: list[list[str]], data: Any) -> list[dict[str, Any]]:
         """``{"audio": file, "text": transcript}`` per predicted file (``transcripts.jsonl``); each

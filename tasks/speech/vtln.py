@@ -67,11 +67,10 @@ class SpeakerWarps:
     seen so far; ``choose`` adds a batch's and returns each utterance's alpha index."""
 
     def __init__(self) -> None:
-        self.totals: dict[str, Tensor] = {}  # speaker -> (A,) confidence x nodes, summed
-        self.nodes: dict[str, float] = {}
+        self.totals: dict[str, Tensor] = {}  # speaker -> (A,) confidence x nodes, summed (its argmax: the node-weighted mean's)
 
     def reset(self) -> None:
-        self.totals, self.nodes = {}, {}
+        self.totals = {}
 
     def choose(self, confidence: Tensor, nodes: Tensor, speakers: Sequence[str | None]) -> Tensor:
         """(B, A) mean best-path log-probabilities, (B,) real nodes, B speakers (None: unknown) ->
@@ -83,7 +82,6 @@ class SpeakerWarps:
         for speaker, c, n in zip(speakers, confidence, nodes):
             if speaker is not None:
                 self.totals[speaker] = self.totals.get(speaker, torch.zeros_like(c)) + c * n
-                self.nodes[speaker] = self.nodes.get(speaker, 0.0) + float(n)
         return torch.tensor([int(c.argmax()) if s is None else self.best(s) for s, c in zip(speakers, confidence)])
 
     def best(self, speaker: str) -> int:

@@ -126,13 +126,13 @@ def test_a_speakers_warp_is_the_best_of_its_confidences_pooled_over_its_nodes_sp
     # a: (90 * -0.2 + 10 * -0.9) / 100 = -0.27 at 0, -0.5 at 1, -0.55 at 2 -> 0; b's own -> 2; unknown -> 2
     assert chosen.tolist() == [0, 2, 2]
     assert pool.best("a") == 0 and pool.best("b") == 2 and sorted(pool.totals) == ["a", "b"]  # the unknown is not pooled
-    torch.testing.assert_close(pool.totals["a"] / pool.nodes["a"], torch.tensor([-0.27, -0.5, -0.55]))
+    torch.testing.assert_close(pool.totals["a"] / 100, torch.tensor([-0.27, -0.5, -0.55]))  # over a's 100 nodes
     # enough of a's nodes at alpha 2 move a's choice there
     assert pool.choose(torch.tensor([[-1.0, -0.9, -0.05]]), torch.tensor([200]), ["a"]).tolist() == [2]
     # a batch is pooled before any of it is chosen: both of c's utterances get the pooled choice
     assert pool.choose(torch.tensor([[-0.1, -0.3, -0.3], [-0.5, -0.3, -0.3]]), torch.tensor([10, 40]), ["c", "c"]).tolist() == [1, 1]
     pool.reset()
-    assert pool.totals == {} and pool.nodes == {}
+    assert pool.totals == {}
     with pytest.raises(KeyError, match=r"speaker 'a' has no utterances pooled yet; pooled: \[\]"):
         pool.best("a")
     with pytest.raises(ValueError, match=r"speakers must name one speaker \(or None\) per utterance: 2 utterances, 1 speakers"):
