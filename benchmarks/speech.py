@@ -165,19 +165,15 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
     from tzoo.tasks.speech.lexicon import Lexicon
 
     run = Path(results["train"]["run_dir"])
-    module = load_module(run / "checkpoints" / "last.ckpt", task="speech")
-    if beam_size is not None:  # settings chosen after training (benchmarks/speech_decode.py picks them on the val split)
-        module.beam_size = beam_size
-    if beam_ctc_weight is not None:
-        module.beam_ctc_weight = beam_ctc_weight
-    if warp_search is not None:  # test-time VTLN on a checkpoint trained without the setting (vtln.py)
-        from tzoo.tasks.speech.vtln import check_alphas
-
-        module.warp_search = check_alphas(warp_search, module.model.cfg) if warp_search else None
-    if warp_search_by is not None:  # one warp per speaker, pooled over the speaker's utterances (vtln.py)
-        from tzoo.tasks.speech.vtln import check_scope
-
-        module.warp_search_by = check_scope(warp_search_by, module.warp_search)
+    # settings chosen after training (benchmarks/speech_decode.py picks the beam's on the val split;
+    # test-time VTLN, vtln.py, on a checkpoint trained without it); None: the checkpoint's
+    settings = {"beam_size": beam_size, "beam_ctc_weight": beam_ctc_weight, "warp_search_by": warp_search_by}
+    overrides = {k: v for k, v in settings.items() if v is not None}
+    if warp_search is not None:  # an empty list: no search, so no warp to pool per speaker either
+        overrides["warp_search"] = warp_search or None
+        if not warp_search:
+            overrides.setdefault("warp_search_by", "utterance")
+    module = load_module(run / "checkpoints" / "last.ckpt", task="speech", **overrides)  # checked as at construction
     model, beam = module.model, module.beam_size
     data = _datamodule(results["train"].get("fit_options", []))
     entries = data.split_entries("test")[:limit]

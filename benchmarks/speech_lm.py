@@ -75,16 +75,13 @@ def stage_eval(out: dict[str, Any], speech: dict[str, Any], weights: list[float]
     from speech_decode import encode
 
     from tzoo.tasks.loading import load_module
-    from tzoo.tasks.speech.fusion import LanguageModelScorer
     from tzoo.tasks.speech.lexicon import Lexicon
 
     torch.set_num_threads(1)  # as benchmarks/speech.py decodes: one utterance's steps are small
-    module = load_module(Path(speech["train"]["run_dir"]) / "checkpoints" / "last.ckpt", task="speech")
-    module.lm = LanguageModelScorer.load(out["lm"]["checkpoint"], module.tokenizer)
-    if warp_search_by is not None:  # one warp per speaker on a checkpoint trained without the setting (vtln.py)
-        from tzoo.tasks.speech.vtln import check_scope
-
-        module.warp_search_by = check_scope(warp_search_by, module.warp_search)
+    # the LM in the beam (its weight set per decoding below); warp_search_by: one warp per speaker on a
+    # checkpoint trained without the setting (vtln.py), None: the checkpoint's
+    overrides = {"lm": out["lm"]["checkpoint"]} | ({} if warp_search_by is None else {"warp_search_by": warp_search_by})
+    module = load_module(Path(speech["train"]["run_dir"]) / "checkpoints" / "last.ckpt", task="speech", **overrides)
     data = _datamodule(speech["train"].get("fit_options", []))
     val = data.split_entries("val")[:val_limit]
     val_enc, val_refs = encode(module, val), [e["text"] for e in val]

@@ -58,9 +58,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def load_module(path: str | Path, *, task: str | None = None, device: str | torch.device = "cpu") -> Any:
+def load_module(path: str | Path, *, task: str | None = None, device: str | torch.device = "cpu", **overrides: Any) -> Any:
     """Rebuild the task's LightningModule from a checkpoint, in eval mode on ``device`` (see
-    ``resolve_device``); ``task`` checks which task wrote it."""
+    ``resolve_device``); ``task`` checks which task wrote it. ``overrides``: constructor arguments
+    that replace the checkpoint's (decoding settings chosen after training, e.g. the speech model's
+    ``beam_size``), checked by the constructor as the checkpoint's are; as ``tzoo test``'s
+    command-line model arguments win over the checkpoint's."""
     target = resolve_device(device)  # before the file is read: a bad device is the cheaper error
     checkpoint = load_checkpoint(path)
     written_by = checkpoint.get("tzoo", {}).get("task")
@@ -74,7 +77,7 @@ def load_module(path: str | Path, *, task: str | None = None, device: str | torc
     upgrade = getattr(module_class, "hparams_from_checkpoint", None)
     if upgrade is not None:  # a TaskModule: older layouts migrate or are refused by name
         hparams = upgrade(hparams, path=path)
-    module = module_class(**hparams)
+    module = module_class(**{**hparams, **overrides})
     module.on_load_checkpoint(checkpoint)
     module.load_state_dict(checkpoint["state_dict"])
     return module.to(target).eval()

@@ -170,6 +170,20 @@ def test_test_with_the_warp_search_per_speaker_pools_over_each_speakers_utteranc
         assert metrics[f"test/cer/{g}"] == pytest.approx(float(char_error_rate(*map(list, zip(*p)))), abs=1e-6), g
 
 
+def test_load_module_takes_decoding_settings_that_replace_the_checkpoints_and_checks_them(fitted):
+    """What the benchmarks use to decode a checkpoint with settings chosen after training: the
+    constructor's arguments win over the checkpoint's and are checked as the constructor checks them."""
+    _, _, ckpt = fitted
+    plain = load_module(ckpt, task="speech")
+    module = load_module(ckpt, task="speech", beam_size=3, warp_search=[0.9, 1.0], warp_search_by="speaker")
+    assert (plain.beam_size, plain.warp_search, plain.warp_search_by) == (2, None, "utterance")
+    assert (module.beam_size, module.warp_search, module.warp_search_by) == (3, (0.9, 1.0), "speaker")
+    assert module.hparams["beam_size"] == 3
+    torch.testing.assert_close(module.state_dict(), plain.state_dict())  # the weights are the checkpoint's
+    with pytest.raises(ValueError, match=r"warp_search_by='speaker' pools the warp search .* warp_search=None searches nothing"):
+        load_module(ckpt, task="speech", warp_search_by="speaker")
+
+
 def test_predict_transcribes_a_very_short_clip_and_names_a_nan_one(fitted, tmp_path, capsys):
     # (256 samples or fewer crashed in the front end's padding; a NaN sample transcribed as "")
     import numpy as np
