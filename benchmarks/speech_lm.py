@@ -70,7 +70,7 @@ def _decode(module: Any, encodings: list[torch.Tensor], weight: float) -> tuple[
     return texts, seconds
 
 
-def stage_eval(out: dict[str, Any], speech: dict[str, Any], weights: list[float], val_limit: int, warp_search_by: str | None = None) -> None:
+def stage_eval(out: dict[str, Any], speech: dict[str, Any], weights: list[float], val_limit: int, overrides: dict[str, Any]) -> None:
     from speech import _by_group, _datamodule, _error_rates  # benchmarks/speech.py
     from speech_decode import encode
 
@@ -78,10 +78,10 @@ def stage_eval(out: dict[str, Any], speech: dict[str, Any], weights: list[float]
     from tzoo.tasks.speech.lexicon import Lexicon
 
     torch.set_num_threads(1)  # as benchmarks/speech.py decodes: one utterance's steps are small
-    # the LM in the beam (its weight set per decoding below); warp_search_by: one warp per speaker on a
-    # checkpoint trained without the setting (vtln.py), None: the checkpoint's
-    overrides = {"lm": out["lm"]["checkpoint"]} | ({} if warp_search_by is None else {"warp_search_by": warp_search_by})
-    module = load_module(Path(speech["train"]["run_dir"]) / "checkpoints" / "last.ckpt", task="speech", **overrides)
+    # the LM in the beam (its weight set per decoding below); overrides: constructor arguments that win
+    # over the checkpoint's (warp_search_by, beam_size: decoding settings the run trained without)
+    module = load_module(Path(speech["train"]["run_dir"]) / "checkpoints" / "last.ckpt", task="speech",
+                         **{"lm": out["lm"]["checkpoint"], **overrides})
     data = _datamodule(speech["train"].get("fit_options", []))
     val = data.split_entries("val")[:val_limit]
     val_enc, val_refs = encode(module, val), [e["text"] for e in val]
@@ -92,7 +92,8 @@ def stage_eval(out: dict[str, Any], speech: dict[str, Any], weights: list[float]
         print(f"val, lm_weight {w}: {sweep[w]}")
     best = min(weights, key=lambda w: sweep[w]["cer"])
     out["eval"] = {"speech_run": speech["train"]["run_dir"], "val_utterances": len(val), "val_sweep": {str(w): q for w, q in sweep.items()},
-                   "lm_weight": best, "warp_search": module.warp_search, "warp_search_by": module.warp_search_by}  # fmt: skip
+                   "lm_weight": best, "warp_search": module.warp_search, "warp_search_by": module.warp_search_by,
+                   "beam_size": module.beam_size}  # fmt: skip
     # the lexicons benchmarks/speech.py closes each split's beam with (its rows without the LM)
     lexicons = {"test": "words", "test_sentences": "training"}
     for split in ("test", "test_sentences"):
@@ -133,7 +134,9 @@ def main() -> None:
     parser.add_argument("--val-limit", type=int, default=300)
     parser.add_argument("--warp_search_by", choices=("utterance", "speaker"), default=None,
                         help="one frequency warp per utterance or per speaker (vtln.py; default: the checkpoint's)")
+    parser.add_argument("--beam_size", type=int, default=None, help="beam width (default: the checkpoint's)")
     args = parser.parse_args()
+    overrides = {k: v for k, v in (("warp_search_by", args.warp_search_by), ("beam_size", args.beam_size)) if v is not None}
     out = json.loads(args.out.read_text()) if args.out.is_file() else {}
     if args.stage in ("text", "all"):
         stage_text(out, args.random_lines)
@@ -142,7 +145,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
     if args.stage in ("eval", "all"):
-        stage_eval(out, json.loads(args.results.read_text()), args.weights, args.val_limit, args.warp_search_by)
+        stage_eval(out, json.loads(args.results.read_text()), args.weights, args.val_limit, overrides)
         args.out.write_text(json.dumps(out, indent=1) + "\n")
         print_tables(out)
 

@@ -1,0 +1,70 @@
+"""How long the speech beam's transcripts are against the references, by beam width and CTC weight.
+
+A beam that ranks ended hypotheses by their summed log-probabilities favours short ones: the wider it
+searches, the likelier it finds an early end-of-sentence that outscores every full reading. This
+decodes a fixed random sample of the test split (seed 0) with each width x CTC weight and reports the
+CER, the transcripts' total length over the references' and how many are shorter than half their
+reference (or longer than 1.5x): an attention-only beam (CTC weight 0) that gets worse as it widens,
+with the length ratio falling, is ending early.
+
+    flock /tmp/tzoo_cpu.lock python benchmarks/speech_beam_length.py --results benchmarks/results/speech_LS0.json
+
+Prints a Markdown table and writes benchmarks/results/speech_beam_length.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, default=RESULTS / "speech.json", help="a benchmarks/speech.py result file")
+    parser.add_argument("--utterances", type=int, default=200, help="random test utterances decoded (seed 0)")
+    parser.add_argument("--beams", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.3])
+    parser.add_argument("--out", type=Path, default=RESULTS / "speech_beam_length.json")
+    args = parser.parse_args()
+
+    from speech import _datamodule  # benchmarks/speech.py: the corpus the run trained on
+    from speech_decode import decode, encode  # the module's own beam; its test-time encoding
+    from torchmetrics.functional.text import char_error_rate
+
+    from tzoo.tasks.loading import load_module
+
+    trained = json.loads(args.results.read_text())["train"]
+    ckpt = Path(trained["run_dir"]) / "checkpoints" / "last.ckpt"
+    module = load_module(ckpt, task="speech")
+    torch.set_num_threads(1)  # one short utterance at a time (as benchmarks/speech.py decodes)
+    entries = _datamodule(trained.get("fit_options", [])).split_entries("test")
+    random.Random(0).shuffle(entries)
+    entries = entries[: args.utterances]
+    encodings, refs = encode(module, entries), [e["text"] for e in entries]
+    rows = []
+    for beam in args.beams:
+        for weight in args.weights:
+            hyps = decode(module, encodings, beam, weight)
+            rows.append({"beam": beam, "ctc_weight": weight, "cer": float(char_error_rate(hyps, refs)),
+                         "length_ratio": sum(map(len, hyps)) / sum(map(len, refs)),
+                         "under_half": sum(len(h) < 0.5 * len(r) for h, r in zip(hyps, refs)),
+                         "over_1_5": sum(len(h) > 1.5 * len(r) for h, r in zip(hyps, refs))})  # fmt: skip
+    print(f"checkpoint {ckpt}, {len(refs)} random test utterances\n")
+    print("| beam | CTC weight | CER | length / reference length | shorter than half | longer than 1.5x |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['beam']} | {r['ctc_weight']} | {100 * r['cer']:.2f}% | {r['length_ratio']:.3f} | {r['under_half']} | {r['over_1_5']} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"checkpoint": str(ckpt), "utterances": len(refs), "rows": rows}, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
