@@ -19,8 +19,6 @@ import json
 import random
 from pathlib import Path
 
-import torch
-
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -34,17 +32,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "speech_beam_length.json")
     args = parser.parse_args()
 
-    from speech import _datamodule  # benchmarks/speech.py: the corpus the run trained on
-    from speech_decode import decode, encode  # the module's own beam; its test-time encoding
+    from speech_decode import decode, encode, load_run  # the module's own beam; its test-time encoding
     from torchmetrics.functional.text import char_error_rate
 
-    from tzoo.tasks.loading import load_module
-
-    trained = json.loads(args.results.read_text())["train"]
-    ckpt = Path(trained["run_dir"]) / "checkpoints" / "last.ckpt"
-    module = load_module(ckpt, task="speech")
-    torch.set_num_threads(1)  # one short utterance at a time (as benchmarks/speech.py decodes)
-    entries = _datamodule(trained.get("fit_options", [])).split_entries("test")
+    module, data, ckpt = load_run(json.loads(args.results.read_text())["train"])
+    entries = data.split_entries("test")
     random.Random(0).shuffle(entries)
     entries = entries[: args.utterances]
     encodings, refs = encode(module, entries), [e["text"] for e in entries]

@@ -32,6 +32,21 @@ def decode(module: Any, encodings: list[torch.Tensor], beam: int, weight: float)
     return [module.text(module._beam(encoded)) for encoded in encodings]
 
 
+def load_run(trained: dict[str, Any], ckpt: Path | None = None, **overrides: Any) -> tuple[Any, Any, Path]:
+    """A ``benchmarks/speech.py`` run (its result file's ``train`` entry) -> its module (from ``ckpt``,
+    by default the run's last checkpoint; ``overrides``: constructor arguments that win over the
+    checkpoint's, ``load_module``), the data module of the corpus it trained on, and the checkpoint's
+    path. Sets torch to one thread: one short utterance at a time decodes fastest so (benchmarks/speech.py)."""
+    from speech import _datamodule
+
+    from tzoo.tasks.loading import load_module
+
+    ckpt = ckpt or Path(trained["run_dir"]) / "checkpoints" / "last.ckpt"
+    module = load_module(ckpt, task="speech", **overrides)
+    torch.set_num_threads(1)
+    return module, _datamodule(trained.get("fit_options", [])), ckpt
+
+
 @torch.inference_mode()
 def encode(module: Any, entries: list[dict[str, Any]]) -> list[torch.Tensor]:
     """Each utterance's encoder output (1, N, D), as the module's test and predict encode it (at its
@@ -57,16 +72,12 @@ def main() -> None:
 
     from torchmetrics.functional.text import char_error_rate, word_error_rate
 
-    from speech import _by_group, _datamodule  # benchmarks/speech.py: the full run's data module, error rates per engine
-    from tzoo.tasks.loading import load_module
+    from speech import _by_group  # benchmarks/speech.py: error rates per engine
 
     trained = json.loads(args.results.read_text())["train"] if args.results.is_file() else {}
     if args.ckpt is None and not trained:
         parser.error(f"no --ckpt and no benchmarks/speech.py results at {args.results} to take the run's checkpoint from")
-    ckpt = args.ckpt or Path(trained["run_dir"]) / "checkpoints" / "last.ckpt"
-    module = load_module(ckpt, task="speech")
-    torch.set_num_threads(1)  # one short utterance at a time: one thread is fastest (see benchmarks/speech.py)
-    data = _datamodule(trained.get("fit_options", []))  # the corpus that run trained on
+    module, data, ckpt = load_run(trained, args.ckpt)
     splits = {s: data.split_entries(s) for s in ("val", "test")}
     encodings = {s: encode(module, e) for s, e in splits.items()}
     refs = {s: [e["text"] for e in es] for s, es in splits.items()}

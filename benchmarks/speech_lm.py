@@ -71,18 +71,14 @@ def _decode(module: Any, encodings: list[torch.Tensor], weight: float) -> tuple[
 
 
 def stage_eval(out: dict[str, Any], speech: dict[str, Any], weights: list[float], val_limit: int, overrides: dict[str, Any]) -> None:
-    from speech import _by_group, _datamodule, _error_rates  # benchmarks/speech.py
-    from speech_decode import encode
+    from speech import _by_group, _error_rates  # benchmarks/speech.py
+    from speech_decode import encode, load_run
 
-    from tzoo.tasks.loading import load_module
     from tzoo.tasks.speech.lexicon import Lexicon
 
-    torch.set_num_threads(1)  # as benchmarks/speech.py decodes: one utterance's steps are small
     # the LM in the beam (its weight set per decoding below); overrides: constructor arguments that win
     # over the checkpoint's (warp_search_by, beam_size: decoding settings the run trained without)
-    module = load_module(Path(speech["train"]["run_dir"]) / "checkpoints" / "last.ckpt", task="speech",
-                         **{"lm": out["lm"]["checkpoint"], **overrides})
-    data = _datamodule(speech["train"].get("fit_options", []))
+    module, data, _ = load_run(speech["train"], **{"lm": out["lm"]["checkpoint"], **overrides})
     val = data.split_entries("val")[:val_limit]
     val_enc, val_refs = encode(module, val), [e["text"] for e in val]
     sweep = {}

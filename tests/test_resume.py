@@ -154,12 +154,21 @@ def _history(run: Path) -> list[tuple[str, str, str]]:
     return [(row["step"], k, v) for row in rows for k, v in row.items() if v and k != "step" and not any(t in k for t in timed)]
 
 
-def _progress(last: Path, key: str) -> int:
-    """The step or epoch of a last.ckpt that the child may be replacing right now (it writes
-    atomically, so any file under the name is whole)."""
+def _progress(last: Path, *keys: str) -> tuple[int, ...]:
+    """The step, epoch, ... (``keys``) of a last.ckpt that the child may be replacing right now (it writes
+    atomically, so any file under the name is whole), all read from the same file; -1 before the first."""
     if not last.is_file():
-        return -1
-    return int(read_checkpoint(last)[key])
+        return (-1,) * len(keys)
+    checkpoint = read_checkpoint(last)
+    return tuple(int(checkpoint[k]) for k in keys)
+
+
+def _ready_to_kill(last: Path, key: str, kill_at: int) -> bool:
+    """The checkpoint is past ``kill_at`` and the rows of the step it holds are on disk: Lightning logs
+    a step's rows just after that step's checkpoint is saved, and a kill in that moment loses them
+    (HistoryCSVLogger's documented window; killing as soon as the file appears aims at it)."""
+    progress, step = _progress(last, key, "global_step")
+    return progress >= kill_at and _logged_through(last.parents[1]) >= step - 1
 
 
 def _logged_through(run: Path) -> int:
@@ -194,17 +203,14 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, task, make_args, key, 
     try:
         last = killed / task / "version_0" / "checkpoints" / "last.ckpt"
         deadline = time.monotonic() + 180
-        # kill once the checkpoint is past kill_at and the rows of the step it holds are on disk: Lightning
-        # logs a step's rows just after that step's checkpoint is saved, and a kill in that moment loses
-        # them (HistoryCSVLogger's documented window; killing as soon as the file appears aims at it)
-        while _progress(last, key) < kill_at or _logged_through(last.parents[1]) < _progress(last, "global_step") - 1:
+        while not _ready_to_kill(last, key, kill_at):
             assert victim.poll() is None, f"the run ended before it could be killed:\n{victim.communicate()[0][-3000:]}"
             assert time.monotonic() < deadline, "no checkpoint appeared"
             time.sleep(0.02)
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait()
         assert victim.returncode == -signal.SIGKILL
-        interrupted_at = _progress(last, key)
+        (interrupted_at,) = _progress(last, key)
         started.append(resumed := _start(args, killed, helpers, "--ckpt_path", "last"))
         out = _finish(resumed)
         assert "Restoring states from the checkpoint path" in out and "version_0" in out
