@@ -27,7 +27,7 @@ from tzoo.tasks.cli import UsageError, _import_class
 from tzoo.tasks.progress import StepProgressBar
 from tzoo.tasks.reliability import add_reliability_defaults, read_checkpoint
 from tzoo.tasks.run_card import RunCard
-from tzoo.tasks.runs import HistoryCSVLogger, ResumeError, RunState, config_fingerprint, resolve_last
+from tzoo.tasks.runs import PENDING_ROWS, HistoryCSVLogger, PendingRows, ResumeError, RunState, config_fingerprint, resolve_last
 
 __all__ = ["TzooCLI", "explicit_model_args", "link_target"]
 
@@ -289,14 +289,15 @@ def _add_trainer_defaults(trainer: dict[str, Any], task: str, *, fingerprint: st
         taken = [p.name.removeprefix("version_") for p in (root / task).glob("version_*")]
         version = max((int(v) for v in taken if v.isdigit()), default=-1) + 1
         history = resume_step = None
+        pending: list[dict[str, Any]] = []
         if ckpt_path == "last":
             run = resolve_last(root, task, fingerprint, training=subcommand == "fit")
             version, resume_from, history = run.version, run.last, run.path / "metrics.csv"
         elif ckpt_path and Path(ckpt_path).is_file():
             history = Path(ckpt_path).resolve().parent.parent / "metrics.csv"
         if history is not None and subcommand == "fit":
-            resume_step = _log_step(resume_from or Path(str(ckpt_path)))
-        csv_logger = HistoryCSVLogger(root, name=task, version=version, history=history, resume_step=resume_step)
+            resume_step, pending = _log_step(resume_from or Path(str(ckpt_path)))
+        csv_logger = HistoryCSVLogger(root, name=task, version=version, history=history, resume_step=resume_step, pending=pending)
         # tzoo's CSV logger first: the run folder (checkpoints, config, run card, resume history) stays
         # <root>/<task>/version_N whatever else logs; a user's TensorBoard logger replaces tzoo's
         board = [] if any(isinstance(u, TensorBoardLogger) for u in user) else [TensorBoardLogger(root, name=task, version=version)]
@@ -305,6 +306,7 @@ def _add_trainer_defaults(trainer: dict[str, Any], task: str, *, fingerprint: st
             callbacks.append(LearningRateMonitor(logging_interval="step"))
         if subcommand == "fit":
             callbacks.append(RunState(fingerprint, resumed_from=str(resume_from or ckpt_path) if ckpt_path else None))
+            callbacks.append(PendingRows())
     if trainer.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
         callbacks.append(StepProgressBar())
     if trainer.get("enable_checkpointing") is not False and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
@@ -315,14 +317,16 @@ def _add_trainer_defaults(trainer: dict[str, Any], task: str, *, fingerprint: st
     return resume_from
 
 
-def _log_step(ckpt: Path) -> int | None:
-    """The step the loggers' rows of a run resumed from ``ckpt`` start at: its ``global_step``
-    (a step's rows are logged just after that step's checkpoint, with the step's index)."""
+def _log_step(ckpt: Path) -> tuple[int | None, list[dict[str, Any]]]:
+    """The step the loggers' rows of a run resumed from ``ckpt`` start at (its ``global_step``: a
+    step's rows are logged just after that step's checkpoint, with the step's index), and the rows
+    Lightning logged just after the save (``PendingRows``), which a kill may have kept off the disk."""
     try:
-        step = read_checkpoint(ckpt, mmap=True).get("global_step")
+        checkpoint = read_checkpoint(ckpt, mmap=True)
     except (OSError, ValueError):
-        return None
-    return int(step) if step is not None else None
+        return None, []
+    step = checkpoint.get("global_step")
+    return (int(step) if step is not None else None), list(checkpoint.get(PENDING_ROWS) or [])
 
 
 def _refuse_text_file(path: str) -> None:

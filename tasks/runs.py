@@ -29,13 +29,15 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.fabric.utilities.apply_func import convert_tensors_to_scalars
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 from tzoo.tasks.files import atomic_write
 
-__all__ = ["RUN_STATE", "HistoryCSVLogger", "ResumeError", "Run", "RunState", "config_fingerprint", "find_runs", "resolve_last"]
+__all__ = ["PENDING_ROWS", "RUN_STATE", "HistoryCSVLogger", "PendingRows", "ResumeError", "Run", "RunState", "config_fingerprint", "find_runs", "resolve_last"]
 
 RUN_STATE = "run_state.json"
+PENDING_ROWS = "tzoo_pending_log_rows"  # the checkpoint key of the rows Lightning logs just after the save
 
 
 class ResumeError(ValueError):
@@ -221,8 +223,8 @@ class _HistoryWriter(ExperimentWriter):
     validate appending to a run's log). Later rows are dropped: the interrupted run logged them
     after its checkpoint, and the resumed run logs those steps again."""
 
-    def __init__(self, log_dir: str, *, history: Path, resume_step: int | None) -> None:
-        self._history, self._resume_step = history, resume_step
+    def __init__(self, log_dir: str, *, history: Path, resume_step: int | None, pending: list[dict[str, Any]] = ()) -> None:
+        self._history, self._resume_step, self._pending = history, resume_step, list(pending)
         super().__init__(log_dir)
 
     def _check_log_dir_exists(self) -> None:
@@ -234,6 +236,10 @@ class _HistoryWriter(ExperimentWriter):
                 reader = csv.DictReader(f)
                 keys = list(reader.fieldnames or [])
                 rows = [row for row in reader if _step(row) < keep_before]
+        for row in self._pending:  # the resumed checkpoint's own rows, where the kill came before they were written
+            if not any(_step(have) == row["step"] and all(have.get(k) for k in row) for have in rows):
+                keys += [k for k in row if k not in keys]
+                rows.append({k: str(v) for k, v in row.items()})
         target = Path(self.metrics_file_path)
         if rows or target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -255,20 +261,71 @@ class HistoryCSVLogger(CSVLogger):
     """``CSVLogger`` whose ``metrics.csv`` survives a resume (see ``_HistoryWriter``) and is
     written as rows come (not every 100 steps), so that a killed run has on disk the rows of every
     step up to the checkpoint it resumes from. Lightning logs a step's rows just after that step's
-    checkpoint is saved: only a kill in the moment between the two loses that one step's rows.
-    Appending a row costs tens of microseconds, once per ``log_every_n_steps``."""
+    checkpoint is saved; ``PendingRows`` puts those rows into the checkpoint, and a resume adds them
+    (``pending``) where the kill came between the save and the write. Appending a row costs tens of
+    microseconds, once per ``log_every_n_steps``."""
 
-    def __init__(self, *args: Any, history: Path | None = None, resume_step: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, history: Path | None = None, resume_step: int | None = None, pending: list[dict[str, Any]] = (), **kwargs: Any
+    ) -> None:
         kwargs.setdefault("flush_logs_every_n_steps", 1)
         super().__init__(*args, **kwargs)
-        self._history, self._resume_step = history, resume_step
+        self._history, self._resume_step, self._pending = history, resume_step, list(pending)
 
     @property
     def experiment(self) -> ExperimentWriter:  # type: ignore[override]
         if self._experiment is None and self._history is not None and rank_zero_only.rank == 0:
             self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _HistoryWriter(self.log_dir, history=self._history, resume_step=self._resume_step)
+            self._experiment = _HistoryWriter(self.log_dir, history=self._history, resume_step=self._resume_step, pending=self._pending)
         return super().experiment
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         self.save()
+
+
+class PendingRows(Callback):
+    """Puts into each checkpoint (under ``PENDING_ROWS``) the rows that Lightning logs just after it
+    is saved, so that a run killed between the save and the write does not lose them on resume.
+
+    A checkpoint saved in ``on_train_batch_end`` (``every_n_train_steps``) comes before that step's
+    training rows; one saved in ``on_train_epoch_end`` before the epoch's aggregated training rows.
+    Validation rows are logged before ``on_validation_end``'s save and need nothing. The rows are
+    the values Lightning's logger connector holds for the coming write (its internals: a Lightning
+    without them is reported once, and its checkpoints carry no rows)."""
+
+    def __init__(self) -> None:
+        self._warned = False
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        try:
+            rows = _pending_rows(trainer, pl_module)
+        except AttributeError as exc:  # a Lightning whose loop or logger-connector internals moved
+            if not self._warned:
+                rank_zero_warn(f"tzoo cannot read the rows Lightning logs after a checkpoint ({exc}); a kill right after a save may lose one step's rows")
+                self._warned = True
+            return
+        if rows:
+            checkpoint[PENDING_ROWS] = rows
+
+
+def _pending_rows(trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[dict[str, Any]]:
+    if not trainer.training or not trainer.loggers:
+        return []
+    connector, loop = trainer._logger_connector, trainer.fit_loop.epoch_loop
+    batches = loop.batch_progress.total
+    if connector._first_loop_iter is not None:  # inside a training batch
+        in_batch_end = batches.processed == batches.started and batches.completed == batches.processed - 1
+        accumulating = trainer.fit_loop._should_accumulate() and pl_module.automatic_optimization
+        if not in_batch_end or accumulating or not (connector.should_update_logs or trainer.fast_dev_run):
+            return []
+        step = loop._batches_that_stepped
+    else:  # between epochs: on_train_epoch_end's save comes before the epoch's rows (logged one step back)
+        step = loop._batches_that_stepped - 1
+    metrics = convert_tensors_to_scalars(connector.metrics["log"])
+    if not metrics:
+        return []
+    if "step" in metrics:
+        step = int(metrics.pop("step"))
+    else:
+        metrics.setdefault("epoch", trainer.current_epoch)
+    return [{**metrics, "step": step}]

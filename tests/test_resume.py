@@ -1,7 +1,8 @@
 """Resume exactly: a `tzoo fit` killed with SIGKILL mid-run and restarted with `--ckpt_path last`
 ends with the same weights and the same `metrics.csv` history as an uninterrupted run (LM
 mid-epoch, on one process and on two DDP ranks; decision mid-epoch; vision from an epoch-end checkpoint); a kill during
-a checkpoint save never leaves a broken `last.ckpt`; `last` never resumes a finished run, a run of
+a checkpoint save never leaves a broken `last.ckpt`; a kill between a checkpoint save and that step's rows
+loses no rows; `last` never resumes a finished run, a run of
 another configuration or a run interrupted before its first checkpoint."""
 
 import csv
@@ -19,6 +20,7 @@ import pytest
 import torch
 
 from tzoo.tasks.reliability import atomic_torch_save, read_checkpoint
+from tzoo.tasks.runs import PENDING_ROWS
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n" * 40
@@ -165,8 +167,9 @@ def _progress(last: Path, *keys: str) -> tuple[int, ...]:
 
 def _ready_to_kill(last: Path, key: str, kill_at: int) -> bool:
     """The checkpoint is past ``kill_at`` and the rows of the step it holds are on disk: Lightning logs
-    a step's rows just after that step's checkpoint is saved, and a kill in that moment loses them
-    (HistoryCSVLogger's documented window; killing as soon as the file appears aims at it)."""
+    a step's rows just after that step's checkpoint is saved, and a kill in that moment is its own
+    test (``test_a_kill_between_a_checkpoint_and_its_steps_rows_loses_no_rows``); this one kills
+    anywhere after them."""
     progress, step = _progress(last, key, "global_step")
     return progress >= kill_at and _logged_through(last.parents[1]) >= step - 1
 
@@ -231,6 +234,60 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, task, make_args, key, 
         torch.testing.assert_close(b["state_dict"][name], value, rtol=0, atol=0, msg=f"{name} differs after resume")
     # the resumed run's CSV log holds the whole history, each step once, as the uninterrupted run's
     assert _history(killed / task / "version_0") == _history(straight / task / "version_0")
+
+
+# A logger that kills its own run (SIGKILL, the whole process group) in after_save_checkpoint: after a
+# checkpoint is on disk and before Lightning logs that step's rows, the moment a test that kills from
+# outside can only hit by chance.
+KILLER = textwrap.dedent(
+    """\
+    import os, signal
+    from lightning.pytorch.loggers.logger import Logger
+
+    class KillAfterCheckpoint(Logger):
+        def __init__(self, at_step: int) -> None:
+            super().__init__()
+            self.at_step = at_step
+
+        name = property(lambda self: "killer")
+        version = property(lambda self: 0)
+
+        def log_metrics(self, metrics, step=None) -> None:
+            pass
+
+        def log_hyperparams(self, params, *args, **kwargs) -> None:
+            pass
+
+        def after_save_checkpoint(self, checkpoint_callback) -> None:
+            if checkpoint_callback._last_global_step_saved >= self.at_step:
+                os.killpg(os.getpgrp(), signal.SIGKILL)
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_kill_between_a_checkpoint_and_its_steps_rows_loses_no_rows(tmp_path):
+    """Lightning saves step 8's checkpoint (global_step 9) just before it logs step 8's rows; a run
+    killed in between resumes with those rows (carried in the checkpoint), and its metrics.csv
+    equals the uninterrupted run's."""
+    helpers = tmp_path / "helpers"
+    helpers.mkdir()
+    (helpers / "throttle.py").write_text(THROTTLE.replace("0.05", "0.0"))
+    (helpers / "killer.py").write_text(KILLER)
+    args = _lm_args(tmp_path)
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    victim = _start(args, killed, helpers, "--trainer.logger+=killer.KillAfterCheckpoint", "--trainer.logger.init_args.at_step=9")
+    out, _ = victim.communicate(timeout=240)
+    assert victim.returncode == -signal.SIGKILL, out[-3000:]
+    run = killed / "lm" / "version_0"
+    last = read_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert last["global_step"] == 9
+    with open(run / "metrics.csv", newline="") as f:  # the window: step 8's learning rate is there, its loss is not
+        assert [row["step"] for row in csv.DictReader(f) if row.get("train/loss")][-1] == "7"
+    assert [row["step"] for row in last[PENDING_ROWS]] == [8] and "train/loss" in last[PENDING_ROWS][0]
+    _finish(_start(args, killed, helpers, "--ckpt_path", "last"))
+    _finish(_start(args, straight, helpers))
+    assert _history(run) == _history(straight / "lm" / "version_0")
 
 
 _SAVER = textwrap.dedent(
