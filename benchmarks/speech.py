@@ -157,7 +157,7 @@ def _greedy_rtf(module: Any, waves: list[torch.Tensor], threads: int) -> float:
 @torch.inference_mode()
 def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | None = None,
                beam_size: int | None = None, beam_ctc_weight: float | None = None, warp_search: list[float] | None = None,
-               warp_search_by: str | None = None) -> None:
+               warp_search_by: str | None = None, beam_length_penalty: float | None = None) -> None:
     from tzoo.tasks.loading import load_module
     from tzoo.tasks.speech.audio import load_audio
     from tzoo.tasks.speech.decoding import beam_search, max_tokens
@@ -167,14 +167,14 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
     run = Path(results["train"]["run_dir"])
     # settings chosen after training (benchmarks/speech_decode.py picks the beam's on the val split;
     # test-time VTLN, vtln.py, on a checkpoint trained without it); None: the checkpoint's
-    settings = {"beam_size": beam_size, "beam_ctc_weight": beam_ctc_weight, "warp_search_by": warp_search_by}
+    settings = {"beam_size": beam_size, "beam_ctc_weight": beam_ctc_weight, "warp_search_by": warp_search_by, "beam_length_penalty": beam_length_penalty}
     overrides = {k: v for k, v in settings.items() if v is not None}
     if warp_search is not None:  # an empty list: no search, so no warp to pool per speaker either
         overrides["warp_search"] = warp_search or None
         if not warp_search:
             overrides.setdefault("warp_search_by", "utterance")
     module = load_module(run / "checkpoints" / "last.ckpt", task="speech", **overrides)  # checked as at construction
-    model, beam = module.model, module.beam_size
+    model, beam, penalty = module.model, module.beam_size, module.beam_length_penalty
     data = _datamodule(results["train"].get("fit_options", []))
     entries = data.split_entries("test")[:limit]
     waves = [load_audio(e["audio"], module.model.sample_rate) for e in entries]
@@ -190,7 +190,7 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
     hyps = _decodings(module, encodings)
     eval_s = time.perf_counter() - start
     hyps["beam_attention"] = [  # the same beam without the CTC head's prefix scores
-        module.text(beam_search(model, encoded, beam=beam, max_len=max_tokens(encoded.shape[1], module.max_text_len)))
+        module.text(beam_search(model, encoded, beam=beam, max_len=max_tokens(encoded.shape[1], module.max_text_len), length_penalty=penalty))
         for encoded, _ in encodings
     ]
     # the joint beam within the corpus's word list and digits (a closed vocabulary, lexicon.py)
@@ -219,7 +219,7 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
             start = time.perf_counter()
             outs[use_cache] = [
                 beam_search(model, e, beam=beam, max_len=max_tokens(e.shape[1], module.max_text_len), use_cache=use_cache,
-                            ctc_logits=c, ctc_weight=w)
+                            ctc_logits=c, ctc_weight=w, length_penalty=penalty)
                 for e, c in zip(timed, ctc_logits)
             ]
             timing[use_cache] = min(timing.get(use_cache, float("inf")), time.perf_counter() - start)
@@ -228,7 +228,7 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
                        "same_hypotheses": sum(a == b for a, b in zip(outs[True], outs[False]))}  # fmt: skip
 
     results["eval"] = {
-        "test_utterances": len(entries), "test_audio_s": round(audio_s, 1), "beam": beam, "beam_ctc_weight": weight, "decode_threads": 1,
+        "test_utterances": len(entries), "test_audio_s": round(audio_s, 1), "beam": beam, "beam_ctc_weight": weight, "beam_length_penalty": penalty, "decode_threads": 1,
         "warp_search": module.warp_search, "warp_search_by": module.warp_search_by,
         "eval_s": round(eval_s, 1), "quality": quality, "beam_by_engine": by_engine, "beam_by_voice": by_voice,
         "lexicon": {"name": "words", "words": len(words)},
@@ -304,9 +304,10 @@ def print_tables(results: dict[str, Any]) -> None:
         print(f"Every decoding below reads each utterance at {who} frequency warp among {list(e['warp_search'])} (warp_search, vtln.py).\n")
     print("| decoding | CER | WER |\n|---|---|---|")
     lexicon = e.get("lexicon", {})
-    rows = (("beam", f"joint CTC/attention beam search (width {e['beam']}, CTC weight {e.get('beam_ctc_weight', 0)})"),
+    normalised = f", length penalty {e['beam_length_penalty']}" if e.get("beam_length_penalty") else ""
+    rows = (("beam", f"joint CTC/attention beam search (width {e['beam']}, CTC weight {e.get('beam_ctc_weight', 0)}{normalised})"),
             ("beam_lexicon", f"the same within lexicon `{lexicon.get('name')}` ({lexicon.get('words')} words: a closed vocabulary)"),
-            ("beam_attention", f"attention beam search (width {e['beam']})"), ("greedy", "attention greedy"), ("ctc", "CTC greedy"))
+            ("beam_attention", f"attention beam search (width {e['beam']}{normalised})"), ("greedy", "attention greedy"), ("ctc", "CTC greedy"))
     for name, label in rows:
         if name not in e["quality"]:
             continue
@@ -354,6 +355,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="the JSON file to write (and, for --stage eval, read)")
     parser.add_argument("--beam_size", type=int, default=None, help="beam width for the evaluation (default: the checkpoint's)")
     parser.add_argument("--beam_ctc_weight", type=float, default=None, help="CTC weight of the joint beam (default: the checkpoint's)")
+    parser.add_argument("--beam_length_penalty", type=float, default=None, help="the beam's length normalisation (default: the checkpoint's)")
     parser.add_argument("--warp_search", type=float, nargs="*", default=None,
                         help="test-time frequency warps to choose among per utterance (vtln.py; default: the checkpoint's; none given: off)")
     parser.add_argument("--warp_search_by", choices=("utterance", "speaker"), default=None,
@@ -368,7 +370,7 @@ def main() -> None:
         _save_results(results)
     if args.stage in ("all", "eval"):
         stage_eval(results, speed_utterances=args.speed_utterances, limit=args.limit, beam_size=args.beam_size, beam_ctc_weight=args.beam_ctc_weight,
-                   warp_search=args.warp_search, warp_search_by=args.warp_search_by)
+                   warp_search=args.warp_search, warp_search_by=args.warp_search_by, beam_length_penalty=args.beam_length_penalty)
         _save_results(results)
     print_tables(results)
 

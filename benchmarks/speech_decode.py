@@ -2,7 +2,8 @@
 
 For a trained checkpoint (by default the last run of ``benchmarks/speech.py``), decodes the
 validation split (held-out voices of their own, never the test's) with every beam width x CTC weight
-of the grid, picks the pair with the lowest validation CER, and decodes the test split with it: the
+x length penalty of the grid (``beam_length_penalty``; by default only the checkpoint's), picks the
+settings with the lowest validation CER, and decodes the test split with it: the
 choice never sees the test split. The test numbers of the checkpoint's own pair are printed beside it (when they differ).
 
     flock /tmp/tzoo_cpu.lock python benchmarks/speech_decode.py
@@ -26,9 +27,12 @@ RESULTS = REPO / "benchmarks" / "results"
 
 
 @torch.inference_mode()
-def decode(module: Any, encodings: list[torch.Tensor], beam: int, weight: float) -> list[str]:
-    """The module's own joint beam search (``SpeechRecognizer._beam``) with these settings."""
+def decode(module: Any, encodings: list[torch.Tensor], beam: int, weight: float, length_penalty: float | None = None) -> list[str]:
+    """The module's own joint beam search (``SpeechRecognizer._beam``) with these settings (``length_penalty``
+    None: the checkpoint's)."""
     module.beam_size, module.beam_ctc_weight = beam, weight
+    if length_penalty is not None:
+        module.beam_length_penalty = length_penalty
     return [module.text(module._beam(encoded)) for encoded in encodings]
 
 
@@ -67,6 +71,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS / "speech.json", help="a benchmarks/speech.py result file")
     parser.add_argument("--beams", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--weights", type=float, nargs="+", default=[0.3, 0.5, 0.7])
+    parser.add_argument("--length_penalties", type=float, nargs="+", default=None, help="default: the checkpoint's")
     parser.add_argument("--out", type=Path, default=RESULTS / "speech_decode.json")
     args = parser.parse_args()
 
@@ -82,34 +87,35 @@ def main() -> None:
     encodings = {s: encode(module, e) for s, e in splits.items()}
     refs = {s: [e["text"] for e in es] for s, es in splits.items()}
 
-    def score(split: str, beam: int, weight: float) -> dict[str, Any]:
+    def score(split: str, beam: int, weight: float, penalty: float) -> dict[str, Any]:
         start = time.perf_counter()
-        hyps = decode(module, encodings[split], beam, weight)
+        hyps = decode(module, encodings[split], beam, weight, penalty)
         by_engine, _ = _by_group(splits[split], hyps, refs[split])
-        return {"beam": beam, "ctc_weight": weight, "cer": float(char_error_rate(hyps, refs[split])),
+        return {"beam": beam, "ctc_weight": weight, "length_penalty": penalty, "cer": float(char_error_rate(hyps, refs[split])),
                 "wer": float(word_error_rate(hyps, refs[split])), "cer_by_engine": {g: q["cer"] for g, q in by_engine.items()},
                 "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
 
     def engines(r: dict[str, Any]) -> str:
         return " · ".join(f"{name} {100 * cer:.2f}%" for name, cer in r["cer_by_engine"].items())
 
-    grid = [score("val", b, w) for b in args.beams for w in args.weights]
+    own = (module.hparams.beam_size, module.hparams.beam_ctc_weight, module.hparams.get("beam_length_penalty", 0.0))  # the checkpoint's
+    grid = [score("val", b, w, a) for a in (args.length_penalties or [own[2]]) for b in args.beams for w in args.weights]
     best = min(grid, key=lambda r: (r["cer"], r["wer"]))
-    own = (module.hparams.beam_size, module.hparams.beam_ctc_weight)  # the checkpoint's (decode() sets the attributes)
-    test = {"chosen": score("test", best["beam"], best["ctc_weight"])}
-    if own != (best["beam"], best["ctc_weight"]):
+    chosen = (best["beam"], best["ctc_weight"], best["length_penalty"])
+    test = {"chosen": score("test", *chosen)}
+    if own != chosen:
         test["config"] = score("test", *own)
 
     print(f"checkpoint {ckpt}\n\nvalidation split ({len(refs['val'])} utterances): joint CTC/attention beam search")
-    print("| beam | CTC weight | CER | WER | CER per engine | seconds |\n|---|---|---|---|---|---|")
+    print("| beam | CTC weight | length penalty | CER | WER | CER per engine | seconds |\n|---|---|---|---|---|---|---|")
     for r in grid:
         mark = " (chosen)" if r is best else ""
-        print(f"| {r['beam']} | {r['ctc_weight']} | {100 * r['cer']:.2f}%{mark} | {100 * r['wer']:.2f}% | {engines(r)} | {r['seconds']} |")
+        print(f"| {r['beam']} | {r['ctc_weight']} | {r['length_penalty']} | {100 * r['cer']:.2f}%{mark} | {100 * r['wer']:.2f}% | {engines(r)} | {r['seconds']} |")
     print(f"\ntest split ({len(refs['test'])} utterances, voices unseen in training and validation)")
-    print("| settings | beam | CTC weight | CER | WER | CER per engine |\n|---|---|---|---|---|---|")
+    print("| settings | beam | CTC weight | length penalty | CER | WER | CER per engine |\n|---|---|---|---|---|---|---|")
     for name, r in test.items():
         label = "chosen on validation" if name == "chosen" else "the checkpoint's"
-        print(f"| {label} | {r['beam']} | {r['ctc_weight']} | {100 * r['cer']:.2f}% | {100 * r['wer']:.2f}% | {engines(r)} |")
+        print(f"| {label} | {r['beam']} | {r['ctc_weight']} | {r['length_penalty']} | {100 * r['cer']:.2f}% | {100 * r['wer']:.2f}% | {engines(r)} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"checkpoint": str(ckpt), "val": grid, "test": test}, indent=1) + "\n")
     print(f"wrote {args.out}")

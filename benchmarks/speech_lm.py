@@ -89,7 +89,7 @@ def stage_eval(out: dict[str, Any], speech: dict[str, Any], weights: list[float]
     best = min(weights, key=lambda w: sweep[w]["cer"])
     out["eval"] = {"speech_run": speech["train"]["run_dir"], "val_utterances": len(val), "val_sweep": {str(w): q for w, q in sweep.items()},
                    "lm_weight": best, "warp_search": module.warp_search, "warp_search_by": module.warp_search_by,
-                   "beam_size": module.beam_size}  # fmt: skip
+                   "beam_size": module.beam_size, "beam_length_penalty": module.beam_length_penalty}  # fmt: skip
     # the lexicons benchmarks/speech.py closes each split's beam with (its rows without the LM)
     lexicons = {"test": "words", "test_sentences": "training"}
     for split in ("test", "test_sentences"):
@@ -131,8 +131,10 @@ def main() -> None:
     parser.add_argument("--warp_search_by", choices=("utterance", "speaker"), default=None,
                         help="one frequency warp per utterance or per speaker (vtln.py; default: the checkpoint's)")
     parser.add_argument("--beam_size", type=int, default=None, help="beam width (default: the checkpoint's)")
+    parser.add_argument("--beam_length_penalty", type=float, default=None, help="the beam's length normalisation (default: the checkpoint's)")
     args = parser.parse_args()
-    overrides = {k: v for k, v in (("warp_search_by", args.warp_search_by), ("beam_size", args.beam_size)) if v is not None}
+    given = (("warp_search_by", args.warp_search_by), ("beam_size", args.beam_size), ("beam_length_penalty", args.beam_length_penalty))
+    overrides = {k: v for k, v in given if v is not None}
     out = json.loads(args.out.read_text()) if args.out.is_file() else {}
     if args.stage in ("text", "all"):
         stage_text(out, args.random_lines)

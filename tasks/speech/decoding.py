@@ -246,6 +246,7 @@ def beam_search(
     lexicon: Lexicon | None = None,
     lm: LanguageModelScorer | None = None,
     lm_weight: float = 0.0,
+    length_penalty: float = 0.0,
 ) -> list[int]:
     """One utterance's encoder output ``encoded`` (1, N, D) -> the most probable token sequence found by a beam
     of width ``beam``.
@@ -270,6 +271,13 @@ def beam_search(
     ``lm`` (:class:`~tzoo.tasks.speech.fusion.LanguageModelScorer`) with ``lm_weight`` b > 0 is shallow
     fusion: every hypothesis' score gains b * log P_lm(h) (for an ended one, with the LM's end of
     line), and the pre-beam ranks tokens by (1 - w) * log P_attention + b * log P_lm of the next token.
+
+    ``length_penalty`` a > 0 ranks the ended hypotheses by their score over (length + 1) ** a (the end
+    token counted; GNMT's and Hugging Face's length normalisation, a = 1: the mean per token): summed
+    log-probabilities favour an early end, the more the wider the beam. The search then stops when
+    ``beam`` hypotheses have ended and the best of them, normalised, beats every live one normalised
+    at its current length (a heuristic, as Hugging Face's: a live one may still overtake); 0: the
+    sums as they are, and the exact stop above.
     """
     if beam < 1:
         raise ValueError(f"beam must be >= 1, got {beam}")
@@ -281,6 +289,11 @@ def beam_search(
         raise ValueError(f"pre_beam must be >= 1 (tokens CTC-scored per hypothesis, or None for 1.5 x beam), got {pre_beam}")
     if not (math.isfinite(lm_weight) and lm_weight >= 0):
         raise ValueError(f"lm_weight must be a finite number >= 0 (the language model's share; 0: none), got {lm_weight}")
+    if not (math.isfinite(length_penalty) and length_penalty >= 0):
+        raise ValueError(f"length_penalty must be a finite number >= 0 (ended hypotheses ranked by score / (length + 1) ** it; 0: none), got {length_penalty}")
+
+    def normalised(score: float, tokens: int) -> float:  # tokens: the hypothesis' own, without BOS or EOS
+        return score / (tokens + 1) ** length_penalty if length_penalty else score
     device = encoded.device
     lm = lm if lm_weight > 0 else None
     if lm is not None:
@@ -337,7 +350,8 @@ def beam_search(
             row, col = divmod(index, C)
             token = col if candidates is None else candidates[row][col]
             if token == EOS:
-                finished.append((score, hyps[row, 1:].tolist()))
+                ended = hyps[row, 1:].tolist()
+                finished.append((normalised(score, len(ended)), ended))
             else:
                 keep_rows.append(row), keep_cols.append(col), keep_tokens.append(token), keep_scores.append(score)
                 if len(keep_rows) == beam:
@@ -360,10 +374,10 @@ def beam_search(
                 _reorder(cache, rows)
             if cross[0].k is not None and cross[0].k.shape[0] != len(rows):  # the first step: 1 row -> K rows
                 _reorder(cross, torch.zeros(len(rows), dtype=torch.long, device=device))
-        if len(finished) >= beam and max(f[0] for f in finished) >= float(scores.max()):
+        if len(finished) >= beam and max(f[0] for f in finished) >= normalised(float(scores.max()), hyps.shape[1] - 1):
             break
     if not finished:  # nothing ended within max_len: the best live hypothesis
-        finished = [(float(s), h[1:]) for s, h in zip(scores.tolist(), hyps.tolist())]
+        finished = [(normalised(float(s), len(h) - 1), h[1:]) for s, h in zip(scores.tolist(), hyps.tolist())]
         if lexicon is not None:  # ... of those at a whole word, or cut back to its last whole word
             whole = [f for f, node in zip(finished, nodes) if lexicon.complete(node)]
             finished = whole or [(s, lexicon.whole_words(h)) for s, h in finished]

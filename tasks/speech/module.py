@@ -68,6 +68,7 @@ class SpeechRecognizer(TaskModule):
         label_smoothing: float = 0.1,
         beam_size: int = 4,
         beam_ctc_weight: float = 0.5,
+        beam_length_penalty: float = 0.0,
         lexicon: str | None = None,
         lm: str | None = None,
         lm_weight: float = 0.0,
@@ -86,7 +87,8 @@ class SpeechRecognizer(TaskModule):
         layers ``net.inter_ctc`` names (their mean; the output layer's is 1 - it), used only when it
         names some. ``beam_size``: the beam width of test and predict decoding;
         ``beam_ctc_weight``: the CTC head's weight in the beam's joint CTC/attention scores (0: the
-        decoder's alone); ``lexicon``: a closed vocabulary for the beam, a file of words or a name
+        decoder's alone); ``beam_length_penalty``: the beam ranks ended hypotheses by their score over
+        (length + 1) ** it (0: the summed scores; ``decoding.beam_search``); ``lexicon``: a closed vocabulary for the beam, a file of words or a name
         (``words``, ``training``: the generated corpus's vocabularies, ``lexicon.lexicon_words``): it
         writes only those words (None: any spelling; not for Whisper, which writes BPE tokens); ``lm``: a
         character language model's checkpoint (the ``lm`` task's, ``fusion.py``) whose log-probabilities,
@@ -131,6 +133,8 @@ class SpeechRecognizer(TaskModule):
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         if not 0.0 <= beam_ctc_weight <= 1.0:
             raise ValueError(f"beam_ctc_weight must be in [0, 1] (the CTC share of a hypothesis' score), got {beam_ctc_weight}")
+        if not (isinstance(beam_length_penalty, (int, float)) and math.isfinite(beam_length_penalty) and beam_length_penalty >= 0):
+            raise ValueError(f"beam_length_penalty must be a finite number >= 0 (ended hypotheses ranked by score / (length + 1) ** it; 0: none), got {beam_length_penalty!r}")
         self.save_hyperparameters()
         if pretrained is not None:  # the CLI saves the arguments it was given: the folder's net replaces its net
             self.hparams["net"] = to_dict(net)
@@ -145,6 +149,7 @@ class SpeechRecognizer(TaskModule):
             self.whisper = WhisperText.load(pretrained)
         self.ctc_weight, self.label_smoothing, self.beam_size = ctc_weight, label_smoothing, beam_size
         self.beam_ctc_weight, self.inter_ctc_weight = beam_ctc_weight, inter_ctc_weight
+        self.beam_length_penalty = float(beam_length_penalty)
         self.lexicon = None if lexicon is None else Lexicon.load(lexicon, self.tokenizer)
         self.lm = None if lm is None else LanguageModelScorer.load(lm, self.tokenizer)  # not a submodule: not in checkpoints
         self.lm_weight = float(lm_weight)
@@ -290,7 +295,7 @@ class SpeechRecognizer(TaskModule):
         ctc = self.model.ctc_head(encoded[0]) if self.beam_ctc_weight > 0 else None
         return beam_search(self.model, encoded, beam=self.beam_size, max_len=max_tokens(n, self.max_text_len),
                            ctc_logits=ctc, ctc_weight=self.beam_ctc_weight, lexicon=self.lexicon,
-                           lm=self.lm, lm_weight=self.lm_weight)  # fmt: skip
+                           lm=self.lm, lm_weight=self.lm_weight, length_penalty=self.beam_length_penalty)  # fmt: skip
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Tensor, Tensor], batch_idx: int) -> None:
         encoded, mask, inter_ctc = self.model.encode_layers(batch[0], batch[1])

@@ -2,6 +2,8 @@
 cache (under every core attention option of the decoder), padding that never matters, the maximum
 length, the model's config, and the alignment picture."""
 
+import math
+
 import pytest
 import torch
 
@@ -313,6 +315,36 @@ def test_joint_ctc_beam_search_follows_a_confident_ctc_head(monkeypatch):
         beam_search(model, encoded, ctc_logits=ctc_logits, ctc_weight=1.5)
     with pytest.raises(ValueError, match=r"pre_beam must be >= 1.*got 0"):
         beam_search(model, encoded, ctc_logits=ctc_logits, ctc_weight=0.5, pre_beam=0)
+
+
+class _ScriptedDecoder:
+    """A decoder whose next-token log-probabilities depend only on the prefix: "3 4 5 6" then the end,
+    each at log 0.7 (an end instead at log 0.3; after "6" the end at log 0.95)."""
+
+    def decode(self, tokens, encoded, mask):
+        script = {(): 3, (3,): 4, (3, 4): 5, (3, 4, 5): 6, (3, 4, 5, 6): EOS}
+        logits = torch.full((len(tokens), tokens.shape[1], 12), -30.0)
+        for row, hyp in enumerate(tokens.tolist()):
+            nxt = script.get(tuple(hyp[1:]), EOS)
+            logp = {EOS: math.log(0.95)} if nxt == EOS else {nxt: math.log(0.7), EOS: math.log(0.3)}
+            for token, value in logp.items():
+                logits[row, -1, token] = value  # log_softmax leaves them (the rest is ~e^-30)
+        return logits
+
+
+def test_a_length_penalty_ranks_ended_hypotheses_per_token_and_keeps_a_full_reading():
+    model, encoded = _ScriptedDecoder(), torch.zeros(1, 20, 16)
+    # summed: the early end (log 0.3 = -1.20) beats the reading (4 x log 0.7 + log 0.95 = -1.48)
+    assert beam_search(model, encoded, beam=4, max_len=10, use_cache=False) == []
+    for penalty in (0.5, 1.0):  # normalised (a = 1: -1.48 / 5 = -0.30 against -1.20 / 1) the reading wins
+        assert beam_search(model, encoded, beam=4, max_len=10, use_cache=False, length_penalty=penalty) == [3, 4, 5, 6]
+    for bad in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=rf"length_penalty must be a finite number >= 0.*got {bad}"):
+            beam_search(model, encoded, length_penalty=bad)
+    from tzoo.tasks.speech.module import SpeechRecognizer
+
+    with pytest.raises(ValueError, match=r"beam_length_penalty must be a finite number >= 0 \(ended hypotheses ranked by score / \(length \+ 1\) \*\* it; 0: none\), got -1"):
+        SpeechRecognizer(beam_length_penalty=-1)
 
 
 def test_cross_attention_ignores_padded_frames():
