@@ -59,7 +59,8 @@ def evaluate(module: Any, entries: list[dict[str, Any]], alphas: list[float], le
 
     def beam(encoded: torch.Tensor, ctc: torch.Tensor) -> list[int]:
         return beam_search(model, encoded[None], beam=module.beam_size, max_len=max_tokens(encoded.shape[0], module.max_text_len),
-                           ctc_logits=ctc, ctc_weight=module.beam_ctc_weight, lexicon=lexicon)  # fmt: skip
+                           ctc_logits=ctc, ctc_weight=module.beam_ctc_weight, lexicon=lexicon,
+                           length_penalty=module.beam_length_penalty)  # fmt: skip
 
     from tzoo.tasks.speech.corpus import speaker_of
     from tzoo.tasks.speech.vtln import SpeakerWarps

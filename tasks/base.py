@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -87,7 +86,6 @@ class TaskModule(pl.LightningModule):
         value = optim if optim is not None else default if default is not None else OptimConfig()
         self.optim = from_dict(OptimConfig, value, where="optim", base=default)
         self.compile_model, self._compiled = compile, False
-        self._step_start: float | None = None
 
     @classmethod
     def upgrade_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
@@ -198,29 +196,20 @@ class TaskModule(pl.LightningModule):
                 f"not by {type(self).__name__} (the {self.task_name!r} task)"
             )
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self._step_start = time.perf_counter()
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """The step timer: ``train/<throughput_unit>_per_s`` on the steps the loggers write."""
-        if self._step_start is None or self.throughput_unit is None:
-            return
-        count = self.throughput_count(batch)
-        if count is not None:
-            seconds = time.perf_counter() - self._step_start
-            self.log_train_metrics({f"train/{self.throughput_unit}_per_s": float(count) / seconds})
-
     def throughput_count(self, batch: Any) -> float | None:
         """What one training batch holds, in ``throughput_unit`` (default: its nodes)."""
         return self.count_nodes(batch)
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        """``tzoo predict`` writes ``prediction_rows`` into the run folder when the task defines them."""
+        """The step timer (``train/<throughput_unit>_per_s``, ``throughput.StepThroughput``); ``tzoo
+        predict`` writes ``prediction_rows`` into the run folder when the task defines them."""
+        from tzoo.tasks.throughput import StepThroughput
+
         if self.prediction_rows is None:
-            return []
+            return [StepThroughput()]
         from tzoo.tasks.predictions import PredictionWriter
 
-        return [PredictionWriter()]
+        return [StepThroughput(), PredictionWriter()]
 
     #: a task that predicts defines ``prediction_rows(self, predictions, data) -> list[dict]``: one
     #: dict per predicted item from ``predict_step``'s outputs, written to ``predict_file`` (``.csv``

@@ -288,17 +288,40 @@ class PendingRows(Callback):
     is saved, so that a run killed between the save and the write does not lose them on resume.
 
     A checkpoint saved in ``on_train_batch_end`` (``every_n_train_steps``) comes before that step's
-    training rows; one saved in ``on_train_epoch_end`` before the epoch's aggregated training rows.
-    Validation rows are logged before ``on_validation_end``'s save and need nothing. The rows are
-    the values Lightning's logger connector holds for the coming write (its internals: a Lightning
-    without them is reported once, and its checkpoints carry no rows)."""
+    training rows; one saved in ``on_train_epoch_end``, or in ``on_validation_end`` of a validation
+    that ends the epoch, before the epoch's aggregated training rows (``on_epoch=True``). Validation
+    rows are logged before ``on_validation_end``'s save. The callback follows the hooks (Lightning
+    calls it before any checkpoint callback) to know which save it is; the rows are the values
+    Lightning's logger connector holds for the coming write (its internals: a Lightning without them
+    is reported once, and its checkpoints carry no rows). Values a module logs in its own
+    ``on_train_batch_end`` come after the save and are not among them (tzoo's step timer is a
+    callback for this reason, ``throughput.py``)."""
 
     def __init__(self) -> None:
         self._warned = False
+        self._stage: str | None = None  # the hook the next save is in: batch_end, validation_end, epoch_end
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        self._stage = None
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self._stage = "batch_end"
+
+    def on_validation_start(self, *args: Any) -> None:
+        self._stage = None
+
+    def on_validation_end(self, *args: Any) -> None:
+        self._stage = "validation_end"
+
+    def on_train_epoch_start(self, *args: Any) -> None:
+        self._stage = None
+
+    def on_train_epoch_end(self, *args: Any) -> None:
+        self._stage = "epoch_end"
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         try:
-            rows = _pending_rows(trainer, pl_module)
+            rows = _pending_rows(trainer, pl_module, self._stage)
         except AttributeError as exc:  # a Lightning whose loop or logger-connector internals moved
             if not self._warned:
                 rank_zero_warn(f"tzoo cannot read the rows Lightning logs after a checkpoint ({exc}); a kill right after a save may lose one step's rows")
@@ -308,20 +331,22 @@ class PendingRows(Callback):
             checkpoint[PENDING_ROWS] = rows
 
 
-def _pending_rows(trainer: pl.Trainer, pl_module: pl.LightningModule) -> list[dict[str, Any]]:
-    if not trainer.training or not trainer.loggers:
+def _pending_rows(trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str | None) -> list[dict[str, Any]]:
+    if stage is None or not trainer.loggers or trainer.sanity_checking or trainer.state.fn != "fit":
         return []
     connector, loop = trainer._logger_connector, trainer.fit_loop.epoch_loop
-    batches = loop.batch_progress.total
-    if connector._first_loop_iter is not None:  # inside a training batch
-        in_batch_end = batches.processed == batches.started and batches.completed == batches.processed - 1
+    if stage == "batch_end":  # the step's rows, on the steps Lightning logs
         accumulating = trainer.fit_loop._should_accumulate() and pl_module.automatic_optimization
-        if not in_batch_end or accumulating or not (connector.should_update_logs or trainer.fast_dev_run):
+        if accumulating or not (connector.should_update_logs or trainer.fast_dev_run):
             return []
-        step = loop._batches_that_stepped
-    else:  # between epochs: on_train_epoch_end's save comes before the epoch's rows (logged one step back)
-        step = loop._batches_that_stepped - 1
-    metrics = convert_tensors_to_scalars(connector.metrics["log"])
+        metrics, step = connector.metrics["log"], loop._batches_that_stepped
+    elif stage == "epoch_end":  # the epoch's aggregates, logged one step back
+        metrics, step = loop._results.metrics(False)["log"], loop._batches_that_stepped - 1
+    else:  # validation_end: the epoch's aggregates follow only when this validation ends the epoch
+        if not (loop._is_training_done or trainer.should_stop):
+            return []
+        metrics, step = loop._results.metrics(False)["log"], loop._batches_that_stepped
+    metrics = convert_tensors_to_scalars(metrics)
     if not metrics:
         return []
     if "step" in metrics:

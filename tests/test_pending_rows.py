@@ -1,6 +1,7 @@
 """``PendingRows`` puts into each checkpoint exactly the rows Lightning logs just after that save
 (a step's rows after an ``every_n_train_steps`` save, an epoch's aggregated rows after an
-``on_train_epoch_end`` save, nothing for a step that is not logged), and a resume adds them to
+``on_train_epoch_end`` save or a validation that ends the epoch, nothing for a step that is not
+logged or a mid-epoch validation), and a resume adds them to
 ``metrics.csv`` only where they are missing."""
 
 from __future__ import annotations
@@ -61,6 +62,23 @@ def test_the_rows_in_a_checkpoint_are_the_rows_logged_after_it(tmp_path, log_eve
         assert [{k: str(v) for k, v in row.items()} for row in pending] == expected, global_step
     # every save carries rows, except those of steps that are not logged (log_every 2: steps 2 and 8)
     assert [step for step, rows in capture.saved if not rows] == ([] if log_every == 1 else [3, 9])
+
+
+def test_a_validation_that_ends_the_epoch_carries_the_epochs_rows_and_one_mid_epoch_none(tmp_path):
+    torch.manual_seed(0)
+    capture = _Capture()
+    logger = HistoryCSVLogger(tmp_path, name="t", version=0)
+    on_validation = ModelCheckpoint(dirpath=tmp_path / "val", save_top_k=-1)  # saves on every validation's end
+    trainer = pl.Trainer(max_epochs=2, limit_train_batches=4, limit_val_batches=1, val_check_interval=2, log_every_n_steps=1,
+                         num_sanity_val_steps=0, logger=logger, callbacks=[PendingRows(), capture, on_validation],
+                         enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(_Logged())
+    logged = _rows(logger.experiment.metrics_file_path)
+    saved = dict(capture.saved)
+    assert sorted(saved) == [2, 4, 6, 8] and saved[2] == saved[6] == []  # mid-epoch: its rows came before
+    for global_step in (4, 8):  # the epoch's aggregate, logged after the save at the step of its last batch
+        expected = [row for row in logged if row["step"] == str(global_step - 1) and "train/epoch_mean" in row]
+        assert len(expected) == 1 and [{k: str(v) for k, v in row.items()} for row in saved[global_step]] == expected
 
 
 def test_a_resume_adds_the_pending_rows_only_where_missing(tmp_path):

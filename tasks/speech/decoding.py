@@ -273,7 +273,7 @@ def beam_search(
     line), and the pre-beam ranks tokens by (1 - w) * log P_attention + b * log P_lm of the next token.
 
     ``length_penalty`` a > 0 ranks the ended hypotheses by their score over (length + 1) ** a (the end
-    token counted; GNMT's and Hugging Face's length normalisation, a = 1: the mean per token): summed
+    token counted; Hugging Face's ``length_penalty``; GNMT's is ((5 + length) / 6) ** a; a = 1: the mean per token): summed
     log-probabilities favour an early end, the more the wider the beam. The search then stops when
     ``beam`` hypotheses have ended and the best of them, normalised, beats every live one normalised
     at its current length (a heuristic, as Hugging Face's: a live one may still overtake); 0: the

@@ -133,7 +133,8 @@ class SpeechRecognizer(TaskModule):
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         if not 0.0 <= beam_ctc_weight <= 1.0:
             raise ValueError(f"beam_ctc_weight must be in [0, 1] (the CTC share of a hypothesis' score), got {beam_ctc_weight}")
-        if not (isinstance(beam_length_penalty, (int, float)) and math.isfinite(beam_length_penalty) and beam_length_penalty >= 0):
+        penalty_ok = isinstance(beam_length_penalty, (int, float)) and not isinstance(beam_length_penalty, bool)
+        if not (penalty_ok and math.isfinite(beam_length_penalty) and beam_length_penalty >= 0):
             raise ValueError(f"beam_length_penalty must be a finite number >= 0 (ended hypotheses ranked by score / (length + 1) ** it; 0: none), got {beam_length_penalty!r}")
         self.save_hyperparameters()
         if pretrained is not None:  # the CLI saves the arguments it was given: the folder's net replaces its net

@@ -345,6 +345,8 @@ def test_a_length_penalty_ranks_ended_hypotheses_per_token_and_keeps_a_full_read
 
     with pytest.raises(ValueError, match=r"beam_length_penalty must be a finite number >= 0 \(ended hypotheses ranked by score / \(length \+ 1\) \*\* it; 0: none\), got -1"):
         SpeechRecognizer(beam_length_penalty=-1)
+    with pytest.raises(ValueError, match=r"beam_length_penalty must be a finite number >= 0 .*got True"):
+        SpeechRecognizer(beam_length_penalty=True)
 
 
 def test_cross_attention_ignores_padded_frames():
