@@ -266,15 +266,16 @@ KILLER = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_a_kill_between_a_checkpoint_and_its_steps_rows_loses_no_rows(tmp_path):
+@pytest.mark.parametrize("make_args", [_lm_args, _lm_ddp_args], ids=["lm", "lm-ddp"])
+def test_a_kill_between_a_checkpoint_and_its_steps_rows_loses_no_rows(tmp_path, make_args):
     """Lightning saves step 8's checkpoint (global_step 9) just before it logs step 8's rows; a run
-    killed in between resumes with those rows (carried in the checkpoint), and its metrics.csv
-    equals the uninterrupted run's."""
+    killed in between (on one process, or rank 0 killing both DDP ranks) resumes with those rows
+    (carried in the checkpoint), and its metrics.csv equals the uninterrupted run's."""
     helpers = tmp_path / "helpers"
     helpers.mkdir()
     (helpers / "throttle.py").write_text(THROTTLE.replace("0.05", "0.0"))
     (helpers / "killer.py").write_text(KILLER)
-    args = _lm_args(tmp_path)
+    args = make_args(tmp_path)
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     victim = _start(args, killed, helpers, "--trainer.logger+=killer.KillAfterCheckpoint", "--trainer.logger.init_args.at_step=9")
     out, _ = victim.communicate(timeout=240)
