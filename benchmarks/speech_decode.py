@@ -27,12 +27,9 @@ RESULTS = REPO / "benchmarks" / "results"
 
 
 @torch.inference_mode()
-def decode(module: Any, encodings: list[torch.Tensor], beam: int, weight: float, length_penalty: float | None = None) -> list[str]:
-    """The module's own joint beam search (``SpeechRecognizer._beam``) with these settings (``length_penalty``
-    None: the checkpoint's)."""
-    module.beam_size, module.beam_ctc_weight = beam, weight
-    if length_penalty is not None:
-        module.beam_length_penalty = length_penalty
+def decode(module: Any, encodings: list[torch.Tensor], beam: int, weight: float, length_penalty: float) -> list[str]:
+    """The module's own joint beam search (``SpeechRecognizer._beam``) with these settings."""
+    module.beam_size, module.beam_ctc_weight, module.beam_length_penalty = beam, weight, length_penalty
     return [module.text(module._beam(encoded)) for encoded in encodings]
 
 

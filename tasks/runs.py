@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -223,7 +224,7 @@ class _HistoryWriter(ExperimentWriter):
     validate appending to a run's log). Later rows are dropped: the interrupted run logged them
     after its checkpoint, and the resumed run logs those steps again."""
 
-    def __init__(self, log_dir: str, *, history: Path, resume_step: int | None, pending: list[dict[str, Any]] = ()) -> None:
+    def __init__(self, log_dir: str, *, history: Path, resume_step: int | None, pending: Sequence[dict[str, Any]] = ()) -> None:
         self._history, self._resume_step, self._pending = history, resume_step, list(pending)
         super().__init__(log_dir)
 
@@ -266,7 +267,7 @@ class HistoryCSVLogger(CSVLogger):
     microseconds, once per ``log_every_n_steps``."""
 
     def __init__(
-        self, *args: Any, history: Path | None = None, resume_step: int | None = None, pending: list[dict[str, Any]] = (), **kwargs: Any
+        self, *args: Any, history: Path | None = None, resume_step: int | None = None, pending: Sequence[dict[str, Any]] = (), **kwargs: Any
     ) -> None:
         kwargs.setdefault("flush_logs_every_n_steps", 1)
         super().__init__(*args, **kwargs)

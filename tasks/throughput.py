@@ -27,7 +27,7 @@ class StepThroughput(Callback):
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        unit = getattr(pl_module, "throughput_unit", None)
+        unit = pl_module.throughput_unit  # a TaskModule's (its configure_callbacks adds this callback)
         if self._start is None or unit is None:
             return
         count = pl_module.throughput_count(batch)

@@ -287,6 +287,9 @@ def test_a_kill_between_a_checkpoint_and_its_steps_rows_loses_no_rows(tmp_path, 
         assert [row["step"] for row in csv.DictReader(f) if row.get("train/loss")][-1] == "7"
     assert [row["step"] for row in last[PENDING_ROWS]] == [8]
     assert {"train/loss", "train/tokens_per_s"} <= last[PENDING_ROWS][0].keys()  # the step timer's too (a callback)
+    with open(run / "metrics.csv", newline="") as f:  # step 8's own timing, not step 7's left over
+        step7 = [row["train/tokens_per_s"] for row in csv.DictReader(f) if row["step"] == "7" and row.get("train/tokens_per_s")]
+    assert step7 and float(step7[0]) != last[PENDING_ROWS][0]["train/tokens_per_s"]
     _finish(_start(args, killed, helpers, "--ckpt_path", "last"))
     _finish(_start(args, straight, helpers))
     assert _history(run) == _history(straight / "lm" / "version_0")
