@@ -41,6 +41,9 @@ from typing import Any
 
 import numpy as np
 
+from tzoo.tasks.speech import espeak_voices
+from tzoo.tasks.speech.espeak_voices import made_up_names
+
 __all__ = [
     "ALPHABET",
     "DEFAULT_VOICES",
@@ -155,7 +158,9 @@ class CorpusSpec:
     ``sentence_fraction``: the share of
     train and val texts that are lines of the other plays instead of word sequences. eSpeak NG's
     rate and pitch are drawn from ``speed`` (words/minute) and ``pitch`` (its 0-99 scale), the other
-    engines' from ``speed_factor`` and ``pitch_factor`` (factors of each voice's own)."""
+    engines' from ``speed_factor`` and ``pitch_factor`` (factors of each voice's own).
+    ``made_up_speakers``: that many eSpeak NG variants drawn at random (``espeak_voices.py``,
+    ``tzoo-000`` ...) join eSpeak NG's training voices (0 ... 256; val and test keep theirs)."""
 
     train: int = 20000
     val: int = 300
@@ -176,6 +181,7 @@ class CorpusSpec:
     snr_db: tuple[float, float] = (10.0, 30.0)
     sample_rate: int = 16000
     noise_files: list[str] = field(default_factory=list)
+    made_up_speakers: int = 0
 
     def __post_init__(self) -> None:
         from tzoo.tasks.speech.engines import ENGINE_NAMES
@@ -213,6 +219,7 @@ class CorpusSpec:
             both = sorted(set(roles.get("train", ())) & set(roles.get("test", ())))
             if both:
                 raise ValueError(f"voices[{engine!r}]: {both} cannot be both training and test voices (the test must hear voices training did not)")
+        made_up_names(self.made_up_speakers)  # checks the number
         missing = [f for f in self.noise_files if not Path(f).is_file()]
         if missing:
             raise FileNotFoundError(f"noise file(s) {missing} do not exist (noise_files: audio files to mix in as noise)")
@@ -237,6 +244,8 @@ class CorpusSpec:
                 else:
                     default = _default_voices(name, role)
                     roles[role] = default if name == "espeak" else tuple(v for v in default if v in engine.voices())
+                if name == "espeak" and role == "train":
+                    roles[role] += made_up_names(self.made_up_speakers)
             if any(roles.values()):
                 out[name] = roles
         return out
@@ -253,6 +262,10 @@ class CorpusSpec:
         for name, roles in resolved.items():
             pitched[name] = sorted({v for voices in roles.values() for v in voices if get_engine(name).varies_pitch(v)})
         described = {**asdict(self), "engines": engines, "resolved": resolved, "pitched": pitched, "words": WORDS, "test_plays": TEST_PLAYS}
+        if self.made_up_speakers:  # and what they speak like
+            described["made_up_version"] = espeak_voices.VERSION
+        else:  # the field came later: corpora without made-up speakers keep their folders
+            del described["made_up_speakers"]
         return hashlib.sha1(json.dumps(described, sort_keys=True).encode()).hexdigest()[:10]
 
 

@@ -145,7 +145,8 @@ class SpeechDataModule(pl.LightningDataModule):
     ``engine_weights``, ``test_weights``, ``voices``, ``sentence_fraction``, ``corpus_seed``, ``max_words``,
     ``digit_fraction``, ``speed`` (eSpeak NG's words/minute), ``pitch`` (its 0-99 scale),
     ``speed_factor`` and ``pitch_factor`` (the other engines': factors of each voice's own),
-    ``snr_db`` and ``noise_files`` shape it (see ``corpus.CorpusSpec``); ``workers`` processes generate it.
+    ``snr_db``, ``noise_files`` and ``made_up_speakers`` (eSpeak NG variants drawn at random, added to its
+    training speakers) shape it (see ``corpus.CorpusSpec``); ``workers`` processes generate it.
     ``alphabet``: the characters transcripts may hold (after lower-casing); a transcript with any
     other is an error that names its manifest line. ``shortest_first``: the first training epoch
     from the shortest batches to the longest (SortaGrad), later ones shuffled. ``augment``: the
@@ -179,6 +180,7 @@ class SpeechDataModule(pl.LightningDataModule):
         test_weights: dict[str, float] | None = None,
         voices: dict[str, dict[str, list[str]]] | None = None,
         sentence_fraction: float = 0.0,
+        made_up_speakers: int = 0,
         workers: int = 1,
         train_subset: str = "train-clean-100",
         val_subset: str = "dev-clean",
@@ -213,6 +215,7 @@ class SpeechDataModule(pl.LightningDataModule):
                 test_weights=dict(TEST_WEIGHTS if test_weights is None else test_weights),
                 voices={k: dict(v) for k, v in (voices or {}).items()}, speed=tuple(speed), pitch=tuple(pitch),
                 speed_factor=tuple(speed_factor), pitch_factor=tuple(pitch_factor), snr_db=tuple(snr_db), sample_rate=sample_rate, noise_files=list(noise_files or []),
+                made_up_speakers=made_up_speakers,
             )  # fmt: skip
             root = Path(data_dir) if data_dir else cache_dir("speech")
             self.root = root / f"espeak-{self.spec.key()}"

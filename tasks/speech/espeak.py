@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import ctypes
 import io
+import os
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tzoo.tasks.speech.engines import Engine, EngineUnavailableError
+from tzoo.tasks.speech.espeak_voices import MAX_MADE_UP, data_path, is_made_up, library_name
 
 __all__ = ["ACCENTS", "VARIANTS", "EspeakEngine", "EspeakUnavailableError", "Synthesizer", "list_variants"]
 
@@ -55,6 +58,8 @@ def list_variants() -> list[str]:
 
 
 _LIBRARY: tuple[Any, int, list[np.ndarray]] | None = None
+_MADE_UP_ERROR: str | None = None  # why the library's data lacks the made-up variants (None: it has them)
+_DATA = ""  # the data folder the library was initialised with
 
 
 def _library() -> tuple[Any, int, list[np.ndarray]]:
@@ -62,13 +67,19 @@ def _library() -> tuple[Any, int, list[np.ndarray]]:
 
     The library keeps a single global state (voice, parameters, callback), so it is initialised
     once per process and every Synthesizer shares it."""
-    global _LIBRARY
+    global _LIBRARY, _MADE_UP_ERROR, _DATA
     if _LIBRARY is None:
         import espeakng_loader
 
         lib = ctypes.CDLL(espeakng_loader.get_library_path())
         lib.espeak_Initialize.restype = ctypes.c_int
-        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), 0)
+        path = espeakng_loader.get_data_path()
+        try:  # the wheel's data with the made-up variants (espeak_voices.py)
+            path = str(data_path(path))
+        except OSError as exc:  # e.g. a read-only cache: every shipped voice still speaks
+            _MADE_UP_ERROR = f"the data folder with them could not be built ({exc})"
+        _DATA = path
+        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, path.encode(), 0)
         if rate <= 0:
             raise OSError(f"espeak_Initialize failed (returned {rate})")
         chunks: list[np.ndarray] = []
@@ -156,13 +167,21 @@ class Synthesizer:
         return " ".join(c for c in clauses if c)
 
     def _set_voice(self, voice: str) -> None:
-        if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
+        if is_made_up(voice.split("+")[-1]):  # eSpeak NG would speak its default voice without a word
+            if _MADE_UP_ERROR is not None:
+                raise ValueError(f"eSpeak NG cannot speak the made-up variant {voice!r}: {_MADE_UP_ERROR}")
+            path = Path(_DATA, "voices", "!v", library_name(voice).split("+")[-1])  # as eSpeak NG opens it
+            if not os.path.isfile(path):
+                raise ValueError(f"eSpeak NG cannot speak the made-up variant {voice!r}: its file {str(path)!r} is missing")
+        if self._lib.espeak_SetVoiceByName(library_name(voice).encode()) != 0:
             raise ValueError(f"eSpeak NG has no voice {voice!r} (valid: <accent>+<variant>, accents {ACCENTS}, variants e.g. {VARIANTS[:5]})")
 
     def _synthesize_command(self, text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
         import soundfile
 
         assert self._command is not None
+        if is_made_up(voice.split("+")[-1]):
+            raise ValueError(f"the made-up variant {voice!r} needs eSpeak NG's library from the wheel ({INSTALL_HINT}), not the espeak-ng command")
         done = subprocess.run(
             [self._command, "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text], capture_output=True, check=False
         )
@@ -209,9 +228,11 @@ class EspeakEngine(Engine):
         raise AssertionError("eSpeak NG is available")
 
     def check_voice(self, voice: str) -> None:
-        if voice.split("+")[-1] not in VARIANTS:
+        variant = voice.split("+")[-1]
+        if variant not in VARIANTS and not is_made_up(variant):
             raise ValueError(f"espeak has no voice {voice!r}; its voices (variants, spoken as <accent>+<variant>, "
-                             f"accents {', '.join(ACCENTS)}): {', '.join(VARIANTS)}")
+                             f"accents {', '.join(ACCENTS)}): {', '.join(VARIANTS)}, and the made-up "
+                             f"tzoo-000 ... tzoo-{MAX_MADE_UP - 1:03d} (espeak_voices.py)")
 
     def synthesize(self, text: str, voice: str, *, speed: float = 1.0, pitch: float = 1.0) -> tuple[np.ndarray, int]:
         self.check_prosody(voice, speed, pitch)
