@@ -52,7 +52,7 @@ def library_name(voice: str) -> str:
     the file ``tzoo/017`` of ``data_path()``, which eSpeak NG reaches from its ``voices/!v`` folder
     as ``../../tzoo/017`` (outside ``voices``: eSpeak NG lists at most 349 voices and variants, and
     the wheel ships 245); any other voice is its own name."""
-    accent, plus, variant = voice.rpartition("+")
+    accent, _, variant = voice.rpartition("+")
     if not is_made_up(variant):
         return voice
     return f"{accent or 'en'}+{LIBRARY_PATH}{variant[len(PREFIX):]}"
