@@ -42,7 +42,6 @@ from typing import Any
 import numpy as np
 
 from tzoo.tasks.speech import espeak_voices
-from tzoo.tasks.speech.espeak_voices import made_up_names
 
 __all__ = [
     "ALPHABET",
@@ -219,7 +218,7 @@ class CorpusSpec:
             both = sorted(set(roles.get("train", ())) & set(roles.get("test", ())))
             if both:
                 raise ValueError(f"voices[{engine!r}]: {both} cannot be both training and test voices (the test must hear voices training did not)")
-        made_up_names(self.made_up_speakers)  # checks the number
+        espeak_voices.made_up_names(self.made_up_speakers)  # checks the number
         missing = [f for f in self.noise_files if not Path(f).is_file()]
         if missing:
             raise FileNotFoundError(f"noise file(s) {missing} do not exist (noise_files: audio files to mix in as noise)")
@@ -245,7 +244,7 @@ class CorpusSpec:
                     default = _default_voices(name, role)
                     roles[role] = default if name == "espeak" else tuple(v for v in default if v in engine.voices())
                 if name == "espeak" and role == "train":
-                    roles[role] += made_up_names(self.made_up_speakers)
+                    roles[role] += espeak_voices.made_up_names(self.made_up_speakers)
             if any(roles.values()):
                 out[name] = roles
         return out

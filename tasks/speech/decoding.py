@@ -233,6 +233,13 @@ class CTCPrefixScorer:
 
 
 @torch.inference_mode()
+def check_length_penalty(value: float, name: str = "length_penalty") -> float:
+    """``value`` as a float, or ValueError naming ``name``: a finite number >= 0, not a bool."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0 (ended hypotheses ranked by score / (length + 1) ** it; 0: none), got {value!r}")
+    return float(value)
+
+
 def beam_search(
     model: SpeechTransformer,
     encoded: Tensor,
@@ -289,8 +296,7 @@ def beam_search(
         raise ValueError(f"pre_beam must be >= 1 (tokens CTC-scored per hypothesis, or None for 1.5 x beam), got {pre_beam}")
     if not (math.isfinite(lm_weight) and lm_weight >= 0):
         raise ValueError(f"lm_weight must be a finite number >= 0 (the language model's share; 0: none), got {lm_weight}")
-    if not (math.isfinite(length_penalty) and length_penalty >= 0):
-        raise ValueError(f"length_penalty must be a finite number >= 0 (ended hypotheses ranked by score / (length + 1) ** it; 0: none), got {length_penalty}")
+    check_length_penalty(length_penalty)
 
     def normalised(score: float, tokens: int) -> float:  # tokens: the hypothesis' own, without BOS or EOS
         return score / (tokens + 1) ** length_penalty if length_penalty else score

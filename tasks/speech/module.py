@@ -35,7 +35,7 @@ from tzoo.tasks.base import TaskModule
 from tzoo.tasks.config import OptimConfig, from_dict, signature_default, to_dict
 from tzoo.tasks.speech import vtln
 from tzoo.tasks.speech.data import IGNORE
-from tzoo.tasks.speech.decoding import beam_search, ctc_greedy, greedy, max_tokens
+from tzoo.tasks.speech.decoding import beam_search, check_length_penalty, ctc_greedy, greedy, max_tokens
 from tzoo.tasks.speech.fusion import LanguageModelScorer
 from tzoo.tasks.speech.lexicon import Lexicon
 from tzoo.tasks.speech.model import SpeechConfig, SpeechTransformer
@@ -133,9 +133,6 @@ class SpeechRecognizer(TaskModule):
             raise ValueError(f"beam_size must be >= 1, got {beam_size}")
         if not 0.0 <= beam_ctc_weight <= 1.0:
             raise ValueError(f"beam_ctc_weight must be in [0, 1] (the CTC share of a hypothesis' score), got {beam_ctc_weight}")
-        penalty_ok = isinstance(beam_length_penalty, (int, float)) and not isinstance(beam_length_penalty, bool)
-        if not (penalty_ok and math.isfinite(beam_length_penalty) and beam_length_penalty >= 0):
-            raise ValueError(f"beam_length_penalty must be a finite number >= 0 (ended hypotheses ranked by score / (length + 1) ** it; 0: none), got {beam_length_penalty!r}")
         self.save_hyperparameters()
         if pretrained is not None:  # the CLI saves the arguments it was given: the folder's net replaces its net
             self.hparams["net"] = to_dict(net)
@@ -150,7 +147,7 @@ class SpeechRecognizer(TaskModule):
             self.whisper = WhisperText.load(pretrained)
         self.ctc_weight, self.label_smoothing, self.beam_size = ctc_weight, label_smoothing, beam_size
         self.beam_ctc_weight, self.inter_ctc_weight = beam_ctc_weight, inter_ctc_weight
-        self.beam_length_penalty = float(beam_length_penalty)
+        self.beam_length_penalty = check_length_penalty(beam_length_penalty, "beam_length_penalty")
         self.lexicon = None if lexicon is None else Lexicon.load(lexicon, self.tokenizer)
         self.lm = None if lm is None else LanguageModelScorer.load(lm, self.tokenizer)  # not a submodule: not in checkpoints
         self.lm_weight = float(lm_weight)
