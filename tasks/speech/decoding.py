@@ -232,7 +232,6 @@ class CTCPrefixScorer:
         return torch.from_numpy(np.take_along_axis(psi, tokens_, axis=1)).to(self.device), states
 
 
-@torch.inference_mode()
 def check_length_penalty(value: float, name: str = "length_penalty") -> float:
     """``value`` as a float, or ValueError naming ``name``: a finite number >= 0, not a bool."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
@@ -240,6 +239,7 @@ def check_length_penalty(value: float, name: str = "length_penalty") -> float:
     return float(value)
 
 
+@torch.inference_mode()
 def beam_search(
     model: SpeechTransformer,
     encoded: Tensor,

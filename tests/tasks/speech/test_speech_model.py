@@ -173,6 +173,22 @@ def test_a_decoder_narrower_than_the_encoder_cross_attends_to_it():
     assert greedy(model, encoded, mask, max_len=6) == greedy(model, encoded, mask, max_len=6, use_cache=False)
 
 
+def test_beam_search_runs_without_autograd(monkeypatch):
+    """beam_search builds no graph however it is called (torch.inference_mode), as greedy does."""
+    model = _model()
+    encoded, _ = model.encode(torch.randn(1, 8000), torch.tensor([8000]))
+    seen = []
+    decode = model.decode
+
+    def recording(*args, **kwargs):
+        seen.append(torch.is_inference_mode_enabled())
+        return decode(*args, **kwargs)
+
+    monkeypatch.setattr(model, "decode", recording)
+    beam_search(model, encoded, beam=2, max_len=4)
+    assert seen and all(seen)
+
+
 def test_beam_search_finds_at_least_the_greedy_score():
     model = _model()
     encoded, _ = model.encode(torch.randn(1, 8000), torch.tensor([8000]))
