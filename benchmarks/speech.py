@@ -157,7 +157,7 @@ def _greedy_rtf(module: Any, waves: list[torch.Tensor], threads: int) -> float:
 @torch.inference_mode()
 def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | None = None,
                beam_size: int | None = None, beam_ctc_weight: float | None = None, warp_search: list[float] | None = None,
-               warp_search_by: str | None = None, beam_length_penalty: float | None = None) -> None:
+               warp_search_by: str | None = None, beam_length_penalty: float | None = None, checkpoint: str = "last.ckpt") -> None:
     from tzoo.tasks.loading import load_module
     from tzoo.tasks.speech.audio import load_audio
     from tzoo.tasks.speech.decoding import beam_search, max_tokens
@@ -173,7 +173,7 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
         overrides["warp_search"] = warp_search or None
         if not warp_search:
             overrides.setdefault("warp_search_by", "utterance")
-    module = load_module(run / "checkpoints" / "last.ckpt", task="speech", **overrides)  # checked as at construction
+    module = load_module(run / "checkpoints" / checkpoint, task="speech", **overrides)  # checked as at construction
     model, beam, penalty = module.model, module.beam_size, module.beam_length_penalty
     data = _datamodule(results["train"].get("fit_options", []))
     entries = data.split_entries("test")[:limit]
@@ -228,7 +228,7 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
                        "same_hypotheses": sum(a == b for a, b in zip(outs[True], outs[False]))}  # fmt: skip
 
     results["eval"] = {
-        "test_utterances": len(entries), "test_audio_s": round(audio_s, 1), "beam": beam, "beam_ctc_weight": weight, "beam_length_penalty": penalty, "decode_threads": 1,
+        "checkpoint": checkpoint, "test_utterances": len(entries), "test_audio_s": round(audio_s, 1), "beam": beam, "beam_ctc_weight": weight, "beam_length_penalty": penalty, "decode_threads": 1,
         "warp_search": module.warp_search, "warp_search_by": module.warp_search_by,
         "eval_s": round(eval_s, 1), "quality": quality, "beam_by_engine": by_engine, "beam_by_voice": by_voice,
         "lexicon": {"name": "words", "words": len(words)},
@@ -360,6 +360,8 @@ def main() -> None:
                         help="test-time frequency warps to choose among per utterance (vtln.py; default: the checkpoint's; none given: off)")
     parser.add_argument("--warp_search_by", choices=("utterance", "speaker"), default=None,
                         help="one warp per utterance or per speaker, pooled (vtln.py; default: the checkpoint's)")
+    parser.add_argument("--checkpoint", default="last.ckpt",
+                        help="the run's checkpoint to evaluate, in its checkpoints folder (e.g. ema-0.9995.ckpt, tasks/ema_variants.py)")
     parser.add_argument("fit_options", nargs="*", help="after --: options for tzoo fit, e.g. -- --model.init_args.net.cross_position=sinusoidal")
     args = parser.parse_args()
     RESULTS = args.results
@@ -370,7 +372,8 @@ def main() -> None:
         _save_results(results)
     if args.stage in ("all", "eval"):
         stage_eval(results, speed_utterances=args.speed_utterances, limit=args.limit, beam_size=args.beam_size, beam_ctc_weight=args.beam_ctc_weight,
-                   warp_search=args.warp_search, warp_search_by=args.warp_search_by, beam_length_penalty=args.beam_length_penalty)
+                   warp_search=args.warp_search, warp_search_by=args.warp_search_by, beam_length_penalty=args.beam_length_penalty,
+                   checkpoint=args.checkpoint)
         _save_results(results)
     print_tables(results)
 
