@@ -5,7 +5,10 @@ two runs with two decays cannot tell the decays apart. ``EMAVariants(decays=[0.9
 each decay, an exponential moving average of the model's floating-point state (parameters and
 buffers, as Lightning's ``EMAWeightAveraging`` with ``use_buffers=True``), updated after every
 optimizer step the way Lightning's is: the first update copies the weights, then
-``avg = decay * avg + (1 - decay) * w``. When fit ends it writes each average as a checkpoint
+``avg = decay * avg + (1 - decay) * w``. Like Lightning's, there is no bias correction: after T
+steps the first step's weights (all but the initialisation) still hold ``decay ** (T - 1)`` of the
+average (0.2% at 0.999 and 6,000 steps, 4.6% at 0.9995, 29% at 0.9998), so a decay whose horizon
+``1 / (1 - decay)`` is not well inside the run measures that too. When fit ends it writes each average as a checkpoint
 beside the run's ``last.ckpt``: the same file with its ``state_dict`` replaced, named
 ``ema-<decay>.ckpt``, so every tool that reads a tzoo checkpoint reads it (``tzoo test --ckpt_path``,
 ``tzoo.tasks.loading.load_module``, ``benchmarks/speech.py --checkpoint``). The averages are part of
