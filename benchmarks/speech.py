@@ -6,7 +6,7 @@ KV cache's effect on beam search.
 * train: ``tzoo fit --config configs/speech/espeak.yaml`` run as a user runs it (a subprocess, wall
   time from launch to exit). Target: <= 30 minutes on this 2-core CPU.
 * eval, on the test split (voices never heard in training: held-out eSpeak NG variants, Festival's
-  HTS voice, Flite's voices, as installed), from the run's last checkpoint: CER / WER
+  HTS voice, Flite's voices, as installed), from the run's last checkpoint (or ``--checkpoint``): CER / WER
   (torchmetrics) with joint CTC/attention beam search (the config's beam width and CTC weight), the
   same beam without the CTC head, attention greedy and CTC greedy; the joint beam within the
   corpus's words (a closed vocabulary, ``lexicon: words``); the joint beam's CER / WER per

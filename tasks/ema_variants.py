@@ -10,7 +10,7 @@ steps the first step's weights (all but the initialisation) still hold ``decay *
 average (0.2% at 0.999 and 6,000 steps, 4.6% at 0.9995, 29% at 0.9998), so a decay whose horizon
 ``1 / (1 - decay)`` is not well inside the run measures that too. When fit ends it writes each average as a checkpoint
 beside the run's ``last.ckpt``: the same file with its ``state_dict`` replaced, named
-``ema-<decay>.ckpt``, so every tool that reads a tzoo checkpoint reads it (``tzoo test --ckpt_path``,
+``ema-<decay>.ckpt`` (without this callback's own state), so every tool that reads a tzoo checkpoint reads it (``tzoo test --ckpt_path``,
 ``tzoo.tasks.loading.load_module``, ``benchmarks/speech.py --checkpoint``). The averages are part of
 the callback's state in every checkpoint, so a resumed run goes on with them.
 
@@ -29,6 +29,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from tzoo.tasks.reliability import atomic_torch_save, read_checkpoint
 
@@ -72,13 +73,12 @@ class EMAVariants(pl.Callback):
             return
         self._updated_at = trainer.global_step
         state = {k: v.detach() for k, v in pl_module.state_dict().items() if v.is_floating_point()}
-        for decay in self.decays:
-            average = self.averages.get(decay)
-            if average is None:
-                self.averages[decay] = {k: v.clone() for k, v in state.items()}
-                continue
-            names = list(average)
-            torch._foreach_lerp_([average[k] for k in names], [state[k] for k in names], 1.0 - decay)
+        if not self.averages:
+            self.averages = {d: {k: v.clone() for k, v in state.items()} for d in self.decays}
+            return
+        current = list(state.values())
+        for decay, average in self.averages.items():  # torch's EMA update (a foreach lerp), as Lightning's
+            get_ema_multi_avg_fn(decay)([average[k] for k in state], current, None)
 
     def state_dict(self) -> dict[str, Any]:
         return {"updated_at": self._updated_at, "averages": {repr(d): a for d, a in self.averages.items()}}
@@ -92,6 +92,8 @@ class EMAVariants(pl.Callback):
         if not trainer.is_global_zero or not self.averages or not Path(last).is_file():
             return  # no step taken, or no last.ckpt to take the rest of the file from
         checkpoint = read_checkpoint(last)
+        # the file to evaluate, not to resume: without this callback's state (every decay's average)
+        checkpoint["callbacks"] = {k: v for k, v in checkpoint.get("callbacks", {}).items() if k != self.state_key}
         for decay, average in self.averages.items():
             state = dict(checkpoint["state_dict"])
             missing = set(average) - set(state)
