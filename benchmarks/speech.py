@@ -173,7 +173,12 @@ def stage_eval(results: dict[str, Any], *, speed_utterances: int, limit: int | N
         overrides["warp_search"] = warp_search or None
         if not warp_search:
             overrides.setdefault("warp_search_by", "utterance")
-    module = load_module(run / "checkpoints" / checkpoint, task="speech", **overrides)  # checked as at construction
+    path = run / "checkpoints" / checkpoint
+    if checkpoint == "current.ckpt" and not path.exists():  # the optimizer's weights, no average (ema_variants.py)
+        from tzoo.tasks.ema_variants import write_current
+
+        write_current(path.with_name("last.ckpt"))
+    module = load_module(path, task="speech", **overrides)  # checked as at construction
     model, beam, penalty = module.model, module.beam_size, module.beam_length_penalty
     data = _datamodule(results["train"].get("fit_options", []))
     entries = data.split_entries("test")[:limit]
@@ -361,7 +366,8 @@ def main() -> None:
     parser.add_argument("--warp_search_by", choices=("utterance", "speaker"), default=None,
                         help="one warp per utterance or per speaker, pooled (vtln.py; default: the checkpoint's)")
     parser.add_argument("--checkpoint", default="last.ckpt",
-                        help="the run's checkpoint to evaluate, in its checkpoints folder (e.g. ema-0.9995.ckpt, tasks/ema_variants.py)")
+                        help="the run's checkpoint to evaluate, in its checkpoints folder (e.g. ema-0.9995.ckpt, tasks/ema_variants.py; "
+                             "current.ckpt: the optimizer's weights without the average, written from last.ckpt when missing)")
     parser.add_argument("fit_options", nargs="*", help="after --: options for tzoo fit, e.g. -- --model.init_args.net.cross_position=sinusoidal")
     args = parser.parse_args()
     RESULTS = args.results

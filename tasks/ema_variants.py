@@ -18,7 +18,10 @@ the callback's state in every checkpoint, so a resumed run goes on with them.
         '--trainer.callbacks+={"class_path": "tzoo.tasks.ema_variants.EMAVariants", "init_args": {"decays": [0.9995]}}'
 
 It only measures: validation, ``last.ckpt`` and the tests use the run's own weights (or the
-config's ``EMAWeightAveraging``), never these.
+config's ``EMAWeightAveraging``), never these. The other end of the scale, no average at all:
+``write_current(last)`` writes the weights the optimizer holds, which Lightning's
+``EMAWeightAveraging`` keeps in ``last.ckpt`` as ``current_model_state``, as ``current.ckpt``
+(``benchmarks/speech.py --checkpoint current.ckpt`` does it when the file is missing).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from tzoo.tasks.reliability import atomic_torch_save, read_checkpoint
 
-__all__ = ["EMAVariants"]
+__all__ = ["EMAVariants", "variant_path", "write_current"]
 
 
 def _check_decays(decays: Any) -> list[float]:
@@ -52,6 +55,24 @@ def _check_decays(decays: Any) -> list[float]:
 def variant_path(last: str | Path, decay: float) -> Path:
     """Where the average with ``decay`` is written: ``ema-<decay>.ckpt`` beside ``last``."""
     return Path(last).with_name(f"ema-{decay:g}.ckpt")
+
+
+def write_current(last: str | Path) -> Path:
+    """``current.ckpt`` beside ``last``: the checkpoint with its ``state_dict`` (the average, when the
+    run used ``EMAWeightAveraging``) replaced by the optimizer's own weights, ``current_model_state``.
+    A file to evaluate, not to resume: the average's entries are left out. ValueError when ``last``
+    holds no such weights (a run without ``EMAWeightAveraging``: its ``state_dict`` is already them)."""
+    checkpoint = read_checkpoint(last)
+    current = checkpoint.pop("current_model_state", None)
+    if current is None:
+        raise ValueError(f"{str(last)!r} holds no 'current_model_state' (written by a run without EMAWeightAveraging, "
+                         "whose state_dict is already the optimizer's weights): evaluate it as it is")
+    checkpoint.pop("averaging_state", None)
+    checkpoint["callbacks"] = {k: v for k, v in checkpoint.get("callbacks", {}).items()
+                               if "EMAVariants" not in k and "WeightAveraging" not in k}
+    out = Path(last).with_name("current.ckpt")
+    atomic_torch_save({**checkpoint, "state_dict": current}, out)
+    return out
 
 
 class EMAVariants(pl.Callback):

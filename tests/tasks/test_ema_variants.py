@@ -7,7 +7,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 
-from tzoo.tasks.ema_variants import EMAVariants, variant_path
+from tzoo.tasks.ema_variants import EMAVariants, variant_path, write_current
 from tzoo.tasks.reliability import read_checkpoint
 
 
@@ -83,6 +83,28 @@ def test_a_resumed_run_goes_on_with_its_averages(tmp_path):
     resumed = read_checkpoint(tmp_path / "ema-0.8.ckpt")["state_dict"]
     for name, value in expected.items():  # restarted averages would hold only steps 6-10
         torch.testing.assert_close(resumed[name], value, rtol=0, atol=1e-6)
+
+
+def test_current_ckpt_holds_the_optimizers_weights_not_the_average(tmp_path):
+    record = Record()
+    _fit(tmp_path, [EMAWeightAveraging(decay=0.9), record])
+    out = write_current(tmp_path / "last.ckpt")
+    assert out == tmp_path / "current.ckpt"
+    current = read_checkpoint(out)
+    assert "current_model_state" not in current and "averaging_state" not in current
+    assert not any("WeightAveraging" in key for key in current["callbacks"])
+    average = read_checkpoint(tmp_path / "last.ckpt")["state_dict"]
+    for name, value in record.states[-1].items():  # the weights after the last step, exactly
+        torch.testing.assert_close(current["state_dict"][name], value, rtol=0, atol=0)
+    assert not torch.allclose(current["state_dict"]["net.0.weight"], average["net.0.weight"])
+
+
+def test_current_ckpt_from_a_run_without_an_average_is_refused_by_name(tmp_path):
+    _fit(tmp_path, [], max_steps=2)
+    with pytest.raises(ValueError, match="current_model_state") as info:
+        write_current(tmp_path / "last.ckpt")
+    assert "last.ckpt" in str(info.value) and "evaluate it as it is" in str(info.value)
+    assert not (tmp_path / "current.ckpt").exists()
 
 
 @pytest.mark.parametrize("decays, named", [([], "[]"), (0.999, "0.999"), ([1.0], "1.0"), ([0.9, -0.1], "-0.1"),
