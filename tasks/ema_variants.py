@@ -10,7 +10,7 @@ steps the first step's weights (all but the initialisation) still hold ``decay *
 average (0.2% at 0.999 and 6,000 steps, 4.6% at 0.9995, 29% at 0.9998), so a decay whose horizon
 ``1 / (1 - decay)`` is not well inside the run measures that too. When fit ends it writes each average as a checkpoint
 beside the run's ``last.ckpt``: the same file with its ``state_dict`` replaced, named
-``ema-<decay>.ckpt`` (without this callback's own state), so every tool that reads a tzoo checkpoint reads it (``tzoo test --ckpt_path``,
+``ema-<decay>.ckpt`` (without any averaging state: ``_save_for_evaluation``), so every tool that reads a tzoo checkpoint reads it (``tzoo test --ckpt_path``,
 ``tzoo.tasks.loading.load_module``, ``benchmarks/speech.py --checkpoint``). The averages are part of
 the callback's state in every checkpoint, so a resumed run goes on with them.
 
@@ -57,22 +57,28 @@ def variant_path(last: str | Path, decay: float) -> Path:
     return Path(last).with_name(f"ema-{decay:g}.ckpt")
 
 
+def _save_for_evaluation(checkpoint: dict[str, Any], state_dict: dict[str, torch.Tensor], out: Path) -> Path:
+    """``checkpoint`` with ``state_dict`` in its place, written to ``out``: a file to evaluate, not to
+    resume, so without the averaging machinery (Lightning's ``current_model_state``,
+    ``averaging_state`` and its callback's state; every decay's average of this callback)."""
+    kept = {k: v for k, v in checkpoint.items() if k not in ("current_model_state", "averaging_state")}
+    kept["callbacks"] = {k: v for k, v in checkpoint.get("callbacks", {}).items()
+                         if "EMAVariants" not in k and "WeightAveraging" not in k}
+    atomic_torch_save({**kept, "state_dict": state_dict}, out)
+    return out
+
+
 def write_current(last: str | Path) -> Path:
     """``current.ckpt`` beside ``last``: the checkpoint with its ``state_dict`` (the average, when the
     run used ``EMAWeightAveraging``) replaced by the optimizer's own weights, ``current_model_state``.
-    A file to evaluate, not to resume: the average's entries are left out. ValueError when ``last``
-    holds no such weights (a run without ``EMAWeightAveraging``: its ``state_dict`` is already them)."""
+    A file to evaluate, not to resume. ValueError when ``last`` holds no such weights (a run without
+    ``EMAWeightAveraging``: its ``state_dict`` is already them)."""
     checkpoint = read_checkpoint(last)
-    current = checkpoint.pop("current_model_state", None)
+    current = checkpoint.get("current_model_state")
     if current is None:
         raise ValueError(f"{str(last)!r} holds no 'current_model_state' (written by a run without EMAWeightAveraging, "
                          "whose state_dict is already the optimizer's weights): evaluate it as it is")
-    checkpoint.pop("averaging_state", None)
-    checkpoint["callbacks"] = {k: v for k, v in checkpoint.get("callbacks", {}).items()
-                               if "EMAVariants" not in k and "WeightAveraging" not in k}
-    out = Path(last).with_name("current.ckpt")
-    atomic_torch_save({**checkpoint, "state_dict": current}, out)
-    return out
+    return _save_for_evaluation(checkpoint, current, Path(last).with_name("current.ckpt"))
 
 
 class EMAVariants(pl.Callback):
@@ -113,12 +119,10 @@ class EMAVariants(pl.Callback):
         if not trainer.is_global_zero or not self.averages or not Path(last).is_file():
             return  # no step taken, or no last.ckpt to take the rest of the file from
         checkpoint = read_checkpoint(last)
-        # the file to evaluate, not to resume: without this callback's state (every decay's average)
-        checkpoint["callbacks"] = {k: v for k, v in checkpoint.get("callbacks", {}).items() if k != self.state_key}
         for decay, average in self.averages.items():
             state = dict(checkpoint["state_dict"])
             missing = set(average) - set(state)
             if missing:
                 raise RuntimeError(f"EMAVariants: {last} lacks entries the averages hold: {sorted(missing)[:5]}")
             state.update({k: v.to(state[k].dtype) for k, v in average.items()})
-            atomic_torch_save({**checkpoint, "state_dict": state}, variant_path(last, decay))
+            _save_for_evaluation(checkpoint, state, variant_path(last, decay))

@@ -57,6 +57,7 @@ def test_each_decay_matches_lightnings_ema_and_the_hand_computed_average(tmp_pat
     # last.ckpt keeps the averages for a resume; the files to evaluate do not carry them again
     assert any("EMAVariants" in key for key in read_checkpoint(last)["callbacks"])
     assert not any("EMAVariants" in key for key in read_checkpoint(variant_path(last, 0.5))["callbacks"])
+    assert "current_model_state" not in read_checkpoint(variant_path(last, 0.5))  # nor the run's own weights
     for name, value in lightning_average.items():
         torch.testing.assert_close(ours[0.9][name], value, rtol=0, atol=1e-6)
     expected = {k: v.clone() for k, v in record.states[0].items()}
