@@ -10,7 +10,7 @@ steps the first step's weights (all but the initialisation) still hold ``decay *
 average (0.2% at 0.999 and 6,000 steps, 4.6% at 0.9995, 29% at 0.9998), so a decay whose horizon
 ``1 / (1 - decay)`` is not well inside the run measures that too. When fit ends it writes each average as a checkpoint
 beside the run's ``last.ckpt``: the same file with its ``state_dict`` replaced, named
-``ema-<decay>.ckpt`` (without any averaging state: ``_save_for_evaluation``), so every tool that reads a tzoo checkpoint reads it (``tzoo test --ckpt_path``,
+``ema-<decay>.ckpt`` (without any averaging state: ``_for_evaluation``), so every tool that reads a tzoo checkpoint reads it (``tzoo test --ckpt_path``,
 ``tzoo.tasks.loading.load_module``, ``benchmarks/speech.py --checkpoint``). The averages are part of
 the callback's state in every checkpoint, so a resumed run goes on with them.
 
@@ -57,15 +57,14 @@ def variant_path(last: str | Path, decay: float) -> Path:
     return Path(last).with_name(f"ema-{decay:g}.ckpt")
 
 
-def _save_for_evaluation(checkpoint: dict[str, Any], state_dict: dict[str, torch.Tensor], out: Path) -> Path:
-    """``checkpoint`` with ``state_dict`` in its place, written to ``out``: a file to evaluate, not to
-    resume, so without the averaging machinery (Lightning's ``current_model_state``,
-    ``averaging_state`` and its callback's state; every decay's average of this callback)."""
+def _for_evaluation(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """``checkpoint`` as a file to evaluate, not to resume: without the averaging machinery
+    (Lightning's ``current_model_state``, ``averaging_state`` and its callback's state; every decay's
+    average of this callback). The caller puts the weights to evaluate in its ``state_dict``."""
     kept = {k: v for k, v in checkpoint.items() if k not in ("current_model_state", "averaging_state")}
     kept["callbacks"] = {k: v for k, v in checkpoint.get("callbacks", {}).items()
                          if "EMAVariants" not in k and "WeightAveraging" not in k}
-    atomic_torch_save({**kept, "state_dict": state_dict}, out)
-    return out
+    return kept
 
 
 def write_current(last: str | Path) -> Path:
@@ -78,7 +77,9 @@ def write_current(last: str | Path) -> Path:
     if current is None:
         raise ValueError(f"{str(last)!r} holds no 'current_model_state' (written by a run without EMAWeightAveraging, "
                          "whose state_dict is already the optimizer's weights): evaluate it as it is")
-    return _save_for_evaluation(checkpoint, current, Path(last).with_name("current.ckpt"))
+    out = Path(last).with_name("current.ckpt")
+    atomic_torch_save({**_for_evaluation(checkpoint), "state_dict": current}, out)
+    return out
 
 
 class EMAVariants(pl.Callback):
@@ -119,10 +120,11 @@ class EMAVariants(pl.Callback):
         if not trainer.is_global_zero or not self.averages or not Path(last).is_file():
             return  # no step taken, or no last.ckpt to take the rest of the file from
         checkpoint = read_checkpoint(last)
+        base = _for_evaluation(checkpoint)  # every file shares all but its weights
         for decay, average in self.averages.items():
             state = dict(checkpoint["state_dict"])
             missing = set(average) - set(state)
             if missing:
                 raise RuntimeError(f"EMAVariants: {last} lacks entries the averages hold: {sorted(missing)[:5]}")
             state.update({k: v.to(state[k].dtype) for k, v in average.items()})
-            _save_for_evaluation(checkpoint, state, variant_path(last, decay))
+            atomic_torch_save({**base, "state_dict": state}, variant_path(last, decay))
